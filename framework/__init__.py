@@ -1,0 +1,67 @@
+"""Stageflow: long-running business processes as ordered stages on RabbitMQ.
+
+Declare a case, run workers, start processes::
+
+    from framework import BusinessCase, stage, Stageflow, Settings
+"""
+
+from framework.app import Stageflow
+from framework.case import BusinessCase, stage
+from framework.clock import Clock, FakeClock, SystemClock
+from framework.context import ServiceReply, StageContext
+from framework.document import ProcessDocument, Status
+from framework.engine import Engine
+from framework.errors import (
+    BrokerError,
+    CaseDefinitionError,
+    ConfigurationError,
+    InfrastructureError,
+    InvalidInputError,
+    MessageError,
+    ProcessConflictError,
+    ProcessNotFoundError,
+    ServiceError,
+    StageError,
+    StageflowError,
+    StoreError,
+    TaskIdError,
+    UnknownCaseError,
+)
+from framework.settings import Settings
+from framework.taskid import TaskIdSigner, TaskRef
+from framework.worker import Worker
+
+__all__ = [
+    # declaring cases
+    "BusinessCase",
+    "stage",
+    "StageContext",
+    "ServiceReply",
+    # running them
+    "Stageflow",
+    "Settings",
+    "Worker",
+    "Engine",
+    "ProcessDocument",
+    "Status",
+    "TaskIdSigner",
+    "TaskRef",
+    "Clock",
+    "SystemClock",
+    "FakeClock",
+    # errors
+    "StageflowError",
+    "ConfigurationError",
+    "CaseDefinitionError",
+    "UnknownCaseError",
+    "InvalidInputError",
+    "ProcessConflictError",
+    "ProcessNotFoundError",
+    "MessageError",
+    "TaskIdError",
+    "StageError",
+    "ServiceError",
+    "InfrastructureError",
+    "BrokerError",
+    "StoreError",
+]

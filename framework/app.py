@@ -1,0 +1,104 @@
+"""``Stageflow``: one object that holds a running instance's store, broker, signer and engine.
+
+    async with Stageflow.from_settings(Settings(), cases=[Order]) as flow:
+        process = await flow.start("order", {"order_id": "A-1"}, client_key="A-1")
+        await flow.worker().start()
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any, Self
+
+from framework.broker.base import Broker
+from framework.case import BusinessCase
+from framework.clock import Clock
+from framework.document import ProcessDocument
+from framework.engine import Engine
+from framework.errors import ConfigurationError, ProcessNotFoundError
+from framework.settings import Settings
+from framework.store.base import ProcessStore
+from framework.taskid import TaskIdSigner
+from framework.wiring import broker_from_settings, load_cases, store_from_settings
+from framework.worker import Worker
+
+
+class Stageflow:
+    def __init__(
+        self,
+        *,
+        cases: Iterable[type[BusinessCase]],
+        store: ProcessStore,
+        broker: Broker,
+        signer: TaskIdSigner,
+        settings: Settings | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        self.settings = settings or Settings()
+        self.store = store
+        self.broker = broker
+        self.engine = Engine(
+            cases=cases, store=store, broker=broker, signer=signer, clock=clock,
+            relay_grace_s=self.settings.relay_grace_s, max_message_bytes=self.settings.max_message_bytes,
+        )
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: Settings,
+        *,
+        cases: Iterable[type[BusinessCase]] | None = None,
+        clock: Clock | None = None,
+        connection_name: str = "stageflow",
+    ) -> Self:
+        keys = settings.signing_keys()
+        if not keys:
+            raise ConfigurationError(
+                "STAGEFLOW_SECRET_KEYS is not set",
+                hint="set it to one or more random secrets, comma-separated, newest first "
+                "(e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`)",
+            )
+        return cls(
+            cases=cases if cases is not None else load_cases(settings.cases),
+            store=store_from_settings(settings),
+            broker=broker_from_settings(settings, connection_name=connection_name),
+            signer=TaskIdSigner(keys),
+            settings=settings,
+            clock=clock,
+        )
+
+    async def __aenter__(self) -> Self:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def open(self) -> None:
+        await self.store.open()
+        try:
+            await self.broker.connect()
+        except BaseException:
+            await self.store.close()
+            raise
+
+    async def close(self) -> None:
+        try:
+            await self.broker.close()
+        finally:
+            await self.store.close()
+
+    async def start(
+        self, case: str | type[BusinessCase], input: Any = None, *, client_key: str | None = None
+    ) -> ProcessDocument:
+        return await self.engine.start(case, input, client_key=client_key)
+
+    async def get(self, process_id: str) -> ProcessDocument:
+        doc = await self.store.load(process_id)
+        if doc is None:
+            raise ProcessNotFoundError(f"no process {process_id!r}", process_id=process_id)
+        return doc
+
+    def worker(self, **options: Any) -> Worker:
+        defaults = {"prefetch": self.settings.prefetch, "relay_interval_s": self.settings.relay_interval_s}
+        return Worker(self.engine, **{**defaults, **options})

@@ -1,0 +1,167 @@
+"""RabbitMQ broker (aio-pika): the production broker.
+
+Topology, declared idempotently on connect: durable quorum queues ``<prefix>.inner``,
+``<prefix>.service`` and ``<prefix>.command.<api>`` (declared on first use), each with
+``x-delivery-limit`` so a message that keeps killing its consumer is dead-lettered to
+``<prefix>.parked`` instead of looping. Messages are persistent and published with confirms and
+``mandatory`` (an unroutable message is an error, not a silent drop). Consumers ack manually with a
+bounded prefetch. ``connect_robust`` reconnects and restores consumers after a broker restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import aio_pika
+import aiormq
+from aio_pika.abc import AbstractIncomingMessage, AbstractQueue, AbstractRobustConnection
+
+from framework.broker.base import INNER, PARKED, SERVICE, Broker, Consumer, Delivery, Handler, Outgoing, command_queue
+from framework.errors import BrokerError, ConfigurationError
+
+_TRANSIENT_ERRORS = (aio_pika.exceptions.AMQPError, aiormq.exceptions.AMQPError, ConnectionError, OSError)
+
+
+class RabbitDelivery(Delivery):
+    def __init__(self, queue: str, message: AbstractIncomingMessage) -> None:
+        self.queue = queue
+        self.body = message.body
+        self.message_id = message.message_id
+        self.headers: Mapping[str, Any] = message.headers or {}
+        self.redelivered = bool(message.redelivered)
+        count = self.headers.get("x-delivery-count", 0)
+        self.delivery_count = count if isinstance(count, int) else 0
+        self._message = message
+
+    async def ack(self) -> None:
+        try:
+            await self._message.ack()
+        except _TRANSIENT_ERRORS as exc:  # the channel is gone: RabbitMQ will redeliver
+            raise BrokerError(f"ack failed: {exc}") from exc
+
+    async def nack(self, *, requeue: bool) -> None:
+        try:
+            await self._message.nack(requeue=requeue)
+        except _TRANSIENT_ERRORS as exc:
+            raise BrokerError(f"nack failed: {exc}") from exc
+
+
+class RabbitConsumer(Consumer):
+    def __init__(self, queue: AbstractQueue, tag: str) -> None:
+        self._queue = queue
+        self._tag = tag
+
+    async def cancel(self) -> None:
+        try:
+            await self._queue.cancel(self._tag)
+        except _TRANSIENT_ERRORS:
+            pass  # the channel is already gone, and RabbitMQ stopped delivering with it
+
+
+class RabbitBroker(Broker):
+    def __init__(
+        self, url: str, *, prefix: str = "stageflow", delivery_limit: int = 20, connection_name: str = "stageflow"
+    ) -> None:
+        self._url = url
+        self._prefix = prefix
+        self._delivery_limit = delivery_limit
+        self._connection_name = connection_name
+        self._connection: AbstractRobustConnection | None = None
+        self._publish_channel: aio_pika.abc.AbstractChannel | None = None
+        self._declared: set[str] = set()
+        self._declare_lock = asyncio.Lock()
+
+    def queue_name(self, queue: str) -> str:
+        """The RabbitMQ name of a logical queue (``inner`` -> ``stageflow.inner``)."""
+        return f"{self._prefix}.{queue.replace(':', '.')}"
+
+    async def connect(self) -> None:
+        try:
+            self._connection = await aio_pika.connect_robust(
+                self._url, client_properties={"connection_name": self._connection_name}
+            )
+            self._publish_channel = await self._connection.channel(
+                publisher_confirms=True, on_return_raises=True
+            )
+            for queue in (PARKED, INNER, SERVICE):
+                await self._ensure_queue(queue)
+        except _TRANSIENT_ERRORS as exc:
+            raise BrokerError(
+                f"cannot reach RabbitMQ: {exc}", hint="check STAGEFLOW_BROKER_URL and that RabbitMQ is running"
+            ) from exc
+
+    async def close(self) -> None:
+        if self._connection is not None:
+            await self._connection.close()
+            self._connection = None
+
+    def _arguments(self, queue: str) -> dict[str, Any]:
+        arguments: dict[str, Any] = {"x-queue-type": "quorum"}
+        if queue != PARKED:
+            arguments["x-delivery-limit"] = self._delivery_limit
+            arguments["x-dead-letter-exchange"] = ""
+            arguments["x-dead-letter-routing-key"] = self.queue_name(PARKED)
+        return arguments
+
+    async def _ensure_queue(self, queue: str, channel: aio_pika.abc.AbstractChannel | None = None) -> AbstractQueue:
+        """Declare ``queue`` (idempotent on the broker; cached by ``_declare_once`` for the hot path)."""
+        name = self.queue_name(queue)
+        channel = channel or self._publish_channel
+        if channel is None:
+            raise BrokerError("the RabbitMQ broker is not connected", hint="call `await broker.connect()` first")
+        try:
+            return await channel.declare_queue(name, durable=True, arguments=self._arguments(queue))
+        except aiormq.exceptions.ChannelPreconditionFailed as exc:
+            raise ConfigurationError(
+                f"RabbitMQ queue {name!r} exists with other arguments: {exc}",
+                hint="delete the queue, or use the same delivery limit / queue type as when it was created",
+            ) from exc
+
+    async def _declare_once(self, queue: str) -> None:
+        if queue in self._declared:
+            return
+        async with self._declare_lock:
+            if queue not in self._declared:
+                await self._ensure_queue(queue)
+                self._declared.add(queue)
+
+    async def publish(self, messages: Sequence[Outgoing]) -> None:
+        if self._publish_channel is None:
+            raise BrokerError("the RabbitMQ broker is not connected", hint="call `await broker.connect()` first")
+        exchange = self._publish_channel.default_exchange
+        try:
+            for message in messages:
+                await self._declare_once(message.queue)
+            # Confirms are pipelined: all messages go out, then we wait for all acks together.
+            await asyncio.gather(
+                *(
+                    exchange.publish(
+                        aio_pika.Message(
+                            message.body,
+                            message_id=message.message_id,
+                            headers=dict(message.headers) or None,
+                            content_type="application/json",
+                            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                        ),
+                        routing_key=self.queue_name(message.queue),
+                        mandatory=True,
+                    )
+                    for message in messages
+                )
+            )
+        except (*_TRANSIENT_ERRORS, aio_pika.exceptions.PublishError) as exc:
+            raise BrokerError(f"publish not confirmed: {type(exc).__name__}: {exc}") from exc
+
+    async def consume(self, queue: str, handler: Handler, *, prefetch: int) -> Consumer:
+        if self._connection is None:
+            raise BrokerError("the RabbitMQ broker is not connected", hint="call `await broker.connect()` first")
+        channel = await self._connection.channel()
+        await channel.set_qos(prefetch_count=prefetch)
+        amqp_queue = await self._ensure_queue(queue, channel)
+
+        async def on_message(message: AbstractIncomingMessage) -> None:
+            await handler(RabbitDelivery(queue, message))
+
+        return RabbitConsumer(amqp_queue, await amqp_queue.consume(on_message))

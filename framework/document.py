@@ -1,0 +1,76 @@
+"""The process document: the whole state of one process, written once per transition.
+
+``version`` counts committed transitions and is the compare-and-set key: a message for transition N
+applies only while the document is at version N, so duplicates and stale messages are a comparison,
+not a lookup. ``outbox`` holds the messages the last transition produced; they are published after the
+commit and re-published by the relay if a worker died in between (their ids are deterministic, so a
+re-publish is a duplicate that the version check drops).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import orjson
+
+
+class Status(enum.StrEnum):
+    RUNNING = "running"  # a stage is due or being run
+    WAITING = "waiting"  # waiting for a service reply
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def finished(self) -> bool:
+        return self in (Status.COMPLETED, Status.FAILED, Status.CANCELLED)
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxMessage:
+    """A message a transition produced: ``queue`` is "inner" or "command:<api>"; ``body`` is JSON text."""
+
+    queue: str
+    message_id: str
+    body: str
+
+
+@dataclass(slots=True)
+class ProcessDocument:
+    process_id: str
+    case: str
+    case_version: int
+    status: Status
+    input: dict[str, Any]
+    stage: str | None
+    version: int
+    created_at: float
+    updated_at: float
+    client_key: str | None = None
+    store: dict[str, Any] = field(default_factory=dict)
+    waiting: dict[str, Any] | None = None
+    result: Any = None
+    error: dict[str, Any] | None = None
+    ended_at: float | None = None
+    outbox: list[OutboxMessage] = field(default_factory=list)
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(self)  # orjson serialises (slotted) dataclasses and str enums natively
+
+    @classmethod
+    def from_json(cls, raw: bytes | str) -> ProcessDocument:
+        data = orjson.loads(raw)
+        data["status"] = Status(data["status"])
+        data["outbox"] = [
+            OutboxMessage(m["queue"], m["message_id"], m["body"]) for m in data["outbox"]
+        ]
+        return cls(**data)
+
+    def public_view(self) -> dict[str, Any]:
+        """The document as users see it (status API, CLI): everything but the raw outbox."""
+        data = asdict(self)
+        del data["outbox"]
+        data["status"] = self.status.value
+        return data

@@ -1,0 +1,80 @@
+"""Every error Stageflow raises, under one root.
+
+Each concern has its own base (configuration, case definition, input, taskId, message, broker, store,
+stage) so callers can catch what they can act on. Errors carry structured context (``case``, ``stage``,
+``process_id``...) and, where there is one, a ``hint`` that says how to fix the problem.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class StageflowError(Exception):
+    """Root of every Stageflow error."""
+
+    def __init__(self, message: str, *, hint: str | None = None, **context: Any) -> None:
+        self.message = message
+        self.hint = hint
+        self.context = {k: v for k, v in context.items() if v is not None}
+        super().__init__(message if hint is None else f"{message}\n  hint: {hint}")
+
+
+class ConfigurationError(StageflowError):
+    """Settings or wiring that cannot work (missing secret, bad URL, unknown backend)."""
+
+
+class CaseDefinitionError(ConfigurationError):
+    """A ``BusinessCase`` subclass that is not a valid case; raised when the class is defined."""
+
+
+class UnknownCaseError(StageflowError):
+    """A case name (or name and version) that no registered case has."""
+
+
+class InvalidInputError(StageflowError):
+    """Process input that does not validate against the case's input model."""
+
+    def __init__(self, message: str, *, errors: list[dict[str, Any]], **context: Any) -> None:
+        super().__init__(message, **context)
+        self.errors = errors
+
+
+class ProcessConflictError(StageflowError):
+    """The client key is already taken by a process with different input."""
+
+
+class ProcessNotFoundError(StageflowError):
+    """No process has that id."""
+
+
+class MessageError(StageflowError):
+    """A message that cannot be read: bad JSON, wrong shape, oversize, unknown case or stage."""
+
+
+class TaskIdError(MessageError):
+    """A taskId that is forged, altered, signed with a foreign key, or otherwise unreadable."""
+
+
+class StageError(StageflowError):
+    """A stage used its context wrongly (no outcome, two outcomes, unknown target stage)."""
+
+
+class ServiceError(StageflowError):
+    """Raised by a service handler to reply with a business error instead of a result.
+
+    The error reply is recorded in the service's inbox like a result, so a redelivered command gets the
+    same answer.
+    """
+
+
+class InfrastructureError(StageflowError):
+    """The broker or the store is unreachable; the operation may succeed if tried again."""
+
+
+class BrokerError(InfrastructureError):
+    """RabbitMQ (or the in-memory broker) refused or lost an operation."""
+
+
+class StoreError(InfrastructureError):
+    """The process store refused or lost an operation."""

@@ -1,0 +1,112 @@
+"""The JSON messages on the wire, and their strict parsing.
+
+Three kinds travel through RabbitMQ:
+
+* ``RunStage`` on the inner queue: "run stage S of process P at transition N";
+* ``ServiceCommand`` on a service's command queue: a request carrying a signed taskId;
+* ``ServiceReplyMessage`` on the service queue: the answer, carrying the same taskId.
+
+Parsing never trusts the sender: size is checked before decoding, and any wrong shape raises
+``MessageError`` with a reason that goes into the parked message's headers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from framework.errors import MessageError
+
+DEFAULT_MAX_MESSAGE_BYTES = 256 * 1024
+
+
+def encode(data: Any) -> bytes:
+    return orjson.dumps(data)
+
+
+def decode_object(body: bytes, max_bytes: int) -> dict[str, Any]:
+    if len(body) > max_bytes:
+        raise MessageError(f"message of {len(body)} bytes is over the {max_bytes}-byte limit")
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise MessageError(f"message is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise MessageError("message is not a JSON object")
+    return data
+
+
+def _field(data: dict[str, Any], name: str, kind: type, kind_name: str) -> Any:
+    value = data.get(name)
+    if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
+        raise MessageError(f"message field {name!r} must be {kind_name}")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class RunStage:
+    process_id: str
+    case: str
+    stage: str
+    transition: int
+
+    def to_json(self) -> bytes:
+        return encode(
+            {"process_id": self.process_id, "case": self.case, "stage": self.stage, "transition": self.transition}
+        )
+
+    @classmethod
+    def parse(cls, body: bytes, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> RunStage:
+        data = decode_object(body, max_bytes)
+        return cls(
+            process_id=_field(data, "process_id", str, "a string"),
+            case=_field(data, "case", str, "a string"),
+            stage=_field(data, "stage", str, "a string"),
+            transition=_field(data, "transition", int, "an integer"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceCommand:
+    task_id: str
+    api: str
+    payload: Any
+
+    def to_json(self) -> bytes:
+        return encode({"task_id": self.task_id, "api": self.api, "payload": self.payload})
+
+    @classmethod
+    def parse(cls, body: bytes, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> ServiceCommand:
+        data = decode_object(body, max_bytes)
+        return cls(
+            task_id=_field(data, "task_id", str, "a string"),
+            api=_field(data, "api", str, "a string"),
+            payload=data.get("payload"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceReplyMessage:
+    task_id: str
+    ok: bool
+    data: Any = None
+    error: str | None = None
+
+    def to_json(self) -> bytes:
+        body: dict[str, Any] = {"task_id": self.task_id, "ok": self.ok}
+        if self.ok:
+            body["data"] = self.data
+        else:
+            body["error"] = self.error
+        return encode(body)
+
+    @classmethod
+    def parse(cls, body: bytes, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> ServiceReplyMessage:
+        data = decode_object(body, max_bytes)
+        ok = _field(data, "ok", bool, "true or false")
+        error = data.get("error")
+        if not ok and not isinstance(error, str):
+            raise MessageError("an error reply needs 'error' as a string")
+        return cls(task_id=_field(data, "task_id", str, "a string"), ok=ok, data=data.get("data"), error=error)

@@ -1,0 +1,51 @@
+"""The set of cases a worker or gateway knows, by name and version."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from framework.case import BusinessCase
+from framework.errors import ConfigurationError, UnknownCaseError
+
+
+class CaseRegistry:
+    """Cases by ``(name, version)``. Several versions of one case may be registered at once, so processes
+    started on an old version finish on it while new ones start on the newest (blue-green deploys)."""
+
+    def __init__(self, cases: Iterable[type[BusinessCase]]) -> None:
+        self._cases: dict[tuple[str, int], type[BusinessCase]] = {}
+        self._latest: dict[str, type[BusinessCase]] = {}
+        for case in cases:
+            if not (isinstance(case, type) and issubclass(case, BusinessCase)) or not case.stages:
+                raise ConfigurationError(f"{case!r} is not a BusinessCase subclass with stages")
+            key = (case.name, case.version)
+            if key in self._cases and self._cases[key] is not case:
+                raise ConfigurationError(
+                    f"two cases are registered as {case.name!r} version {case.version}",
+                    hint="bump `version` on the newer one",
+                )
+            self._cases[key] = case
+            current = self._latest.get(case.name)
+            if current is None or case.version > current.version:
+                self._latest[case.name] = case
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        return iter(self._latest.values())
+
+    def latest(self, name: str) -> type[BusinessCase]:
+        try:
+            return self._latest[name]
+        except KeyError:
+            known = ", ".join(sorted(self._latest)) or "none"
+            raise UnknownCaseError(f"unknown case {name!r}", hint=f"registered cases: {known}", case=name) from None
+
+    def get(self, name: str, version: int) -> type[BusinessCase]:
+        try:
+            return self._cases[(name, version)]
+        except KeyError:
+            self.latest(name)  # raises for an unknown name
+            raise UnknownCaseError(
+                f"case {name!r} version {version} is not registered here",
+                hint="keep old case versions registered until their processes have finished",
+                case=name,
+            ) from None

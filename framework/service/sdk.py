@@ -1,0 +1,125 @@
+"""Writing a service: consume commands, apply each effect at most once per taskId, reply.
+
+    async def create_job(command, tx):
+        job_id = await tx.fetchval("INSERT INTO jobs (order_id) VALUES ($1) RETURNING id", ...)
+        return {"job_id": job_id}
+
+    service = Service("jobs", create_job, broker=broker, inbox=PostgresInbox(dsn))
+    await service.start()
+
+The handler runs inside the inbox's transaction: its writes and the taskId's inbox row commit together,
+so however often a command is delivered, its effect is applied once and the same reply is sent each time.
+Raise ``ServiceError`` to answer with a business error (recorded like a result). Any other exception
+rolls back and the command is redelivered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import structlog
+
+from framework.broker.base import SERVICE, Broker, Consumer, Delivery, Outgoing, command_queue
+from framework.errors import InfrastructureError, MessageError, ServiceError
+from framework.messages import DEFAULT_MAX_MESSAGE_BYTES, ServiceCommand, ServiceReplyMessage
+from framework.service.inbox import Inbox, ServiceTransaction
+
+log = structlog.get_logger("stageflow.service")
+
+CommandHandler = Callable[[ServiceCommand, ServiceTransaction], Awaitable[Any]]
+
+
+class _Rejected(Exception):
+    def __init__(self, error: ServiceError) -> None:
+        self.error = error
+
+
+class Service:
+    def __init__(
+        self,
+        api: str,
+        handler: CommandHandler,
+        *,
+        broker: Broker,
+        inbox: Inbox,
+        prefetch: int = 32,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        retry_delay_s: float = 1.0,
+    ) -> None:
+        self.api = api
+        self.handler = handler
+        self.broker = broker
+        self.inbox = inbox
+        self.prefetch = prefetch
+        self.max_message_bytes = max_message_bytes
+        self.retry_delay_s = retry_delay_s
+        self._in_flight: set[asyncio.Task[Any]] = set()
+        self._consumer: Consumer | None = None
+
+    async def start(self) -> None:
+        self._consumer = await self.broker.consume(command_queue(self.api), self._on_command, prefetch=self.prefetch)
+        log.info("service started", api=self.api)
+
+    async def stop(self, *, timeout_s: float = 30.0) -> None:
+        if self._consumer is not None:
+            await self._consumer.cancel()
+        if self._in_flight:
+            await asyncio.wait(set(self._in_flight), timeout=timeout_s)
+
+    async def _on_command(self, delivery: Delivery) -> None:
+        task = asyncio.current_task()
+        self._in_flight.add(task)  # type: ignore[arg-type]
+        try:
+            await self._handle(delivery)
+        finally:
+            self._in_flight.discard(task)  # type: ignore[arg-type]
+
+    async def _handle(self, delivery: Delivery) -> None:
+        try:
+            command = ServiceCommand.parse(delivery.body, self.max_message_bytes)
+            if command.api != self.api:
+                raise MessageError(f"command for api {command.api!r} reached service {self.api!r}")
+        except MessageError as exc:
+            log.warning("command parked", api=self.api, reason=str(exc))
+            await self.broker.park(delivery, str(exc))
+            return
+        try:
+            reply = await self._answer(command)
+            await self.broker.publish([Outgoing(SERVICE, f"reply/{command.task_id[:200]}", reply.encode())])
+            await delivery.ack()
+        except InfrastructureError as exc:
+            log.warning("command not answered, will be redelivered", api=self.api, error=str(exc))
+            await asyncio.sleep(self.retry_delay_s)
+            with contextlib.suppress(InfrastructureError):
+                await delivery.nack(requeue=True)
+        except Exception:
+            log.exception("service handler failed; the command will be redelivered", api=self.api)
+            with contextlib.suppress(InfrastructureError):
+                await delivery.nack(requeue=True)
+
+    async def _answer(self, command: ServiceCommand) -> str:
+        """The reply to ``command``: recorded earlier, or made now with the effect, in one transaction."""
+        try:
+            async with self.inbox.transaction() as tx:
+                recorded = await tx.claim(command.task_id)
+                if recorded is not None:
+                    return recorded
+                try:
+                    data = await self.handler(command, tx)
+                except ServiceError as exc:
+                    raise _Rejected(exc) from exc  # roll back the handler's writes, then record the error
+                reply = ServiceReplyMessage(command.task_id, ok=True, data=data).to_json().decode()
+                await tx.record(command.task_id, reply)
+                return reply
+        except _Rejected as rejected:
+            async with self.inbox.transaction() as tx:
+                recorded = await tx.claim(command.task_id)
+                if recorded is not None:
+                    return recorded
+                reply = ServiceReplyMessage(command.task_id, ok=False, error=rejected.error.message)
+                encoded = reply.to_json().decode()
+                await tx.record(command.task_id, encoded)
+                return encoded

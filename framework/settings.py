@@ -1,0 +1,56 @@
+"""Configuration, read once at start from ``STAGEFLOW_*`` environment variables (pydantic-settings).
+
+The defaults need no server: an in-memory broker and a SQLite file. Production sets at least
+``STAGEFLOW_BROKER_URL``, ``STAGEFLOW_STORE_URL`` and ``STAGEFLOW_SECRET_KEYS``.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+# Used only with the embedded default, so a demo runs with no set-up; refused for RabbitMQ.
+DEMO_SECRET_KEY = "stageflow-embedded-demo-key-not-secret"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="STAGEFLOW_", extra="ignore")
+
+    broker_url: str = Field("memory://", description="amqp://user:pass@host:5672/vhost, or memory://")
+    store_url: str = Field(
+        "sqlite:///stageflow.db", description="postgresql://user@host/db, or sqlite:///path (sqlite:///:memory:)"
+    )
+    store_schema: str = Field("stageflow", description="PostgreSQL schema holding Stageflow's tables")
+    secret_keys: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="taskId signing keys, comma-separated, newest first"
+    )
+    queue_prefix: str = Field("stageflow", description="prefix of every RabbitMQ queue name")
+    cases: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["business_cases"],
+        description="modules (or module:Class) whose BusinessCase subclasses a worker runs",
+    )
+    prefetch: int = Field(64, ge=1, le=10_000)
+    delivery_limit: int = Field(20, ge=2, description="deliveries before RabbitMQ parks a message")
+    relay_grace_s: float = Field(30.0, gt=0, description="age at which an unpublished outbox is re-published")
+    relay_interval_s: float = Field(5.0, gt=0)
+    max_message_bytes: int = Field(256 * 1024, ge=1024)
+    log_level: str = Field("INFO")
+    log_json: bool = Field(False, description="JSON log lines instead of console lines")
+
+    @field_validator("secret_keys", "cases", mode="before")
+    @classmethod
+    def _split_commas(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @property
+    def embedded(self) -> bool:
+        return self.broker_url.startswith("memory:")
+
+    def signing_keys(self) -> list[str]:
+        if self.secret_keys:
+            return self.secret_keys
+        return [DEMO_SECRET_KEY] if self.embedded else []

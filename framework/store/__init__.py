@@ -1,0 +1,5 @@
+"""Process stores: the contract and its implementations (PostgreSQL for production, SQLite embedded)."""
+
+from framework.store.base import ProcessStore
+
+__all__ = ["ProcessStore"]

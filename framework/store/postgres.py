@@ -1,0 +1,174 @@
+"""PostgreSQL store (asyncpg): the production store.
+
+One row per process in ``processes`` (the document as JSONB plus the columns queries need) and one row
+per transition in ``history``. A commit is a single statement: a version-checked UPDATE whose CTE also
+inserts the history row, so a transition costs one round trip and one commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import asyncpg
+import orjson
+
+from framework.document import ProcessDocument
+from framework.errors import ConfigurationError, StoreError
+from framework.store.base import ProcessStore
+
+_SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+
+# Errors that mean "the database is not reachable right now"; anything else is a bug to surface.
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    asyncio.TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.OperatorInterventionError,  # admin shutdown, cannot connect now
+)
+
+
+class PostgresStore(ProcessStore):
+    def __init__(self, dsn: str, *, schema: str = "stageflow", min_size: int = 2, max_size: int = 10) -> None:
+        if not _SCHEMA_NAME.match(schema):
+            raise ConfigurationError(f"invalid PostgreSQL schema name {schema!r}", hint="use [a-z0-9_]")
+        self._dsn = dsn
+        self._schema = schema
+        self._min_size = min_size
+        self._max_size = max_size
+        self._pool: asyncpg.Pool | None = None
+        s = schema
+        self._sql_load = f"SELECT doc FROM {s}.processes WHERE process_id = $1"
+        self._sql_insert = f"""
+            WITH ins AS (
+                INSERT INTO {s}.processes
+                    (process_id, case_name, client_key, status, version, doc, relay_at, created_at, updated_at)
+                VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7, $8, $8)
+                ON CONFLICT DO NOTHING
+                RETURNING process_id, version)
+            INSERT INTO {s}.history (process_id, version, entry)
+            SELECT process_id, version, $9::jsonb FROM ins"""
+        self._sql_by_key = f"SELECT doc FROM {s}.processes WHERE case_name = $1 AND client_key = $2"
+        self._sql_commit = f"""
+            WITH upd AS (
+                UPDATE {s}.processes
+                SET doc = $3::jsonb, version = $2 + 1, status = $4, relay_at = $5, updated_at = $6
+                WHERE process_id = $1 AND version = $2
+                RETURNING process_id)
+            INSERT INTO {s}.history (process_id, version, entry)
+            SELECT process_id, $2 + 1, $7::jsonb FROM upd"""
+        self._sql_history = f"SELECT entry FROM {s}.history WHERE process_id = $1 ORDER BY version"
+        self._sql_due = (
+            f"SELECT doc FROM {s}.processes WHERE relay_at <= $1 ORDER BY relay_at LIMIT $2"
+        )
+        self._sql_claim = (
+            f"UPDATE {s}.processes SET relay_at = $4 "
+            f"WHERE process_id = $1 AND version = $2 AND relay_at <= $3"
+        )
+
+    @property
+    def schema(self) -> str:
+        return self._schema
+
+    async def open(self) -> None:
+        try:
+            self._pool = await asyncpg.create_pool(
+                self._dsn, min_size=self._min_size, max_size=self._max_size, command_timeout=30
+            )
+            async with self._pool.acquire() as conn, conn.transaction():
+                # Many workers may start at once: serialise schema creation on an advisory lock.
+                await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", f"stageflow:{self._schema}")
+                await conn.execute(_schema_sql(self._schema))
+        except TRANSIENT_ERRORS as exc:
+            raise StoreError(
+                f"cannot reach PostgreSQL: {exc}", hint="check STAGEFLOW_STORE_URL and that PostgreSQL is running"
+            ) from exc
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
+
+    @asynccontextmanager
+    async def _connection(self) -> AsyncIterator[asyncpg.Connection]:
+        if self._pool is None:
+            raise StoreError("the PostgreSQL store is not open", hint="call `await store.open()` first")
+        try:
+            async with self._pool.acquire() as conn:
+                yield conn
+        except TRANSIENT_ERRORS as exc:
+            raise StoreError(f"PostgreSQL unavailable: {type(exc).__name__}: {exc}") from exc
+
+    async def create(
+        self, doc: ProcessDocument, entry: dict[str, Any], *, relay_at: float | None
+    ) -> tuple[ProcessDocument, bool]:
+        async with self._connection() as conn:
+            inserted = await conn.execute(
+                self._sql_insert, doc.process_id, doc.case, doc.client_key, doc.status.value, doc.version,
+                doc.to_json().decode(), relay_at, doc.created_at, orjson.dumps(entry).decode(),
+            )
+            if inserted.endswith(" 1"):
+                return doc, True
+            raw = await conn.fetchval(self._sql_by_key, doc.case, doc.client_key)
+        if raw is None:
+            raise StoreError(f"process {doc.process_id} could not be created (id collision)")
+        return ProcessDocument.from_json(raw), False
+
+    async def load(self, process_id: str) -> ProcessDocument | None:
+        async with self._connection() as conn:
+            raw = await conn.fetchval(self._sql_load, process_id)
+        return None if raw is None else ProcessDocument.from_json(raw)
+
+    async def commit(
+        self, doc: ProcessDocument, entry: dict[str, Any], *, expected_version: int, relay_at: float | None
+    ) -> bool:
+        async with self._connection() as conn:
+            status = await conn.execute(
+                self._sql_commit, doc.process_id, expected_version, doc.to_json().decode(), doc.status.value,
+                relay_at, doc.updated_at, orjson.dumps(entry).decode(),
+            )
+        return status.endswith(" 1")
+
+    async def history(self, process_id: str) -> list[dict[str, Any]]:
+        async with self._connection() as conn:
+            rows = await conn.fetch(self._sql_history, process_id)
+        return [orjson.loads(r["entry"]) for r in rows]
+
+    async def due_relays(self, now: float, limit: int) -> list[ProcessDocument]:
+        async with self._connection() as conn:
+            rows = await conn.fetch(self._sql_due, now, limit)
+        return [ProcessDocument.from_json(r["doc"]) for r in rows]
+
+    async def claim_relay(self, process_id: str, version: int, now: float, next_at: float | None) -> bool:
+        async with self._connection() as conn:
+            status = await conn.execute(self._sql_claim, process_id, version, now, next_at)
+        return status.endswith(" 1")
+
+
+def _schema_sql(s: str) -> str:
+    return f"""
+    CREATE SCHEMA IF NOT EXISTS {s};
+    CREATE TABLE IF NOT EXISTS {s}.processes (
+        process_id  text PRIMARY KEY,
+        case_name   text NOT NULL,
+        client_key  text,
+        status      text NOT NULL,
+        version     integer NOT NULL,
+        doc         jsonb NOT NULL,
+        relay_at    double precision,
+        created_at  double precision NOT NULL,
+        updated_at  double precision NOT NULL,
+        UNIQUE (case_name, client_key)
+    );
+    CREATE INDEX IF NOT EXISTS processes_relay_at ON {s}.processes (relay_at) WHERE relay_at IS NOT NULL;
+    CREATE TABLE IF NOT EXISTS {s}.history (
+        process_id  text NOT NULL,
+        version     integer NOT NULL,
+        entry       jsonb NOT NULL,
+        PRIMARY KEY (process_id, version)
+    );
+    """

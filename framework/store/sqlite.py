@@ -1,0 +1,147 @@
+"""SQLite store (aiosqlite): the embedded default, for demos and users' own tests. No server needed.
+
+Same tables and the same compare-and-set semantics as the PostgreSQL store; one connection, with
+transactions serialised by a lock, which is plenty for one process on one machine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import aiosqlite
+import orjson
+
+from framework.document import ProcessDocument
+from framework.errors import StoreError
+from framework.store.base import ProcessStore
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS processes (
+    process_id  TEXT PRIMARY KEY,
+    case_name   TEXT NOT NULL,
+    client_key  TEXT,
+    status      TEXT NOT NULL,
+    version     INTEGER NOT NULL,
+    doc         TEXT NOT NULL,
+    relay_at    REAL,
+    created_at  REAL NOT NULL,
+    updated_at  REAL NOT NULL,
+    UNIQUE (case_name, client_key)
+);
+CREATE INDEX IF NOT EXISTS processes_relay_at ON processes (relay_at) WHERE relay_at IS NOT NULL;
+CREATE TABLE IF NOT EXISTS history (
+    process_id  TEXT NOT NULL,
+    version     INTEGER NOT NULL,
+    entry       TEXT NOT NULL,
+    PRIMARY KEY (process_id, version)
+);
+"""
+
+
+class SqliteStore(ProcessStore):
+    def __init__(self, path: str = "stageflow.db") -> None:
+        self._path = path
+        self._db: aiosqlite.Connection | None = None
+        self._lock = asyncio.Lock()
+
+    async def open(self) -> None:
+        try:
+            self._db = await aiosqlite.connect(self._path, isolation_level=None)
+            await self._db.execute("PRAGMA journal_mode=WAL")
+            await self._db.execute("PRAGMA synchronous=NORMAL")
+            await self._db.executescript(_SCHEMA)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open SQLite database {self._path!r}: {exc}") from exc
+
+    async def close(self) -> None:
+        if self._db is not None:
+            await self._db.close()
+            self._db = None
+
+    @asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
+        if self._db is None:
+            raise StoreError("the SQLite store is not open", hint="call `await store.open()` first")
+        async with self._lock:
+            await self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                await self._db.execute("ROLLBACK")
+                raise
+            await self._db.execute("COMMIT")
+
+    async def create(
+        self, doc: ProcessDocument, entry: dict[str, Any], *, relay_at: float | None
+    ) -> tuple[ProcessDocument, bool]:
+        async with self._transaction() as db:
+            cursor = await db.execute(
+                "INSERT INTO processes (process_id, case_name, client_key, status, version, doc, relay_at,"
+                " created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                (doc.process_id, doc.case, doc.client_key, doc.status.value, doc.version,
+                 doc.to_json().decode(), relay_at, doc.created_at, doc.created_at),
+            )
+            if cursor.rowcount == 1:
+                await db.execute(
+                    "INSERT INTO history (process_id, version, entry) VALUES (?, ?, ?)",
+                    (doc.process_id, doc.version, orjson.dumps(entry).decode()),
+                )
+                return doc, True
+            rows = await db.execute_fetchall(
+                "SELECT doc FROM processes WHERE case_name = ? AND client_key = ?", (doc.case, doc.client_key)
+            )
+        if not rows:
+            raise StoreError(f"process {doc.process_id} could not be created (id collision)")
+        return ProcessDocument.from_json(rows[0][0]), False
+
+    async def load(self, process_id: str) -> ProcessDocument | None:
+        rows = await self._fetch("SELECT doc FROM processes WHERE process_id = ?", (process_id,))
+        return ProcessDocument.from_json(rows[0][0]) if rows else None
+
+    async def commit(
+        self, doc: ProcessDocument, entry: dict[str, Any], *, expected_version: int, relay_at: float | None
+    ) -> bool:
+        async with self._transaction() as db:
+            cursor = await db.execute(
+                "UPDATE processes SET doc = ?, version = ?, status = ?, relay_at = ?, updated_at = ?"
+                " WHERE process_id = ? AND version = ?",
+                (doc.to_json().decode(), expected_version + 1, doc.status.value, relay_at, doc.updated_at,
+                 doc.process_id, expected_version),
+            )
+            if cursor.rowcount != 1:
+                return False
+            await db.execute(
+                "INSERT INTO history (process_id, version, entry) VALUES (?, ?, ?)",
+                (doc.process_id, expected_version + 1, orjson.dumps(entry).decode()),
+            )
+            return True
+
+    async def history(self, process_id: str) -> list[dict[str, Any]]:
+        rows = await self._fetch(
+            "SELECT entry FROM history WHERE process_id = ? ORDER BY version", (process_id,)
+        )
+        return [orjson.loads(r[0]) for r in rows]
+
+    async def due_relays(self, now: float, limit: int) -> list[ProcessDocument]:
+        rows = await self._fetch(
+            "SELECT doc FROM processes WHERE relay_at <= ? ORDER BY relay_at LIMIT ?", (now, limit)
+        )
+        return [ProcessDocument.from_json(r[0]) for r in rows]
+
+    async def claim_relay(self, process_id: str, version: int, now: float, next_at: float | None) -> bool:
+        async with self._transaction() as db:
+            cursor = await db.execute(
+                "UPDATE processes SET relay_at = ? WHERE process_id = ? AND version = ? AND relay_at <= ?",
+                (next_at, process_id, version, now),
+            )
+            return cursor.rowcount == 1
+
+    async def _fetch(self, sql: str, params: tuple[Any, ...]) -> list[Any]:
+        if self._db is None:
+            raise StoreError("the SQLite store is not open", hint="call `await store.open()` first")
+        async with self._lock:
+            return list(await self._db.execute_fetchall(sql, params))

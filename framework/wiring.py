@@ -1,0 +1,72 @@
+"""Building the parts from settings: store and broker from their URLs, cases from module names.
+
+Nothing here connects: it only constructs. ``Stageflow`` (in ``app.py``) opens the connections.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Iterable
+from urllib.parse import urlsplit
+
+from framework.broker.base import Broker
+from framework.case import BusinessCase
+from framework.errors import ConfigurationError
+from framework.settings import Settings
+from framework.store.base import ProcessStore
+
+
+def store_from_settings(settings: Settings) -> ProcessStore:
+    url = settings.store_url
+    scheme = urlsplit(url).scheme
+    if scheme in ("postgresql", "postgres"):
+        from framework.store.postgres import PostgresStore
+
+        return PostgresStore(url, schema=settings.store_schema)
+    if scheme == "sqlite":
+        from framework.store.sqlite import SqliteStore
+
+        path = url.removeprefix("sqlite://").removeprefix("/") or "stageflow.db"
+        return SqliteStore(path)
+    raise ConfigurationError(
+        f"unsupported store URL {url!r}", hint="use postgresql://user@host/db or sqlite:///path/to/file.db"
+    )
+
+
+def broker_from_settings(settings: Settings, *, connection_name: str = "stageflow") -> Broker:
+    url = settings.broker_url
+    scheme = urlsplit(url).scheme
+    if scheme in ("amqp", "amqps"):
+        from framework.broker.rabbitmq import RabbitBroker
+
+        return RabbitBroker(
+            url, prefix=settings.queue_prefix, delivery_limit=settings.delivery_limit,
+            connection_name=connection_name,
+        )
+    if scheme == "memory":
+        from framework.broker.memory import MemoryBroker
+
+        return MemoryBroker(delivery_limit=settings.delivery_limit)
+    raise ConfigurationError(f"unsupported broker URL {url!r}", hint="use amqp://user:pass@host:5672/ or memory://")
+
+
+def load_cases(specs: Iterable[str]) -> list[type[BusinessCase]]:
+    """Import cases from ``module`` (every case it exposes, or its ``CASES`` list) or ``module:Name``."""
+    cases: list[type[BusinessCase]] = []
+    for spec in specs:
+        module_name, _, attr = spec.partition(":")
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as exc:
+            raise ConfigurationError(f"cannot import cases from {module_name!r}: {exc}") from exc
+        if attr:
+            found = [getattr(module, attr, None)]
+        elif hasattr(module, "CASES"):
+            found = list(module.CASES)
+        else:
+            found = [v for v in vars(module).values() if isinstance(v, type) and issubclass(v, BusinessCase)]
+        found = [c for c in found if isinstance(c, type) and issubclass(c, BusinessCase) and c.stages]
+        if not found:
+            raise ConfigurationError(f"no business cases found in {spec!r}", hint="name a module that defines cases")
+        cases.extend(c for c in found if c not in cases)
+    return cases

@@ -1,0 +1,121 @@
+"""The worker: consumes the inner and service queues, runs transitions, relays overdue outboxes.
+
+Workers hold no state between messages; run as many as you like. Shutdown order (``stop()``): stop
+consuming, let in-flight transitions finish (each commits, publishes and acks), stop the relay, then the
+caller closes broker and store. A message whose transition cannot be finished in time is simply not
+acked and RabbitMQ redelivers it to another worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+
+import structlog
+
+from framework.broker.base import INNER, SERVICE, Consumer, Delivery
+from framework.engine import Engine
+from framework.errors import InfrastructureError, MessageError, UnknownCaseError
+
+log = structlog.get_logger("stageflow.worker")
+
+_PARKABLE = (MessageError, UnknownCaseError)
+
+
+class Worker:
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        prefetch: int = 64,
+        relay_interval_s: float = 5.0,
+        retry_backoff_s: float = 0.5,
+        retry_for_s: float = 60.0,
+    ) -> None:
+        self.engine = engine
+        self.prefetch = prefetch
+        self.relay_interval_s = relay_interval_s
+        self.retry_backoff_s = retry_backoff_s
+        self.retry_for_s = retry_for_s
+        self._in_flight: set[asyncio.Task[None]] = set()
+        self._relay_task: asyncio.Task[None] | None = None
+        self._consumers: list[Consumer] = []
+        self._stopping = asyncio.Event()
+
+    async def start(self) -> None:
+        broker = self.engine.broker
+        self._consumers = [
+            await broker.consume(INNER, self._on_inner, prefetch=self.prefetch),
+            await broker.consume(SERVICE, self._on_reply, prefetch=self.prefetch),
+        ]
+        self._relay_task = asyncio.create_task(self._relay_loop(), name="stageflow-relay")
+        log.info("worker started", prefetch=self.prefetch)
+
+    async def stop(self, *, timeout_s: float = 30.0) -> None:
+        self._stopping.set()
+        for consumer in self._consumers:  # 1. no new deliveries
+            await consumer.cancel()
+        if self._in_flight:  # 2. finish what is running: commit, publish, ack
+            log.info("finishing in-flight transitions", count=len(self._in_flight))
+            await asyncio.wait(set(self._in_flight), timeout=timeout_s)
+        if self._relay_task is not None:  # 3. stop the relay
+            self._relay_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._relay_task
+        log.info("worker stopped")
+
+    async def _on_inner(self, delivery: Delivery) -> None:
+        await self._handle(delivery, self.engine.handle_inner)
+
+    async def _on_reply(self, delivery: Delivery) -> None:
+        await self._handle(delivery, self.engine.handle_reply)
+
+    async def _handle(self, delivery: Delivery, apply: Callable[..., Awaitable[None]]) -> None:
+        task = asyncio.current_task()
+        self._in_flight.add(task)  # type: ignore[arg-type]  # handlers always run in a task
+        try:
+            await self._apply_with_retries(delivery, apply)
+        except InfrastructureError as exc:
+            # Store or broker still down after retrying: leave the message to RabbitMQ to redeliver.
+            log.warning("transition not applied, will be redelivered", error=str(exc))
+            with contextlib.suppress(InfrastructureError):
+                await delivery.nack(requeue=True)
+        except Exception:
+            # A bug, not bad input: requeue; the queue's delivery limit parks the message if it persists.
+            log.exception("unexpected error handling a message", queue=delivery.queue)
+            with contextlib.suppress(InfrastructureError):
+                await delivery.nack(requeue=True)
+        finally:
+            self._in_flight.discard(task)
+
+    async def _apply_with_retries(self, delivery: Delivery, apply: Callable[..., Awaitable[None]]) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.retry_for_s
+        delay = self.retry_backoff_s
+        while True:
+            try:
+                await apply(delivery.body, redelivered=delivery.redelivered)
+            except _PARKABLE as exc:
+                log.warning("message parked", queue=delivery.queue, reason=str(exc))
+                await self.engine.broker.park(delivery, str(exc))
+                return
+            except InfrastructureError as exc:
+                # Short outages (a database restart) are waited out here rather than nacked, so a
+                # healthy message does not use up its delivery limit.
+                if loop.time() + delay > deadline or self._stopping.is_set():
+                    raise
+                log.info("store or broker unavailable, retrying", error=str(exc), retry_in_s=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            await delivery.ack()
+            return
+
+    async def _relay_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.relay_interval_s)
+            try:
+                await self.engine.relay_due()
+            except InfrastructureError as exc:
+                log.warning("relay skipped", error=str(exc))
