@@ -51,6 +51,10 @@ class ProcessStore(ABC):
         """The history entries of a process, oldest first."""
 
     @abstractmethod
+    async def count_by_status(self, case: str | None = None) -> dict[str, int]:
+        """How many processes are in each status (of one case, or of all)."""
+
+    @abstractmethod
     async def due_relays(self, now: float, limit: int) -> list[ProcessDocument]:
         """Documents whose outbox may not have been published: ``relay_at`` is at or before ``now``."""
 

@@ -138,6 +138,15 @@ class PostgresStore(ProcessStore):
             rows = await conn.fetch(self._sql_history, process_id)
         return [orjson.loads(r["entry"]) for r in rows]
 
+    async def count_by_status(self, case: str | None = None) -> dict[str, int]:
+        async with self._connection() as conn:
+            rows = await conn.fetch(
+                f"SELECT status, count(*) AS n FROM {self._schema}.processes"
+                " WHERE $1::text IS NULL OR case_name = $1 GROUP BY status",
+                case,
+            )
+        return {r["status"]: r["n"] for r in rows}
+
     async def due_relays(self, now: float, limit: int) -> list[ProcessDocument]:
         async with self._connection() as conn:
             rows = await conn.fetch(self._sql_due, now, limit)

@@ -126,6 +126,12 @@ class SqliteStore(ProcessStore):
         )
         return [orjson.loads(r[0]) for r in rows]
 
+    async def count_by_status(self, case: str | None = None) -> dict[str, int]:
+        rows = await self._fetch(
+            "SELECT status, count(*) FROM processes WHERE ? IS NULL OR case_name = ? GROUP BY status", (case, case)
+        )
+        return {status: n for status, n in rows}
+
     async def due_relays(self, now: float, limit: int) -> list[ProcessDocument]:
         rows = await self._fetch(
             "SELECT doc FROM processes WHERE relay_at <= ? ORDER BY relay_at LIMIT ?", (now, limit)

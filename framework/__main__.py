@@ -1,0 +1,5 @@
+"""``python -m framework ...``: the ``stageflow`` command."""
+
+from framework.cli import main
+
+main()

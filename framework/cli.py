@@ -1,0 +1,150 @@
+"""The ``stageflow`` command: run workers, services and the demo; start and inspect processes.
+
+Every command reads ``STAGEFLOW_*`` settings. Errors print what went wrong and what to do, never a
+traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import Coroutine, Sequence
+from typing import Any
+
+import click
+import orjson
+
+from framework.errors import StageflowError
+from framework.settings import Settings
+
+
+def _exit_with(exc: StageflowError) -> None:
+    click.secho(f"error: {exc.message}", fg="red", err=True)
+    if exc.hint:
+        click.echo(f"hint: {exc.hint}", err=True)
+    sys.exit(2)
+
+
+def _run(coro: Coroutine[Any, Any, Any]) -> Any:
+    try:
+        return asyncio.run(coro)
+    except StageflowError as exc:
+        _exit_with(exc)
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+@click.group()
+def cli() -> None:
+    """Stageflow: long-running business processes as ordered stages on RabbitMQ."""
+
+
+@cli.command()
+def worker() -> None:
+    """Run a worker until SIGTERM (STAGEFLOW_BROKER_URL, STAGEFLOW_STORE_URL, STAGEFLOW_CASES...)."""
+    from workers.main import run_worker
+
+    _run(run_worker())
+
+
+@cli.command()
+@click.argument("module", default="business_cases.order_services")
+@click.option("--db", "db_url", envvar="STAGEFLOW_SERVICES_DB_URL", default=None,
+              help="the services' own database (default: STAGEFLOW_STORE_URL)")
+def services(module: str, db_url: str | None) -> None:
+    """Run the services in MODULE (its HANDLERS) until SIGTERM."""
+
+    async def main() -> None:
+        from framework.logs import configure_logging
+        from framework.runner import run_until_signalled
+        from framework.service.hosting import build_services, inbox_from_url, load_handlers
+        from framework.wiring import broker_from_settings
+
+        settings = Settings()
+        configure_logging(settings.log_level, json=settings.log_json)
+        handlers, setup_sql = load_handlers(module)
+        broker = broker_from_settings(settings, connection_name="stageflow-services")
+        inbox = inbox_from_url(db_url or settings.store_url, setup_sql=setup_sql)
+        async with inbox, broker:
+            running = build_services(handlers, broker=broker, inbox=inbox)
+
+            async def start() -> None:
+                for service in running:
+                    await service.start()
+
+            async def stop() -> None:
+                for service in running:
+                    await service.stop()
+
+            await run_until_signalled(start, stop)
+
+    _run(main())
+
+
+@cli.command()
+@click.option("-n", "--processes", "count", default=200, show_default=True, help="orders to run")
+@click.option("-w", "--workers", default=2, show_default=True,
+              help="in-process workers (embedded broker only; with RabbitMQ run `stageflow worker`)")
+def demo(count: int, workers: int) -> None:
+    """Run the e-commerce order demo: embedded by default, or on RabbitMQ + PostgreSQL if configured."""
+    from business_cases.demo import run_demo
+
+    _run(run_demo(Settings(), count=count, workers=workers))
+
+
+@cli.command()
+@click.argument("case")
+@click.option("--input", "input_json", default="{}", help="the process input as JSON")
+@click.option("--client-key", default=None, help="idempotency key: the same key never starts two processes")
+def start(case: str, input_json: str, client_key: str | None) -> None:
+    """Start a process of CASE."""
+    try:
+        data = json.loads(input_json)
+    except json.JSONDecodeError as exc:
+        raise click.BadParameter(f"not valid JSON: {exc}", param_hint="--input") from None
+
+    async def main() -> None:
+        from framework.app import Stageflow
+
+        async with Stageflow.from_settings(Settings()) as flow:
+            doc = await flow.start(case, data, client_key=client_key)
+        click.echo(doc.process_id)
+
+    _run(main())
+
+
+@cli.command()
+@click.argument("process_id")
+def show(process_id: str) -> None:
+    """Show a process document and its history as JSON."""
+
+    async def main() -> None:
+        from framework.app import Stageflow
+
+        async with Stageflow.from_settings(Settings()) as flow:
+            doc = await flow.get(process_id)
+            view = doc.public_view()
+            view["history"] = await flow.store.history(process_id)
+        click.echo(orjson.dumps(view, option=orjson.OPT_INDENT_2).decode())
+
+    _run(main())
+
+
+@cli.command()
+def cases() -> None:
+    """List the registered cases (STAGEFLOW_CASES) with their versions and stages."""
+    from framework.registry import CaseRegistry
+    from framework.wiring import load_cases
+
+    try:
+        registry = CaseRegistry(load_cases(Settings().cases))
+    except StageflowError as exc:
+        _exit_with(exc)
+        return
+    for case in registry:
+        click.echo(f"{case.name} v{case.version}: {' -> '.join(s.name for s in case.stages)}")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    cli.main(args=list(argv) if argv is not None else None, prog_name="stageflow")
