@@ -85,10 +85,13 @@ class MemoryBroker(Broker):
         """Messages waiting on ``queue`` (e.g. ``PARKED``), for inspection in tests."""
         return [message for message, _ in self._ready[queue]]
 
-    async def join(self, queues: Sequence[str], *, timeout_s: float = 30.0) -> None:
-        """Wait until ``queues`` are empty and nothing is unacked on them."""
+    async def join(self, queues: Sequence[str] | None = None, *, timeout_s: float = 30.0) -> None:
+        """Wait until ``queues`` (default: all but ``parked``) are empty and nothing is unacked on them."""
         async with asyncio.timeout(timeout_s):
-            while any(self._ready[q] or self._unacked[q] for q in queues):
+            while any(
+                self._ready[q] or self._unacked[q]
+                for q in (queues if queues is not None else [q for q in self._ready if q != PARKED])
+            ):
                 self._changed.clear()
                 await self._changed.wait()
 

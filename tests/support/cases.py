@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from pydantic import BaseModel
 
 from framework import BusinessCase, StageContext, stage
@@ -93,4 +95,26 @@ class Crasher(BusinessCase):
         raise RuntimeError("the stage blew up")
 
 
-CASES = [FiveCalls, Jumper, Crasher]
+class Slow(BusinessCase):
+    """A stage that takes a while and leaves a mark each time it runs: for the graceful-shutdown test."""
+
+    name = "slow"
+    version = 1
+
+    class Input(BaseModel):
+        marker: str
+        seconds: float
+
+    @stage
+    async def slow(self, ctx: StageContext) -> None:
+        with open(ctx.input.marker, "a") as marker:
+            marker.write("ran\n")
+        await asyncio.sleep(ctx.input.seconds)
+        ctx.next()
+
+    @stage
+    async def after(self, ctx: StageContext) -> None:
+        ctx.complete("done")
+
+
+CASES = [FiveCalls, Jumper, Crasher, Slow]
