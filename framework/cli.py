@@ -49,6 +49,18 @@ def worker() -> None:
 
 
 @cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True)
+def gateway(host: str, port: int) -> None:
+    """Serve the HTTP gateway (start processes, read their status)."""
+    import uvicorn
+
+    from gateway.app import create_app
+
+    uvicorn.run(create_app(), host=host, port=port, log_level="warning")
+
+
+@cli.command()
 @click.argument("module", default="business_cases.order_services")
 @click.option("--db", "db_url", envvar="STAGEFLOW_SERVICES_DB_URL", default=None,
               help="the services' own database (default: STAGEFLOW_STORE_URL)")
