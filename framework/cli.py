@@ -77,7 +77,7 @@ def services(module: str, db_url: str | None) -> None:
         configure_logging(settings.log_level, json=settings.log_json)
         handlers, setup_sql = load_handlers(module)
         broker = broker_from_settings(settings, connection_name="stageflow-services")
-        inbox = inbox_from_url(db_url or settings.store_url, setup_sql=setup_sql)
+        inbox = inbox_from_url(db_url or settings.store_url, setup_sql=setup_sql, pool_size=settings.store_pool_size)
         async with inbox, broker:
             running = build_services(handlers, broker=broker, inbox=inbox)
 

@@ -23,6 +23,7 @@ class Settings(BaseSettings):
         "sqlite:///stageflow.db", description="postgresql://user@host/db, or sqlite:///path (sqlite:///:memory:)"
     )
     store_schema: str = Field("stageflow", description="PostgreSQL schema holding Stageflow's tables")
+    store_pool_size: int = Field(10, ge=1, le=1000, description="PostgreSQL connections per process, at most")
     secret_keys: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="taskId signing keys, comma-separated, newest first"
     )

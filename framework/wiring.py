@@ -22,7 +22,9 @@ def store_from_settings(settings: Settings) -> ProcessStore:
     if scheme in ("postgresql", "postgres"):
         from framework.store.postgres import PostgresStore
 
-        return PostgresStore(url, schema=settings.store_schema)
+        return PostgresStore(
+            url, schema=settings.store_schema, min_size=1, max_size=settings.store_pool_size
+        )
     if scheme == "sqlite":
         from framework.store.sqlite import SqliteStore
 

@@ -77,6 +77,7 @@ def settings(servers_reachable: None, namespace: str) -> Iterator[Settings]:
         relay_grace_s=2.0,
         relay_interval_s=0.5,
         log_level="WARNING",
+        store_pool_size=4,  # many processes share the test server's connection limit
     )
     asyncio.run(_drop_namespace(namespace))
 
@@ -109,6 +110,7 @@ def settings_env(settings: Settings, **extra: str) -> dict[str, str]:
         STAGEFLOW_RELAY_GRACE_S=str(settings.relay_grace_s),
         STAGEFLOW_RELAY_INTERVAL_S=str(settings.relay_interval_s),
         STAGEFLOW_LOG_LEVEL=settings.log_level,
+        STAGEFLOW_STORE_POOL_SIZE=str(settings.store_pool_size),
     )
     env.update(extra)
     return env

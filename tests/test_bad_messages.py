@@ -55,7 +55,7 @@ async def test_forged_and_altered_task_ids_are_parked_and_touch_nothing(
     flow: Stageflow, settings: Settings, tmp_path: Path
 ) -> None:
     cluster = Cluster(settings, tmp_path, workers=1, services_modules=())  # no service yet: the process waits
-    cluster.start()
+    await cluster.start()
     try:
         doc = await flow.start(Jumper, {"word": "w"})
         await wait_for(flow, doc.process_id, Status.WAITING)
@@ -98,7 +98,7 @@ async def test_malformed_messages_are_parked_with_reasons_and_the_worker_goes_on
     flow: Stageflow, settings: Settings, tmp_path: Path
 ) -> None:
     cluster = Cluster(settings, tmp_path, workers=1)
-    cluster.start()
+    await cluster.start()
     try:
         existing = await flow.start(Jumper, {"word": "before"})
         await wait_finished(flow, [existing.process_id], timeout_s=30)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -22,12 +22,12 @@ async def flow(settings: Settings) -> AsyncIterator[Stageflow]:
 
 
 @pytest.fixture
-def cluster(flow: Stageflow, settings: Settings, tmp_path: Path) -> Iterator[Cluster]:
+async def cluster(flow: Stageflow, settings: Settings, tmp_path: Path) -> AsyncIterator[Cluster]:
     cluster = Cluster(
         settings, tmp_path, workers=2,
         services_modules=("tests.support.services", "business_cases.order_services"),
     )
-    cluster.start()
+    await cluster.start()
     yield cluster
     codes = cluster.stop()
     assert all(code == 0 for code in codes.values()), f"unclean shutdown {codes}\n{cluster.logs()}"

@@ -29,7 +29,7 @@ async def client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
 
 async def test_start_then_poll_until_completed(client: httpx.AsyncClient, settings: Settings, tmp_path: Path) -> None:
     cluster = Cluster(settings, tmp_path, workers=1, services_modules=("business_cases.order_services",))
-    cluster.start()
+    await cluster.start()
     try:
         body = {"input": {"order_id": "W-1", "desired_date": "2026-12-02"}, "client_key": "W-1"}
         started = await client.post("/cases/ecommerce_order/processes", json=body)

@@ -12,10 +12,12 @@ from framework.service.inbox import Inbox, PostgresInbox, SqliteInbox
 from framework.service.sdk import CommandHandler, Service
 
 
-def inbox_from_url(url: str, *, setup_sql: Sequence[str] = (), table: str = "stageflow_inbox") -> Inbox:
+def inbox_from_url(
+    url: str, *, setup_sql: Sequence[str] = (), table: str = "stageflow_inbox", pool_size: int = 10
+) -> Inbox:
     scheme = urlsplit(url).scheme
     if scheme in ("postgresql", "postgres"):
-        return PostgresInbox(url, table=table, setup_sql=setup_sql)
+        return PostgresInbox(url, table=table, setup_sql=setup_sql, max_size=pool_size)
     if scheme == "sqlite":
         return SqliteInbox(url.removeprefix("sqlite://").removeprefix("/") or ":memory:", table=table, setup_sql=setup_sql)
     raise ConfigurationError(f"unsupported service database URL {url!r}", hint="use postgresql://... or sqlite:///...")

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
 import time
 from pathlib import Path
 
+import aio_pika
+
 from framework import ProcessDocument, Settings, Stageflow
-from tests.conftest import STORE_URL, settings_env
+from tests.conftest import BROKER_URL, STORE_URL, settings_env
 from tests.support import processes
 
 CASE_MODULES = "tests.support.cases,business_cases"
@@ -26,15 +29,43 @@ class Cluster:
         self.env = settings_env(
             settings, STAGEFLOW_CASES=CASE_MODULES, STAGEFLOW_SERVICES_DB_URL=services_db_url(settings), **env
         )
+        self.prefix = settings.queue_prefix
+        self.apis = [api for module in services_modules for api in importlib.import_module(module).HANDLERS]
         self.workers = [processes.worker(i, self.env, log_dir) for i in range(workers)]
         self.services = [
             processes.services(module, self.env, log_dir, name=f"services-{i}")
             for i, module in enumerate(services_modules)
         ]
 
-    def start(self) -> None:
+    async def start(self, *, wait_ready: bool = True) -> None:
         for proc in (*self.services, *self.workers):
             proc.start()
+        if wait_ready:
+            await self.wait_ready()
+
+    async def wait_ready(self, timeout_s: float = 60.0) -> None:
+        """Wait until every worker and service consumes its queues (so a test never races start-up)."""
+        expected = {"inner": len(self.workers), "service": len(self.workers)}
+        expected.update({f"command.{api}": 1 for api in self.apis})
+        deadline = time.monotonic() + timeout_s
+        async with await aio_pika.connect(BROKER_URL) as connection:
+            while True:
+                counts = {}
+                for suffix in expected:
+                    channel = await connection.channel()
+                    try:
+                        queue = await channel.declare_queue(f"{self.prefix}.{suffix}", passive=True)
+                        counts[suffix] = queue.declaration_result.consumer_count
+                    except aio_pika.exceptions.ChannelClosed:
+                        counts[suffix] = 0  # not declared yet
+                    finally:
+                        if not channel.is_closed:
+                            await channel.close()
+                if all(counts[k] >= n for k, n in expected.items()):
+                    return
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"cluster not ready: consumers {counts}, expected {expected}\n{self.logs()}")
+                await asyncio.sleep(0.1)
 
     def stop(self) -> dict[str, int | None]:
         """SIGTERM everything; the exit codes by name (0 means a clean shutdown)."""
