@@ -186,17 +186,20 @@ class Engine:
         """A message keeps crashing or killing workers: fail the process it belongs to (the caller parks it)."""
         try:
             if queue == "service":
-                ref = self.signer.verify(ServiceReplyMessage.parse(body, self.max_message_bytes).task_id)
-                process_id, transition = ref.process_id, None
+                task_id = ServiceReplyMessage.parse(body, self.max_message_bytes).task_id
+                process_id, transition = self.signer.verify(task_id).process_id, None
             else:
                 message = RunStage.parse(body, self.max_message_bytes)
-                process_id, transition = message.process_id, message.transition
+                process_id, transition, task_id = message.process_id, message.transition, None
         except MessageError:
             return  # not ours to mark: parking is all that can be done
         doc = await self.store.load(process_id)
-        if doc is None or doc.status.finished or (transition is not None and doc.version != transition):
+        if doc is None or doc.status.finished:
             return
-        await self._commit(doc, self.planner.poisoned(doc, reason, now=self.clock.now()))
+        # Only the message the process is waiting on condemns it; a stale one is just parked.
+        current = doc.version == transition if task_id is None else (doc.waiting or {}).get("task_id") == task_id
+        if current:
+            await self._commit(doc, self.planner.poisoned(doc, reason, now=self.clock.now()))
 
     async def _load(self, process_id: str, case: str) -> ProcessDocument:
         doc = await self.store.load(process_id)
