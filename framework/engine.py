@@ -182,6 +182,16 @@ class Engine:
                                     now=now, call=waiting if message.retryable else None)
         await self._commit(doc, plan)
 
+    def message_key(self, body: bytes, queue: str) -> str | None:
+        """A stable name for a message (its process and transition, or its taskId); None if unreadable."""
+        try:
+            if queue == "service":
+                return "reply:" + ServiceReplyMessage.parse(body, self.max_message_bytes).task_id
+            message = RunStage.parse(body, self.max_message_bytes)
+        except MessageError:
+            return None
+        return f"run:{message.process_id}/{message.transition}/{message.stage}"
+
     async def handle_poison(self, body: bytes, queue: str, reason: str) -> None:
         """A message keeps crashing or killing workers: fail the process it belongs to (the caller parks it)."""
         try:

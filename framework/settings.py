@@ -36,7 +36,9 @@ class Settings(BaseSettings):
     delivery_limit: int = Field(20, ge=2, description="deliveries before RabbitMQ parks a message")
     relay_grace_s: float = Field(30.0, gt=0, description="age at which an unpublished outbox is re-published")
     timer_interval_s: float = Field(1.0, gt=0, description="how often each worker looks for due timers and outboxes")
-    poison_after: int = Field(5, ge=2, description="deliveries after which a message that never settles is poison")
+    poison_after: int = Field(
+        3, ge=1, description="crashes of a redelivered message, run on its own, after which it is parked as poison"
+    )
     process_ttl_s: float = Field(7 * 24 * 3600.0, gt=0, description="finished processes are deleted after this")
     max_message_bytes: int = Field(256 * 1024, ge=1024)
     log_level: str = Field("INFO")
@@ -55,9 +57,9 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _poison_before_delivery_limit(self) -> Settings:
-        if self.poison_after >= self.delivery_limit:
+        if self.poison_after * 2 >= self.delivery_limit:
             raise ValueError(
-                "poison_after must be below delivery_limit, so Stageflow marks the process failed before "
+                "poison_after must be well below delivery_limit, so Stageflow marks the process failed before "
                 "RabbitMQ dead-letters the message on its own"
             )
         return self

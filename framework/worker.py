@@ -1,5 +1,12 @@
 """The worker: consumes the inner and service queues, runs transitions, and does the due work.
 
+Poison messages: a message that crashes or kills its worker comes back redelivered, but so do all the
+innocent messages that worker had in flight, so RabbitMQ's delivery count alone cannot tell them apart.
+A redelivered message is therefore run *on its own* (the worker lets in-flight work finish and starts
+nothing else meanwhile), after counting that run in the store. If such isolated runs of one message
+crash ``poison_after`` times, it is the culprit: its process is marked failed and it is parked.
+Redeliveries are rare (they follow a crash), so the hot path never pays for this.
+
 Workers hold no state between messages; run as many as you like. Each also runs the due-work loop
 (timers, overdue outboxes, expiry of old processes); a claim in the store makes each due item one
 worker's job. Shutdown order (``stop()``): stop consuming, let in-flight transitions finish (each
@@ -11,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import structlog
 
@@ -24,6 +31,41 @@ log = structlog.get_logger("stageflow.worker")
 _PARKABLE = (MessageError, UnknownCaseError)
 
 
+class _Isolation:
+    """Many messages run side by side; a redelivered one runs alone, so a crash can be blamed on it."""
+
+    def __init__(self) -> None:
+        self._running = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._open = asyncio.Event()
+        self._open.set()
+        self._alone = asyncio.Lock()
+
+    @contextlib.asynccontextmanager
+    async def shared(self) -> AsyncIterator[None]:
+        while not self._open.is_set():
+            await self._open.wait()
+        self._running += 1
+        self._idle.clear()
+        try:
+            yield
+        finally:
+            self._running -= 1
+            if self._running == 0:
+                self._idle.set()
+
+    @contextlib.asynccontextmanager
+    async def alone(self) -> AsyncIterator[None]:
+        async with self._alone:
+            self._open.clear()  # start nothing new...
+            try:
+                await self._idle.wait()  # ...and let what runs finish
+                yield
+            finally:
+                self._open.set()
+
+
 class Worker:
     def __init__(
         self,
@@ -32,7 +74,7 @@ class Worker:
         prefetch: int = 64,
         timer_interval_s: float = 1.0,
         expire_interval_s: float = 60.0,
-        poison_after: int = 5,
+        poison_after: int = 3,
         retry_backoff_s: float = 0.5,
         retry_for_s: float = 60.0,
     ) -> None:
@@ -47,6 +89,7 @@ class Worker:
         self._due_task: asyncio.Task[None] | None = None
         self._consumers: list[Consumer] = []
         self._stopping = asyncio.Event()
+        self._isolation = _Isolation()
 
     async def start(self) -> None:
         broker = self.engine.broker
@@ -84,30 +127,41 @@ class Worker:
         task = asyncio.current_task()
         self._in_flight.add(task)  # type: ignore[arg-type]  # handlers always run in a task
         try:
-            if delivery.delivery_count >= self.poison_after:
-                await self._park_poison(delivery)
+            if delivery.redelivered or delivery.delivery_count > 0:
+                async with self._isolation.alone():
+                    await self._apply_redelivered(delivery, apply)
             else:
-                await self._apply_with_retries(delivery, apply)
+                async with self._isolation.shared():
+                    await self._apply_with_retries(delivery, apply)
         except InfrastructureError as exc:
             # Store or broker still down after retrying: leave the message to RabbitMQ to redeliver.
             log.warning("transition not applied, will be redelivered", error=str(exc))
             with contextlib.suppress(InfrastructureError):
                 await delivery.nack(requeue=True)
         except Exception:
-            # A bug, not bad input: requeue; after `poison_after` deliveries the message is parked.
+            # A bug, not bad input: requeue; if it keeps happening the message is parked as poison.
             log.exception("unexpected error handling a message", queue=delivery.queue)
             with contextlib.suppress(InfrastructureError):
                 await delivery.nack(requeue=True)
         finally:
             self._in_flight.discard(task)  # type: ignore[arg-type]
 
-    async def _park_poison(self, delivery: Delivery) -> None:
-        """A message delivered this often crashes or kills whoever handles it: fail its process, park it."""
-        reason = (
-            f"poison message: delivered {delivery.delivery_count + 1} times without being settled "
-            "(it crashes or kills the worker that handles it)"
-        )
-        log.error("poison message parked", queue=delivery.queue, deliveries=delivery.delivery_count + 1)
+    async def _apply_redelivered(self, delivery: Delivery, apply: Callable[..., Awaitable[None]]) -> None:
+        key = self.engine.message_key(delivery.body, delivery.queue)
+        if key is None:  # unreadable: it will be parked with its reason
+            await self._apply_with_retries(delivery, apply)
+            return
+        runs = await self.engine.store.count_isolated_run(key, self.engine.clock.now())
+        if runs > self.poison_after:
+            await self._park_poison(delivery, crashes=runs - 1)
+            return
+        await self._apply_with_retries(delivery, apply)
+        await self.engine.store.forget_isolated_runs(key)
+
+    async def _park_poison(self, delivery: Delivery, *, crashes: int) -> None:
+        """This message crashed or killed its worker each time it ran alone: fail its process, park it."""
+        reason = f"poison message: it crashed or killed its worker {crashes} times when run on its own"
+        log.error("poison message parked", queue=delivery.queue, crashes=crashes)
         await self.engine.handle_poison(delivery.body, delivery.queue, reason)
         await self.engine.broker.park(delivery, reason)
 

@@ -85,4 +85,16 @@ class ProcessStore(ABC):
 
     @abstractmethod
     async def delete_expired(self, now: float, limit: int) -> int:
-        """Delete up to ``limit`` finished processes (and their history) whose ``expires_at`` has passed."""
+        """Delete up to ``limit`` finished processes (and their history) whose ``expires_at`` has passed,
+        and isolated-run counts untouched for a day."""
+
+    @abstractmethod
+    async def count_isolated_run(self, key: str, now: float) -> int:
+        """Count one more run of the redelivered message ``key`` on its own; return how many so far.
+
+        Only redelivered messages are counted (a crash made them come back), so the hot path never
+        writes here. See the worker's poison handling."""
+
+    @abstractmethod
+    async def forget_isolated_runs(self, key: str) -> None:
+        """The message ``key`` was settled: drop its count."""

@@ -79,8 +79,14 @@ class PostgresStore(ProcessStore):
                 DELETE FROM {s}.processes WHERE process_id IN (
                     SELECT process_id FROM {s}.processes WHERE expires_at <= $1 LIMIT $2 FOR UPDATE SKIP LOCKED)
                 RETURNING process_id),
-            history AS (DELETE FROM {s}.history WHERE process_id IN (SELECT process_id FROM gone))
+            history AS (DELETE FROM {s}.history WHERE process_id IN (SELECT process_id FROM gone)),
+            suspects AS (DELETE FROM {s}.isolated_runs WHERE updated_at < $1 - 86400)
             SELECT count(*) FROM gone"""
+        self._sql_count_run = f"""
+            INSERT INTO {s}.isolated_runs (key, runs, updated_at) VALUES ($1, 1, $2)
+            ON CONFLICT (key) DO UPDATE SET runs = isolated_runs.runs + 1, updated_at = $2
+            RETURNING runs"""
+        self._sql_forget_runs = f"DELETE FROM {s}.isolated_runs WHERE key = $1"
 
     @property
     def schema(self) -> str:
@@ -182,6 +188,14 @@ class PostgresStore(ProcessStore):
         async with self._connection() as conn:
             return await conn.fetchval(self._sql_expire, now, limit)
 
+    async def count_isolated_run(self, key: str, now: float) -> int:
+        async with self._connection() as conn:
+            return await conn.fetchval(self._sql_count_run, key, now)
+
+    async def forget_isolated_runs(self, key: str) -> None:
+        async with self._connection() as conn:
+            await conn.execute(self._sql_forget_runs, key)
+
 
 def _schema_sql(s: str) -> str:
     return f"""
@@ -201,6 +215,11 @@ def _schema_sql(s: str) -> str:
     );
     CREATE INDEX IF NOT EXISTS processes_due_at ON {s}.processes (due_at) WHERE due_at IS NOT NULL;
     CREATE INDEX IF NOT EXISTS processes_expires_at ON {s}.processes (expires_at) WHERE expires_at IS NOT NULL;
+    CREATE TABLE IF NOT EXISTS {s}.isolated_runs (
+        key         text PRIMARY KEY,
+        runs        integer NOT NULL,
+        updated_at  double precision NOT NULL
+    );
     CREATE TABLE IF NOT EXISTS {s}.history (
         process_id  text NOT NULL,
         version     integer NOT NULL,

@@ -35,6 +35,11 @@ CREATE TABLE IF NOT EXISTS processes (
 );
 CREATE INDEX IF NOT EXISTS processes_due_at ON processes (due_at) WHERE due_at IS NOT NULL;
 CREATE INDEX IF NOT EXISTS processes_expires_at ON processes (expires_at) WHERE expires_at IS NOT NULL;
+CREATE TABLE IF NOT EXISTS isolated_runs (
+    key         TEXT PRIMARY KEY,
+    runs        INTEGER NOT NULL,
+    updated_at  REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS history (
     process_id  TEXT NOT NULL,
     version     INTEGER NOT NULL,
@@ -165,7 +170,21 @@ class SqliteStore(ProcessStore):
             ids = [(r[0],) for r in rows]
             await db.executemany("DELETE FROM history WHERE process_id = ?", ids)
             await db.executemany("DELETE FROM processes WHERE process_id = ?", ids)
+            await db.execute("DELETE FROM isolated_runs WHERE updated_at < ?", (now - 86400,))
             return len(ids)
+
+    async def count_isolated_run(self, key: str, now: float) -> int:
+        async with self._transaction() as db:
+            rows = await db.execute_fetchall(
+                "INSERT INTO isolated_runs (key, runs, updated_at) VALUES (?, 1, ?) ON CONFLICT (key)"
+                " DO UPDATE SET runs = runs + 1, updated_at = excluded.updated_at RETURNING runs",
+                (key, now),
+            )
+            return int(list(rows)[0][0])
+
+    async def forget_isolated_runs(self, key: str) -> None:
+        async with self._transaction() as db:
+            await db.execute("DELETE FROM isolated_runs WHERE key = ?", (key,))
 
     async def _fetch(self, sql: str, params: tuple[Any, ...]) -> list[Any]:
         if self._db is None:
