@@ -200,4 +200,6 @@ class Worker:
                     next_expiry = loop.time() + self.expire_interval_s
             except InfrastructureError as exc:
                 log.warning("due work skipped", error=str(exc))
+            except Exception:  # a bug must not end the loop for the rest of the worker's life
+                log.exception("due work failed")
             await asyncio.sleep(self.timer_interval_s)
