@@ -11,7 +11,12 @@ from framework.clock import Clock, FakeClock, SystemClock
 from framework.context import ServiceReply, StageContext
 from framework.document import ProcessDocument, Status
 from framework.engine import Engine
+from framework.operations import Operations
+from framework.policies import Retry
+from framework.store.base import ProcessFilter
 from framework.errors import (
+    NonRetryableError,
+    ProcessStateError,
     BrokerError,
     CaseDefinitionError,
     ConfigurationError,
@@ -35,6 +40,7 @@ __all__ = [
     # declaring cases
     "BusinessCase",
     "stage",
+    "Retry",
     "StageContext",
     "ServiceReply",
     # running them
@@ -42,6 +48,8 @@ __all__ = [
     "Settings",
     "Worker",
     "Engine",
+    "Operations",
+    "ProcessFilter",
     "ProcessDocument",
     "Status",
     "TaskIdSigner",
@@ -51,6 +59,8 @@ __all__ = [
     "FakeClock",
     # errors
     "StageflowError",
+    "NonRetryableError",
+    "ProcessStateError",
     "ConfigurationError",
     "CaseDefinitionError",
     "UnknownCaseError",

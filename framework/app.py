@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import datetime
 from typing import Any, Self
 
 from framework.broker.base import Broker
@@ -16,6 +17,7 @@ from framework.clock import Clock
 from framework.document import ProcessDocument
 from framework.engine import Engine
 from framework.errors import ConfigurationError, ProcessNotFoundError
+from framework.operations import Operations
 from framework.settings import Settings
 from framework.store.base import ProcessStore
 from framework.taskid import TaskIdSigner
@@ -40,7 +42,9 @@ class Stageflow:
         self.engine = Engine(
             cases=cases, store=store, broker=broker, signer=signer, clock=clock,
             relay_grace_s=self.settings.relay_grace_s, max_message_bytes=self.settings.max_message_bytes,
+            process_ttl_s=self.settings.process_ttl_s,
         )
+        self.operations = Operations(self.engine)
 
     @classmethod
     def from_settings(
@@ -89,9 +93,10 @@ class Stageflow:
             await self.store.close()
 
     async def start(
-        self, case: str | type[BusinessCase], input: Any = None, *, client_key: str | None = None
+        self, case: str | type[BusinessCase], input: Any = None, *, client_key: str | None = None,
+        start_at: datetime | float | None = None,
     ) -> ProcessDocument:
-        return await self.engine.start(case, input, client_key=client_key)
+        return await self.engine.start(case, input, client_key=client_key, start_at=start_at)
 
     async def get(self, process_id: str) -> ProcessDocument:
         doc = await self.store.load(process_id)
@@ -100,5 +105,9 @@ class Stageflow:
         return doc
 
     def worker(self, **options: Any) -> Worker:
-        defaults = {"prefetch": self.settings.prefetch, "relay_interval_s": self.settings.relay_interval_s}
+        defaults = {
+            "prefetch": self.settings.prefetch,
+            "timer_interval_s": self.settings.timer_interval_s,
+            "poison_after": self.settings.poison_after,
+        }
         return Worker(self.engine, **{**defaults, **options})

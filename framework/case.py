@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from framework.errors import CaseDefinitionError, InvalidInputError
+from framework.policies import NO_RETRY, Retry
 
 if TYPE_CHECKING:
     from framework.context import StageContext
@@ -30,22 +31,52 @@ _NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 
 
 @dataclass(frozen=True, slots=True)
+class StageOptions:
+    """How a stage behaves when it fails or takes too long (see ``stage``)."""
+
+    name: str | None = None
+    retry: Retry | None = None
+    timeout_s: float | None = None
+    reply_timeout_s: float | None = None
+    on_failed: str | None = None
+    optional: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class StageSpec:
-    """One stage of a case: its name, its position and the method that runs it."""
+    """One stage of a case: its name, its position, the method that runs it and its failure options."""
 
     name: str
     index: int
     function: StageFunction
+    retry: Retry
+    timeout_s: float | None
+    reply_timeout_s: float | None
+    on_failed: str | None
+    optional: bool
 
 
-def stage(function: StageFunction | None = None, *, name: str | None = None) -> Any:
-    """Mark an ``async def`` method of a ``BusinessCase`` as a stage.
+def stage(
+    function: StageFunction | None = None,
+    *,
+    name: str | None = None,
+    retry: Retry | None = None,
+    timeout_s: float | None = None,
+    reply_timeout_s: float | None = None,
+    on_failed: str | None = None,
+    optional: bool = False,
+) -> Any:
+    """Mark an ``async def`` method of a ``BusinessCase`` as a stage; stages run in definition order.
 
-    Stages run in the order they are defined. Use ``@stage`` or ``@stage(name="...")``.
+    ``retry``: the stage's retry policy (default: the case's ``retry``). ``timeout_s``: how long one run of
+    the stage may take. ``reply_timeout_s``: how long a service reply to this stage's ``ctx.call`` may
+    take (default: the case's). When the stage has failed for good, the process goes to ``on_failed`` if
+    set, or on to the next stage if ``optional`` (the failure is recorded either way), else it fails.
     """
+    options = StageOptions(name, retry, timeout_s, reply_timeout_s, on_failed, optional)
 
     def mark(fn: StageFunction) -> StageFunction:
-        setattr(fn, _STAGE_MARK, name or fn.__name__)
+        setattr(fn, _STAGE_MARK, options)
         return fn
 
     return mark(function) if function is not None else mark
@@ -83,6 +114,8 @@ class BusinessCase:
     name: ClassVar[str]
     version: ClassVar[int] = 1
     Input: ClassVar[type[BaseModel]] = EmptyInput
+    retry: ClassVar[Retry] = NO_RETRY  # default policy of every stage without its own
+    reply_timeout_s: ClassVar[float | None] = None  # default wait for a service reply (None: no limit)
     stages: ClassVar[tuple[StageSpec, ...]] = ()
     _stage_by_name: ClassVar[dict[str, StageSpec]] = {}
 
@@ -130,12 +163,14 @@ def _snake_case(name: str) -> str:
 def _collect_stages(cls: type[BusinessCase]) -> tuple[StageSpec, ...]:
     """Stages of the bases first, then this class's, each in definition order; overrides keep their place."""
     functions: dict[str, StageFunction] = {}
+    options: dict[str, StageOptions] = {}
     origin: dict[str, str] = {}
     for klass in reversed(cls.__mro__):
         for attr, value in vars(klass).items():
-            stage_name = getattr(value, _STAGE_MARK, None)
-            if stage_name is None:
+            marked = getattr(value, _STAGE_MARK, None)
+            if not isinstance(marked, StageOptions):
                 continue
+            stage_name = marked.name or attr
             if stage_name in functions and origin[stage_name] != attr:
                 raise CaseDefinitionError(
                     f"case {cls.__name__}: two stages are named {stage_name!r} "
@@ -144,8 +179,17 @@ def _collect_stages(cls: type[BusinessCase]) -> tuple[StageSpec, ...]:
                     case=cls.__name__,
                 )
             functions[stage_name] = value
+            options[stage_name] = marked
             origin[stage_name] = attr
-    return tuple(StageSpec(name, i, fn) for i, (name, fn) in enumerate(functions.items()))
+    return tuple(
+        StageSpec(
+            name=name, index=i, function=fn, retry=options[name].retry or cls.retry,
+            timeout_s=options[name].timeout_s,
+            reply_timeout_s=options[name].reply_timeout_s or cls.reply_timeout_s,
+            on_failed=options[name].on_failed, optional=options[name].optional,
+        )
+        for i, (name, fn) in enumerate(functions.items())
+    )
 
 
 def _validate_case(cls: type[BusinessCase]) -> None:
@@ -179,6 +223,7 @@ def _validate_case(cls: type[BusinessCase]) -> None:
                 f"{where}: stage {spec.name!r} must be a coroutine function",
                 hint=f"write `async def {spec.function.__name__}(self, ctx):`",
             )
+        _validate_failure_options(where, spec, names)
         for target in _literal_targets(spec.function):
             if target not in names:
                 close = difflib.get_close_matches(target, names, n=1)
@@ -189,8 +234,30 @@ def _validate_case(cls: type[BusinessCase]) -> None:
                 )
 
 
+def _validate_failure_options(where: str, spec: StageSpec, names: list[str]) -> None:
+    if not isinstance(spec.retry, Retry):
+        raise CaseDefinitionError(f"{where}: stage {spec.name!r} retry must be a Retry(...)")
+    for option in ("timeout_s", "reply_timeout_s"):
+        value = getattr(spec, option)
+        if value is not None and not (isinstance(value, int | float) and value > 0):
+            raise CaseDefinitionError(f"{where}: stage {spec.name!r} {option} must be a positive number of seconds")
+    if spec.on_failed is not None:
+        if spec.on_failed not in names or spec.on_failed == spec.name:
+            close = difflib.get_close_matches(spec.on_failed, names, n=1)
+            raise CaseDefinitionError(
+                f"{where}: stage {spec.name!r} has on_failed={spec.on_failed!r}, which is not another stage",
+                hint=(f"did you mean {close[0]!r}? " if close else "") + f"known stages: {', '.join(names)}",
+            )
+        if spec.optional:
+            raise CaseDefinitionError(
+                f"{where}: stage {spec.name!r} is both optional and has on_failed",
+                hint="choose one: optional=True goes on to the next stage, on_failed goes to a named stage",
+            )
+
+
 def _literal_targets(function: StageFunction) -> list[str]:
-    """Stage names a stage's source names literally: ``next(stage="x")`` and ``call(..., resume="x")``.
+    """Stage names a stage's source names literally: ``next(stage="x")``, ``call(..., resume="x")``,
+    ``wait(..., then="x")``.
 
     Targets computed at run time cannot be checked here; the engine checks them when the stage runs.
     """
@@ -202,7 +269,7 @@ def _literal_targets(function: StageFunction) -> list[str]:
     for node in ast.walk(tree):
         if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
             continue
-        keyword = {"next": "stage", "call": "resume"}.get(node.func.attr)
+        keyword = {"next": "stage", "call": "resume", "wait": "then"}.get(node.func.attr)
         for kw in node.keywords:
             if kw.arg == keyword and isinstance(kw.value, ast.Constant) and isinstance(kw.value.value, str):
                 targets.append(kw.value.value)

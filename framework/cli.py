@@ -38,6 +38,11 @@ def _run(coro: Coroutine[Any, Any, Any]) -> Any:
 @click.group()
 def cli() -> None:
     """Stageflow: long-running business processes as ordered stages on RabbitMQ."""
+    from framework.logs import configure_logging
+
+    # One-shot commands print results on stdout; logs go to stderr, quiet unless something is wrong.
+    # Long-running commands (worker, services) configure logging again from their settings.
+    configure_logging("WARNING")
 
 
 @cli.command()
@@ -141,6 +146,69 @@ def show(process_id: str) -> None:
         click.echo(orjson.dumps(view, option=orjson.OPT_INDENT_2).decode())
 
     _run(main())
+
+
+def _json_option(value: str | None, name: str) -> Any:
+    if value is None:
+        return None
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError as exc:
+        raise click.BadParameter(f"not valid JSON: {exc}", param_hint=name) from None
+
+
+async def _operate(action: str, **kwargs: Any) -> Any:
+    from framework.app import Stageflow
+
+    async with Stageflow.from_settings(Settings()) as flow:
+        return await getattr(flow.operations, action)(**kwargs)
+
+
+@cli.command()
+@click.argument("process_id")
+@click.option("--reason", default="cancelled by an operator", show_default=True)
+def cancel(process_id: str, reason: str) -> None:
+    """Cancel a process that has not finished."""
+    doc = _run(_operate("cancel", process_id=process_id, reason=reason))
+    click.echo(f"{doc.process_id} {doc.status.value}")
+
+
+@cli.command()
+@click.argument("process_id")
+@click.option("--from-stage", default=None, help="restart here instead of at the failed stage")
+@click.option("--input", "input_json", default=None, help="corrected input as JSON (validated)")
+def retry(process_id: str, from_stage: str | None, input_json: str | None) -> None:
+    """Run a failed (or cancelled) process again from its failed stage, or from --from-stage."""
+    data = _json_option(input_json, "--input")
+    doc = _run(_operate("retry", process_id=process_id, from_stage=from_stage, input=data))
+    click.echo(f"{doc.process_id} {doc.status.value} at {doc.stage}")
+
+
+@cli.command()
+@click.option("--case", default=None)
+@click.option("--status", default="failed", show_default=True)
+@click.option("--failed-stage", default=None)
+@click.option("--created-after", type=click.DateTime(), default=None, help="UTC")
+@click.option("--created-before", type=click.DateTime(), default=None, help="UTC")
+@click.option("--from-stage", default=None, help="restart every match here instead of at its failed stage")
+def reprocess(case: str | None, status: str, failed_stage: str | None, created_after: Any, created_before: Any,
+              from_stage: str | None) -> None:
+    """Retry every process matching the filter, showing progress."""
+    from datetime import UTC
+
+    from framework.store.base import ProcessFilter
+
+    def epoch(value: Any) -> float | None:
+        return value.replace(tzinfo=UTC).timestamp() if value is not None else None
+
+    where = ProcessFilter(case=case, status=status, failed_stage=failed_stage,
+                          created_after=epoch(created_after), created_before=epoch(created_before))
+
+    def progress(retried: int, skipped: int) -> None:
+        click.echo(f"retried {retried}, skipped {skipped}...", err=True)
+
+    counts = _run(_operate("reprocess", where=where, from_stage=from_stage, progress=progress))
+    click.echo(json.dumps(counts))
 
 
 @cli.command()

@@ -18,7 +18,7 @@ import orjson
 
 class Status(enum.StrEnum):
     RUNNING = "running"  # a stage is due or being run
-    WAITING = "waiting"  # waiting for a service reply
+    WAITING = "waiting"  # for a service reply, a timer (wait, retry backoff, start date) or a re-send
     COMPLETED = "completed"
     FAILED = "failed"
     CANCELLED = "cancelled"
@@ -54,6 +54,8 @@ class ProcessDocument:
     result: Any = None
     error: dict[str, Any] | None = None
     ended_at: float | None = None
+    attempts: int = 0  # failed attempts of the current stage (or service call) so far
+    failures: list[dict[str, Any]] = field(default_factory=list)  # failures the process went on from
     outbox: list[OutboxMessage] = field(default_factory=list)
 
     def to_json(self) -> bytes:
@@ -67,6 +69,17 @@ class ProcessDocument:
             OutboxMessage(m["queue"], m["message_id"], m["body"]) for m in data["outbox"]
         ]
         return cls(**data)
+
+    def timer_due(self) -> float | None:
+        """When the current wait ends by itself: a timer's ``until`` or a service reply's ``deadline``."""
+        waiting = self.waiting or {}
+        return waiting.get("until", waiting.get("deadline"))
+
+    def due_at(self, relay_grace_s: float) -> float | None:
+        """When a worker must look at this document without being told: to fire its timer, or to
+        re-publish an outbox that may have been lost with a crashed worker."""
+        times = [t for t in (self.timer_due(), self.updated_at + relay_grace_s if self.outbox else None) if t]
+        return min(times) if times else None
 
     def public_view(self) -> dict[str, Any]:
         """The document as users see it (status API, CLI): everything but the raw outbox."""

@@ -1,45 +1,48 @@
 """The engine: one transition at a time, committed once, published after the commit.
 
-A transition: read the message, load the process document, check the message's transition number
-against the document's version (a duplicate or stale message stops here), run the stage, write the new
-document together with its outbox in one compare-and-set, publish the outbox with confirms. The caller
-(the worker) acks the message afterwards. A crash anywhere in between is safe:
+A transition: read the message, load the process document, check the message against the document (a
+duplicate or stale message stops here), run the stage, write the new document together with its outbox
+in one compare-and-set, publish the outbox with confirms. The caller (the worker) acks the message
+afterwards. A crash anywhere in between is safe:
 
 * before the commit: the message is redelivered and the stage runs again (stage code is at-least-once);
 * after the commit, before publishing: the redelivered message finds the document one version ahead and
-  re-publishes its outbox; if the message is lost too, the relay re-publishes it after ``relay_grace_s``;
+  re-publishes its outbox; if the message is lost too, the due-work loop re-publishes it after
+  ``relay_grace_s``;
 * after publishing, before the ack: the redelivery is a stale duplicate and is dropped.
+
+Time lives in the store: a wait, a retry backoff, a start date or a reply deadline is the document's
+``due_at``. Every worker runs ``fire_due`` in a loop; a due document is claimed with a compare-and-set,
+so one worker publishes the message that fires it, and the transition it causes is version-checked.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import asyncio
 import uuid
 from collections.abc import Iterable
+from datetime import datetime
 from typing import Any
 
 import orjson
 import structlog
 
-from framework.broker.base import INNER, Broker, Outgoing, command_queue
+from framework.broker.base import Broker, Outgoing
 from framework.case import BusinessCase
 from framework.clock import Clock, SystemClock
-from framework.context import Call, Complete, Fail, Next, Outcome, ServiceReply, StageContext
+from framework.context import ServiceReply, StageContext
 from framework.document import OutboxMessage, ProcessDocument, Status
-from framework.errors import BrokerError, MessageError, ProcessConflictError, StageError
-from framework.messages import (
-    DEFAULT_MAX_MESSAGE_BYTES,
-    RunStage,
-    ServiceCommand,
-    ServiceReplyMessage,
-)
+from framework.errors import BrokerError, InvalidInputError, MessageError, ProcessConflictError, StageError
+from framework.messages import DEFAULT_MAX_MESSAGE_BYTES, RunStage, ServiceReplyMessage
 from framework.registry import CaseRegistry
 from framework.store.base import ProcessStore
-from framework.taskid import TaskIdSigner, TaskRef
+from framework.taskid import TaskIdSigner
+from framework.transitions import Plan, Planner, fire_target, run_stage_message
 
 log = structlog.get_logger("stageflow.engine")
 
-_RELAY_MAX_INTERVAL_S = 3600.0
+_DUE_MAX_INTERVAL_S = 3600.0
+DEFAULT_PROCESS_TTL_S = 7 * 24 * 3600.0
 
 
 class Engine:
@@ -53,6 +56,7 @@ class Engine:
         clock: Clock | None = None,
         relay_grace_s: float = 30.0,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        process_ttl_s: float = DEFAULT_PROCESS_TTL_S,
     ) -> None:
         self.cases = cases if isinstance(cases, CaseRegistry) else CaseRegistry(cases)
         self.store = store
@@ -61,24 +65,31 @@ class Engine:
         self.clock = clock or SystemClock()
         self.relay_grace_s = relay_grace_s
         self.max_message_bytes = max_message_bytes
+        self.process_ttl_s = process_ttl_s
+        self.planner = Planner(signer)
 
     # -- starting --------------------------------------------------------------------------------------
 
     async def start(
-        self, case: str | type[BusinessCase], input: Any = None, *, client_key: str | None = None
+        self,
+        case: str | type[BusinessCase],
+        input: Any = None,
+        *,
+        client_key: str | None = None,
+        start_at: datetime | float | None = None,
     ) -> ProcessDocument:
         """Validate ``input`` and create a process of ``case``; its first stage is published after the commit.
 
         With a ``client_key``, starting again returns the existing process (and raises
-        ``ProcessConflictError`` if the input differs): one key never creates two processes.
+        ``ProcessConflictError`` if the input differs): one key never creates two processes. With a
+        ``start_at`` in the future (an aware datetime or epoch seconds) the process waits until then.
         """
         case_cls = self.cases.latest(case if isinstance(case, str) else case.name)
         input_data = case_cls.validate_input(input if input is not None else {}).model_dump(mode="json")
         now = self.clock.now()
-        process_id = str(uuid.uuid4())
         first = case_cls.stages[0].name
         doc = ProcessDocument(
-            process_id=process_id,
+            process_id=str(uuid.uuid4()),
             case=case_cls.name,
             case_version=case_cls.version,
             status=Status.RUNNING,
@@ -89,9 +100,13 @@ class Engine:
             updated_at=now,
             client_key=client_key,
         )
-        doc.outbox = [self._run_stage_message(doc, first)]
-        entry = {"version": 1, "event": "started", "to": first, "at": now}
-        stored, created = await self.store.create(doc, entry, relay_at=now + self.relay_grace_s)
+        start = _epoch(start_at)
+        if start is not None and start > now:
+            self.planner.start_at(doc, first, start)
+        else:
+            doc.outbox = [run_stage_message(doc, first)]
+        entry = {"version": 1, "event": "started", "to": first, "at": now, "start_at": start}
+        stored, created = await self.store.create(doc, entry, due_at=doc.due_at(self.relay_grace_s))
         if not created:
             if stored.input != input_data:
                 raise ProcessConflictError(
@@ -101,46 +116,100 @@ class Engine:
                     process_id=stored.process_id,
                 )
             return stored
-        await self._publish_outbox(doc)
-        log.info("process started", process_id=process_id, case=case_cls.name, client_key=client_key)
+        await self._publish(doc.process_id, doc.outbox)
+        log.info("process started", process_id=doc.process_id, case=case_cls.name, client_key=client_key)
         return doc
 
     # -- consuming -------------------------------------------------------------------------------------
 
     async def handle_inner(self, body: bytes, *, redelivered: bool = False) -> None:
-        """Apply one inner-queue message. Raises ``MessageError``/``UnknownCaseError`` for a message to park."""
+        """Apply one inner-queue message: run a stage, or fire a due timer. Raises ``MessageError`` or
+        ``UnknownCaseError`` for a message to park."""
         message = RunStage.parse(body, self.max_message_bytes)
         case_cls = self.cases.latest(message.case)
         if case_cls.stage_named(message.stage) is None:
             raise MessageError(f"case {message.case!r} has no stage {message.stage!r}")
         doc = await self._load(message.process_id, message.case)
-        if doc.version != message.transition or doc.status is not Status.RUNNING or doc.stage != message.stage:
+        if doc.version != message.transition:
             await self._drop_stale(doc, message.transition, redelivered)
             return
-        await self._transition(doc, message.stage, reply=None)
+        waiting = doc.waiting or {}
+        kind = waiting.get("kind")
+        now = self.clock.now()
+        due = doc.timer_due()
+        if doc.status is Status.RUNNING and doc.stage == message.stage:
+            await self._run_stage(doc, message.stage)
+        elif doc.status is not Status.WAITING or fire_target(doc) != message.stage or due is None or now < due:
+            # e.g. a timer fired by a worker whose clock runs ahead: the due-work loop fires it again later
+            log.debug("message does not apply", process_id=doc.process_id, status=doc.status, waiting=kind)
+        elif kind == "timer":
+            await self._run_stage(doc, message.stage)
+        elif kind == "resend":
+            await self._commit(doc, self.planner.resend(doc, now=now))
+        elif kind == "service":  # the reply deadline passed
+            reason = f"no reply from service {waiting['api']!r} within {waiting['timeout_s']:g} s"
+            case = self.cases.get(doc.case, doc.case_version)
+            plan = self.planner.failure(case, doc, waiting["from"], reason, retryable=True, started=now, now=now,
+                                        call=waiting)
+            await self._commit(doc, plan)
 
     async def handle_reply(self, body: bytes, *, redelivered: bool = False) -> None:
-        """Apply one service reply. Raises ``TaskIdError`` (forged/altered) or ``MessageError`` to park it."""
+        """Apply one service reply. Raises ``TaskIdError`` (forged/altered) or ``MessageError`` to park it.
+
+        A reply applies while the process waits for its taskId (also while a re-send of the same command
+        is pending); afterwards it is a duplicate and is dropped.
+        """
         message = ServiceReplyMessage.parse(body, self.max_message_bytes)
         ref = self.signer.verify(message.task_id)
         self.cases.latest(ref.case)
         doc = await self._load(ref.process_id, ref.case)
         waiting = doc.waiting or {}
         if (
-            doc.version != ref.transition
-            or doc.status is not Status.WAITING
+            doc.status is not Status.WAITING
+            or waiting.get("kind") not in ("service", "resend")
             or waiting.get("task_id") != message.task_id
         ):
             await self._drop_stale(doc, ref.transition, redelivered)
             return
-        reply = ServiceReply(api=ref.api, ok=message.ok, data=message.data, error=message.error)
-        if not reply.ok:
-            now = self.clock.now()
-            reason = f"service {ref.api!r} replied with an error: {reply.error}"
-            new_doc, entry = self._failed(doc, ref.stage, reason, started=now, now=now)
-            await self._commit(doc, new_doc, entry)
+        if message.ok:
+            reply = ServiceReply(api=ref.api, ok=True, data=message.data)
+            await self._run_stage(doc, waiting["resume"], reply=reply)
             return
-        await self._transition(doc, ref.stage, reply=reply)
+        now = self.clock.now()
+        reason = f"service {ref.api!r} replied with an error: {message.error}"
+        case = self.cases.get(doc.case, doc.case_version)
+        plan = self.planner.failure(case, doc, waiting["from"], reason, retryable=message.retryable, started=now,
+                                    now=now, call=waiting if message.retryable else None)
+        await self._commit(doc, plan)
+
+    def message_key(self, body: bytes, queue: str) -> str | None:
+        """A stable name for a message (its process and transition, or its taskId); None if unreadable."""
+        try:
+            if queue == "service":
+                return "reply:" + ServiceReplyMessage.parse(body, self.max_message_bytes).task_id
+            message = RunStage.parse(body, self.max_message_bytes)
+        except MessageError:
+            return None
+        return f"run:{message.process_id}/{message.transition}/{message.stage}"
+
+    async def handle_poison(self, body: bytes, queue: str, reason: str) -> None:
+        """A message keeps crashing or killing workers: fail the process it belongs to (the caller parks it)."""
+        try:
+            if queue == "service":
+                task_id = ServiceReplyMessage.parse(body, self.max_message_bytes).task_id
+                process_id, transition = self.signer.verify(task_id).process_id, None
+            else:
+                message = RunStage.parse(body, self.max_message_bytes)
+                process_id, transition, task_id = message.process_id, message.transition, None
+        except MessageError:
+            return  # not ours to mark: parking is all that can be done
+        doc = await self.store.load(process_id)
+        if doc is None or doc.status.finished:
+            return
+        # Only the message the process is waiting on condemns it; a stale one is just parked.
+        current = doc.version == transition if task_id is None else (doc.waiting or {}).get("task_id") == task_id
+        if current:
+            await self._commit(doc, self.planner.poisoned(doc, reason, now=self.clock.now()))
 
     async def _load(self, process_id: str, case: str) -> ProcessDocument:
         doc = await self.store.load(process_id)
@@ -156,7 +225,7 @@ class Engine:
         # (Only on redelivery: a fresh duplicate must not make every later message of the process twice.)
         recovered = redelivered and doc.version == transition + 1 and bool(doc.outbox)
         if recovered:
-            await self._publish_outbox(doc)
+            await self._publish(doc.process_id, doc.outbox)
         log.debug(
             "stale message dropped", process_id=doc.process_id, transition=transition, version=doc.version,
             recovered=recovered,
@@ -164,152 +233,131 @@ class Engine:
 
     # -- one transition --------------------------------------------------------------------------------
 
-    async def _transition(self, doc: ProcessDocument, stage: str, *, reply: ServiceReply | None) -> None:
-        case_cls = self.cases.get(doc.case, doc.case_version)
-        spec = case_cls.stage_named(stage)
+    async def _run_stage(self, doc: ProcessDocument, stage: str, *, reply: ServiceReply | None = None) -> None:
+        case = self.cases.get(doc.case, doc.case_version)
+        spec = case.stage_named(stage)
         if spec is None:
             raise MessageError(f"case {doc.case!r} version {doc.case_version} has no stage {stage!r}")
+        started = self.clock.now()
+        last_failure = doc.failures[-1] if doc.failures else None
         ctx = StageContext(
             process_id=doc.process_id,
             case=doc.case,
             stage=stage,
             transition=doc.version,
-            input=case_cls.Input.model_validate(doc.input),
+            input=case.Input.model_validate(doc.input),
             store=dict(doc.store),
+            now=started,
             reply=reply,
+            attempt=doc.attempts + 1,
+            failure=last_failure if last_failure and last_failure.get("version") == doc.version else None,
         )
-        started = self.clock.now()
         try:
-            await spec.function(case_cls(), ctx)
+            if spec.timeout_s is None:
+                await spec.function(case(), ctx)
+            else:
+                async with asyncio.timeout(spec.timeout_s):
+                    await spec.function(case(), ctx)
             if ctx.outcome is None:
                 raise StageError(
                     f"stage {stage!r} ended without an outcome",
-                    hint="end every stage with ctx.next(), ctx.call(...), ctx.complete(...) or ctx.fail(...)",
+                    hint="end every stage with ctx.next(), ctx.call(), ctx.wait(), ctx.complete() or ctx.fail()",
                 )
-            new_doc, entry = self._apply(case_cls, doc, ctx, ctx.outcome, started)
-        except Exception as exc:  # stage code failed: the process fails, with the reason recorded
-            reason = f"{type(exc).__name__}: {exc}"
-            log.warning("stage raised", process_id=doc.process_id, case=doc.case, stage=stage, error=reason)
-            new_doc, entry = self._failed(doc, stage, reason, started=started, now=self.clock.now())
-        await self._commit(doc, new_doc, entry)
+            plan = self.planner.outcome(case, doc, stage, ctx.store, ctx.outcome, started=started,
+                                        now=self.clock.now())
+        except Exception as exc:  # stage code failed: retry, take the failure path, or fail the process
+            if isinstance(exc, TimeoutError) and spec.timeout_s is not None:
+                reason, retryable = f"stage timed out after {spec.timeout_s:g} s", True
+            else:
+                reason, retryable = f"{type(exc).__name__}: {exc}", spec.retry.retries(exc)
+            log.warning("stage failed", process_id=doc.process_id, case=doc.case, stage=stage, error=reason,
+                        attempt=doc.attempts + 1)
+            plan = self.planner.failure(case, doc, stage, reason, retryable=retryable, started=started,
+                                        now=self.clock.now())
+        await self._commit(doc, plan)
 
-    async def _commit(self, doc: ProcessDocument, new_doc: ProcessDocument, entry: dict[str, Any]) -> None:
-        relay_at = new_doc.updated_at + self.relay_grace_s if new_doc.outbox else None
+    async def _commit(self, doc: ProcessDocument, plan: Plan) -> bool:
+        new, entry = plan
         try:
-            committed = await self.store.commit(new_doc, entry, expected_version=doc.version, relay_at=relay_at)
+            committed = await self._write(doc, new, entry)
         except orjson.JSONEncodeError as exc:
+            case = self.cases.get(doc.case, doc.case_version)
             reason = f"stage data is not JSON-serialisable: {exc}"
-            new_doc, entry = self._failed(doc, entry["stage"], reason, started=entry["at"], now=new_doc.updated_at)
-            committed = await self.store.commit(new_doc, entry, expected_version=doc.version, relay_at=None)
+            now = self.clock.now()
+            new, entry = self.planner.failure(case, doc, entry["stage"], reason, retryable=False, started=now,
+                                              now=now)
+            committed = await self._write(doc, new, entry)
         if not committed:
             log.debug("transition lost the race", process_id=doc.process_id, version=doc.version)
-            return
-        log.info(
-            "transition", process_id=doc.process_id, case=doc.case, stage=entry.get("stage"),
-            version=new_doc.version, outcome=entry["event"],
+            return False
+        log.info("transition", process_id=doc.process_id, case=doc.case, stage=entry.get("stage"),
+                 version=new.version, outcome=entry.get("event"))
+        await self._publish(new.process_id, new.outbox)
+        return True
+
+    async def _write(self, doc: ProcessDocument, new: ProcessDocument, entry: dict[str, Any]) -> bool:
+        expires_at = new.ended_at + self.process_ttl_s if new.status.finished and new.ended_at else None
+        return await self.store.commit(
+            new, entry, expected_version=doc.version, due_at=new.due_at(self.relay_grace_s), expires_at=expires_at
         )
-        await self._publish_outbox(new_doc)
 
-    def _apply(
-        self, case_cls: type[BusinessCase], doc: ProcessDocument, ctx: StageContext, outcome: Outcome,
-        started: float,
-    ) -> tuple[ProcessDocument, dict[str, Any]]:
-        now = self.clock.now()
-        version = doc.version + 1
-        entry: dict[str, Any] = {
-            "version": version, "stage": ctx.stage, "at": started, "duration_ms": round((now - started) * 1000, 3),
-        }
-        new = dataclasses.replace(doc, version=version, updated_at=now, store=ctx.store, waiting=None, outbox=[])
-        match outcome:
-            case Next(stage=target):
-                target = target or _name_or_none(case_cls.stage_after(ctx.stage))
-                if target is None:
-                    return self._finish(new, entry, Complete(None), now)
-                _check_target(case_cls, ctx.stage, target)
-                new.stage = target
-                new.status = Status.RUNNING
-                new.outbox = [self._run_stage_message(new, target)]
-                entry.update(event="next", to=target)
-            case Call(api=api, payload=payload, resume=resume):
-                resume = resume or _name_or_none(case_cls.stage_after(ctx.stage))
-                if resume is None:
-                    raise StageError(
-                        f"stage {ctx.stage!r} is the last stage, so its service reply has nowhere to go",
-                        hint="pass resume='<stage>' to ctx.call(), or add a stage after it",
-                    )
-                _check_target(case_cls, ctx.stage, resume)
-                task_id = self.signer.sign(TaskRef(doc.process_id, doc.case, api, resume, version))
-                body = ServiceCommand(task_id, api, payload).to_json().decode()
-                new.stage = resume
-                new.status = Status.WAITING
-                new.waiting = {"kind": "service", "api": api, "task_id": task_id, "resume": resume, "since": now}
-                new.outbox = [OutboxMessage(command_queue(api), f"{doc.process_id}/{version}/0", body)]
-                entry.update(event="call", api=api, to=resume)
-            case Complete() | Fail():
-                return self._finish(new, entry, outcome, now)
-        return new, entry
+    async def commit_plan(self, doc: ProcessDocument, plan: Plan) -> bool:
+        """Commit a planned transition of ``doc`` (for operator actions); False if the document moved on."""
+        return await self._commit(doc, plan)
 
-    def _finish(
-        self, new: ProcessDocument, entry: dict[str, Any], outcome: Complete | Fail, now: float
-    ) -> tuple[ProcessDocument, dict[str, Any]]:
-        new.ended_at = now
-        if isinstance(outcome, Complete):
-            new.status, new.result, new.stage = Status.COMPLETED, outcome.result, None
-            entry["event"] = "completed"
-        else:
-            new.status = Status.FAILED
-            new.error = {"stage": entry["stage"], "reason": outcome.reason, "at": now}
-            entry.update(event="failed", error=outcome.reason)
-        return new, entry
+    # -- publishing, due work, expiry ------------------------------------------------------------------
 
-    def _failed(
-        self, doc: ProcessDocument, stage: str, reason: str, *, started: float, now: float
-    ) -> tuple[ProcessDocument, dict[str, Any]]:
-        """The document as failed at ``stage``; the stage's store changes are discarded."""
-        version = doc.version + 1
-        new = dataclasses.replace(doc, version=version, updated_at=now, waiting=None, outbox=[])
-        entry = {"version": version, "stage": stage, "at": started, "duration_ms": round((now - started) * 1000, 3)}
-        return self._finish(new, entry, Fail(reason), now)
-
-    def _run_stage_message(self, doc: ProcessDocument, stage: str) -> OutboxMessage:
-        body = RunStage(doc.process_id, doc.case, stage, doc.version).to_json().decode()
-        return OutboxMessage(INNER, f"{doc.process_id}/{doc.version}/0", body)
-
-    # -- publishing and the relay ----------------------------------------------------------------------
-
-    async def _publish_outbox(self, doc: ProcessDocument) -> None:
-        """Publish a committed outbox. A broker failure is not fatal: the relay re-publishes it later."""
-        messages = [Outgoing(m.queue, m.message_id, m.body.encode()) for m in doc.outbox]
+    async def _publish(self, process_id: str, outbox: list[OutboxMessage]) -> None:
+        """Publish committed messages. A broker failure is not fatal: the due-work loop re-publishes them."""
+        if not outbox:
+            return
         try:
-            await self.broker.publish(messages)
+            await self.broker.publish([Outgoing(m.queue, m.message_id, m.body.encode()) for m in outbox])
         except BrokerError as exc:
-            log.warning("outbox left for the relay", process_id=doc.process_id, error=str(exc))
+            log.warning("outbox left for the relay", process_id=process_id, error=str(exc))
 
-    async def relay_due(self, *, limit: int = 200) -> int:
-        """Re-publish outboxes whose publication is overdue (their worker may have died). Returns how many.
+    async def fire_due(self, *, limit: int = 200) -> int:
+        """Do the work that is due: fire timers whose time has come and re-publish overdue outboxes.
 
-        Each due document is claimed with a compare-and-set on its relay time, so with many workers
-        one re-publishes it; the next check backs off (doubling, capped at an hour).
+        Each due document is claimed with a compare-and-set on its due time, so with many workers one
+        acts on it. The claim pushes the due time out (doubling, capped at an hour) in case the message
+        published here is lost too; the transition it causes sets a fresh due time anyway.
         """
         now = self.clock.now()
-        published = 0
-        for doc in await self.store.due_relays(now, limit):
-            interval = min(max(self.relay_grace_s, now - doc.updated_at), _RELAY_MAX_INTERVAL_S)
-            if await self.store.claim_relay(doc.process_id, doc.version, now, now + interval):
-                await self._publish_outbox(doc)
-                published += 1
-        if published:
-            log.info("outboxes relayed", count=published)
-        return published
+        acted = 0
+        for doc in await self.store.due(now, limit):
+            timer = doc.timer_due()
+            retry_at = now + min(max(self.relay_grace_s, now - doc.updated_at), _DUE_MAX_INTERVAL_S)
+            next_at = min(retry_at, timer) if timer is not None and timer > now else retry_at
+            if not await self.store.claim_due(doc.process_id, doc.version, now, next_at):
+                continue
+            target = fire_target(doc)
+            if timer is not None and timer <= now and target is not None:
+                # The transition the timer causes supersedes the outbox (it writes a new one).
+                messages = [run_stage_message(doc, target, kind="fire")]
+            elif now >= doc.updated_at + self.relay_grace_s:
+                messages = list(doc.outbox)
+            else:
+                messages = []
+            if messages:
+                await self._publish(doc.process_id, messages)
+                acted += 1
+        if acted:
+            log.info("due work published", count=acted)
+        return acted
+
+    async def expire(self, *, limit: int = 1000) -> int:
+        """Delete finished processes whose time to live has passed; returns how many."""
+        deleted = await self.store.delete_expired(self.clock.now(), limit)
+        if deleted:
+            log.info("expired processes deleted", count=deleted)
+        return deleted
 
 
-def _name_or_none(spec: Any) -> str | None:
-    return spec.name if spec is not None else None
-
-
-def _check_target(case_cls: type[BusinessCase], stage: str, target: str) -> None:
-    if case_cls.stage_named(target) is None:
-        raise StageError(
-            f"stage {stage!r} goes to unknown stage {target!r}",
-            hint=f"known stages: {', '.join(s.name for s in case_cls.stages)}",
-        )
+def _epoch(value: datetime | float | None) -> float | None:
+    if value is None or isinstance(value, int | float):
+        return value
+    if value.tzinfo is None:
+        message = "start_at must be a timezone-aware datetime (or epoch seconds)"
+        raise InvalidInputError(message, errors=[{"field": "start_at", "message": message}])
+    return value.timestamp()

@@ -60,12 +60,26 @@ class StageError(StageflowError):
     """A stage used its context wrongly (no outcome, two outcomes, unknown target stage)."""
 
 
-class ServiceError(StageflowError):
-    """Raised by a service handler to reply with a business error instead of a result.
+class NonRetryableError(StageflowError):
+    """Raise it in a stage to fail that stage at once, whatever its retry policy says."""
 
-    The error reply is recorded in the service's inbox like a result, so a redelivered command gets the
-    same answer.
+
+class ServiceError(StageflowError):
+    """Raised by a service handler to reply with an error instead of a result.
+
+    By default the error is final: it is recorded in the service's inbox like a result, so a redelivered
+    command gets the same answer, and the calling stage fails at once (then its ``on_failed`` path).
+    With ``retryable=True`` nothing is recorded and the caller may send the same command (same taskId)
+    again under its retry policy.
     """
+
+    def __init__(self, message: str, *, retryable: bool = False, **context: Any) -> None:
+        super().__init__(message, **context)
+        self.retryable = retryable
+
+
+class ProcessStateError(StageflowError):
+    """An operator action that the process's status does not allow (cancel a completed process...)."""
 
 
 class InfrastructureError(StageflowError):

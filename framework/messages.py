@@ -93,6 +93,7 @@ class ServiceReplyMessage:
     ok: bool
     data: Any = None
     error: str | None = None
+    retryable: bool = False  # an error the caller may retry by sending the same command again
 
     def to_json(self) -> bytes:
         body: dict[str, Any] = {"task_id": self.task_id, "ok": self.ok}
@@ -100,6 +101,7 @@ class ServiceReplyMessage:
             body["data"] = self.data
         else:
             body["error"] = self.error
+            body["retryable"] = self.retryable
         return encode(body)
 
     @classmethod
@@ -109,4 +111,7 @@ class ServiceReplyMessage:
         error = data.get("error")
         if not ok and not isinstance(error, str):
             raise MessageError("an error reply needs 'error' as a string")
-        return cls(task_id=_field(data, "task_id", str, "a string"), ok=ok, data=data.get("data"), error=error)
+        return cls(
+            task_id=_field(data, "task_id", str, "a string"), ok=ok, data=data.get("data"), error=error,
+            retryable=data.get("retryable") is True,
+        )

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 # Used only with the embedded default, so a demo runs with no set-up; refused for RabbitMQ.
@@ -35,7 +35,11 @@ class Settings(BaseSettings):
     prefetch: int = Field(64, ge=1, le=10_000)
     delivery_limit: int = Field(20, ge=2, description="deliveries before RabbitMQ parks a message")
     relay_grace_s: float = Field(30.0, gt=0, description="age at which an unpublished outbox is re-published")
-    relay_interval_s: float = Field(5.0, gt=0)
+    timer_interval_s: float = Field(1.0, gt=0, description="how often each worker looks for due timers and outboxes")
+    poison_after: int = Field(
+        3, ge=1, description="crashes of a redelivered message, run on its own, after which it is parked as poison"
+    )
+    process_ttl_s: float = Field(7 * 24 * 3600.0, gt=0, description="finished processes are deleted after this")
     max_message_bytes: int = Field(256 * 1024, ge=1024)
     log_level: str = Field("INFO")
     log_json: bool = Field(False, description="JSON log lines instead of console lines")
@@ -50,6 +54,15 @@ class Settings(BaseSettings):
     @property
     def embedded(self) -> bool:
         return self.broker_url.startswith("memory:")
+
+    @model_validator(mode="after")
+    def _poison_before_delivery_limit(self) -> Settings:
+        if self.poison_after * 2 >= self.delivery_limit:
+            raise ValueError(
+                "poison_after must be well below delivery_limit, so Stageflow marks the process failed before "
+                "RabbitMQ dead-letters the message on its own"
+            )
+        return self
 
     def signing_keys(self) -> list[str]:
         if self.secret_keys:

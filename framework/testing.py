@@ -7,6 +7,9 @@
 Cases run on the in-memory broker and an in-memory SQLite store with the same engine as production;
 service handlers run through the real service SDK. ``run`` waits until the queues drain and, by default,
 raises ``ProcessFailed`` if the process failed, so a broken stage fails your test with its reason.
+
+Time is a ``FakeClock``: nothing sleeps. ``run`` skips through waits, retry backoffs and reply deadlines
+(when nothing else can happen, the clock jumps to the next due time); ``advance(seconds)`` moves it by hand.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from framework.app import Stageflow
 from framework.broker.base import PARKED, Outgoing
 from framework.broker.memory import MemoryBroker
 from framework.case import BusinessCase
-from framework.clock import Clock
+from framework.clock import FakeClock
 from framework.document import ProcessDocument, Status
 from framework.errors import StageflowError
 from framework.service.inbox import SqliteInbox
@@ -27,6 +30,7 @@ from framework.service.sdk import CommandHandler, Service
 from framework.settings import DEMO_SECRET_KEY, Settings
 from framework.store.sqlite import SqliteStore
 from framework.taskid import TaskIdSigner
+from framework.worker import Worker
 
 
 class ProcessFailed(StageflowError):
@@ -36,9 +40,11 @@ class ProcessFailed(StageflowError):
 class TestEnvironment:
     __test__ = False  # not a pytest test class
 
-    def __init__(self, flow: Stageflow, broker: MemoryBroker) -> None:
+    def __init__(self, flow: Stageflow, broker: MemoryBroker, clock: FakeClock, workers: list[Worker]) -> None:
         self.flow = flow
         self.broker = broker
+        self.clock = clock
+        self._workers = workers
 
     async def start(self, case: str | type[BusinessCase], input: Any = None, *, client_key: str | None = None
                     ) -> ProcessDocument:
@@ -51,12 +57,27 @@ class TestEnvironment:
     async def get(self, process_id: str) -> ProcessDocument:
         return await self.flow.get(process_id)
 
+    async def advance(self, seconds: float) -> None:
+        """Move the clock on, fire what became due, and wait until the queues drain."""
+        self.clock.advance(seconds)
+        await self._fire_due()
+
+    async def _fire_due(self) -> None:
+        while await self._workers[0].run_due_work():
+            await self.join()
+        await self.join()
+
     async def run(self, case: str | type[BusinessCase], input: Any = None, *, client_key: str | None = None,
-                  raise_on_failure: bool = True, timeout_s: float = 10.0) -> ProcessDocument:
-        """Start a process, wait until the queues drain, return its document."""
-        doc = await self.start(case, input, client_key=client_key)
+                  start_at: float | None = None, raise_on_failure: bool = True, skip_time: bool = True,
+                  timeout_s: float = 10.0) -> ProcessDocument:
+        """Start a process, wait until the queues drain (skipping through its waits), return its document."""
+        doc = await self.flow.start(case, input, client_key=client_key, start_at=start_at)
         await self.join(timeout_s=timeout_s)
         doc = await self.get(doc.process_id)
+        while skip_time and doc.status is Status.WAITING and doc.timer_due() is not None:
+            self.clock.advance(max(0.0, doc.timer_due() - self.clock.now()))  # type: ignore[operator]
+            await self._fire_due()
+            doc = await self.get(doc.process_id)
         if raise_on_failure and doc.status is Status.FAILED:
             error = doc.error or {}
             raise ProcessFailed(
@@ -76,10 +97,11 @@ async def run_cases(
     *,
     services: Mapping[str, CommandHandler] | None = None,
     service_setup_sql: Sequence[str] = (),
-    clock: Clock | None = None,
+    clock: FakeClock | None = None,
     workers: int = 1,
 ) -> AsyncIterator[TestEnvironment]:
     """Run ``cases`` (and fake or real service handlers) in memory for the duration of the block."""
+    clock = clock or FakeClock()
     broker = MemoryBroker()
     flow = Stageflow(
         cases=cases, store=SqliteStore(":memory:"), broker=broker, signer=TaskIdSigner([DEMO_SECRET_KEY]),
@@ -87,12 +109,14 @@ async def run_cases(
     )
     inbox = SqliteInbox(":memory:", setup_sql=service_setup_sql)
     async with flow, inbox:
-        components: list[Any] = [flow.worker() for _ in range(workers)]
+        # The due-work loop is driven by the environment (advance/run), not by wall-clock polling.
+        running = [flow.worker(timer_interval_s=3600.0) for _ in range(max(1, workers))]
+        components: list[Any] = [*running]
         components += [Service(api, handler, broker=broker, inbox=inbox) for api, handler in (services or {}).items()]
         for component in components:
             await component.start()
         try:
-            yield TestEnvironment(flow, broker)
+            yield TestEnvironment(flow, broker, clock, running)
         finally:
             for component in components:
                 await component.stop()

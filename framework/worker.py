@@ -1,16 +1,24 @@
-"""The worker: consumes the inner and service queues, runs transitions, relays overdue outboxes.
+"""The worker: consumes the inner and service queues, runs transitions, and does the due work.
 
-Workers hold no state between messages; run as many as you like. Shutdown order (``stop()``): stop
-consuming, let in-flight transitions finish (each commits, publishes and acks), stop the relay, then the
-caller closes broker and store. A message whose transition cannot be finished in time is simply not
-acked and RabbitMQ redelivers it to another worker.
+Poison messages: a message that crashes or kills its worker comes back redelivered, but so do all the
+innocent messages that worker had in flight, so RabbitMQ's delivery count alone cannot tell them apart.
+A redelivered message is therefore run *on its own* (the worker lets in-flight work finish and starts
+nothing else meanwhile), after counting that run in the store. If such isolated runs of one message
+crash ``poison_after`` times, it is the culprit: its process is marked failed and it is parked.
+Redeliveries are rare (they follow a crash), so the hot path never pays for this.
+
+Workers hold no state between messages; run as many as you like. Each also runs the due-work loop
+(timers, overdue outboxes, expiry of old processes); a claim in the store makes each due item one
+worker's job. Shutdown order (``stop()``): stop consuming, let in-flight transitions finish (each
+commits, publishes and acks), stop the loop, then the caller closes broker and store. A message whose
+transition cannot finish in time is simply not acked and RabbitMQ redelivers it to another worker.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import structlog
 
@@ -23,25 +31,65 @@ log = structlog.get_logger("stageflow.worker")
 _PARKABLE = (MessageError, UnknownCaseError)
 
 
+class _Isolation:
+    """Many messages run side by side; a redelivered one runs alone, so a crash can be blamed on it."""
+
+    def __init__(self) -> None:
+        self._running = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._open = asyncio.Event()
+        self._open.set()
+        self._alone = asyncio.Lock()
+
+    @contextlib.asynccontextmanager
+    async def shared(self) -> AsyncIterator[None]:
+        while not self._open.is_set():
+            await self._open.wait()
+        self._running += 1
+        self._idle.clear()
+        try:
+            yield
+        finally:
+            self._running -= 1
+            if self._running == 0:
+                self._idle.set()
+
+    @contextlib.asynccontextmanager
+    async def alone(self) -> AsyncIterator[None]:
+        async with self._alone:
+            self._open.clear()  # start nothing new...
+            try:
+                await self._idle.wait()  # ...and let what runs finish
+                yield
+            finally:
+                self._open.set()
+
+
 class Worker:
     def __init__(
         self,
         engine: Engine,
         *,
         prefetch: int = 64,
-        relay_interval_s: float = 5.0,
+        timer_interval_s: float = 1.0,
+        expire_interval_s: float = 60.0,
+        poison_after: int = 3,
         retry_backoff_s: float = 0.5,
         retry_for_s: float = 60.0,
     ) -> None:
         self.engine = engine
         self.prefetch = prefetch
-        self.relay_interval_s = relay_interval_s
+        self.timer_interval_s = timer_interval_s
+        self.expire_interval_s = expire_interval_s
+        self.poison_after = poison_after
         self.retry_backoff_s = retry_backoff_s
         self.retry_for_s = retry_for_s
         self._in_flight: set[asyncio.Task[None]] = set()
-        self._relay_task: asyncio.Task[None] | None = None
+        self._due_task: asyncio.Task[None] | None = None
         self._consumers: list[Consumer] = []
         self._stopping = asyncio.Event()
+        self._isolation = _Isolation()
 
     async def start(self) -> None:
         broker = self.engine.broker
@@ -49,7 +97,7 @@ class Worker:
             await broker.consume(INNER, self._on_inner, prefetch=self.prefetch),
             await broker.consume(SERVICE, self._on_reply, prefetch=self.prefetch),
         ]
-        self._relay_task = asyncio.create_task(self._relay_loop(), name="stageflow-relay")
+        self._due_task = asyncio.create_task(self._due_loop(), name="stageflow-due-work")
         log.info("worker started", prefetch=self.prefetch)
 
     async def stop(self, *, timeout_s: float = 30.0) -> None:
@@ -59,11 +107,15 @@ class Worker:
         if self._in_flight:  # 2. finish what is running: commit, publish, ack
             log.info("finishing in-flight transitions", count=len(self._in_flight))
             await asyncio.wait(set(self._in_flight), timeout=timeout_s)
-        if self._relay_task is not None:  # 3. stop the relay
-            self._relay_task.cancel()
+        if self._due_task is not None:  # 3. stop the due-work loop
+            self._due_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._relay_task
+                await self._due_task
         log.info("worker stopped")
+
+    async def run_due_work(self) -> int:
+        """One pass of the due-work loop (tests and the harness call it to skip through time)."""
+        return await self.engine.fire_due()
 
     async def _on_inner(self, delivery: Delivery) -> None:
         await self._handle(delivery, self.engine.handle_inner)
@@ -75,19 +127,43 @@ class Worker:
         task = asyncio.current_task()
         self._in_flight.add(task)  # type: ignore[arg-type]  # handlers always run in a task
         try:
-            await self._apply_with_retries(delivery, apply)
+            if delivery.redelivered or delivery.delivery_count > 0:
+                async with self._isolation.alone():
+                    await self._apply_redelivered(delivery, apply)
+            else:
+                async with self._isolation.shared():
+                    await self._apply_with_retries(delivery, apply)
         except InfrastructureError as exc:
             # Store or broker still down after retrying: leave the message to RabbitMQ to redeliver.
             log.warning("transition not applied, will be redelivered", error=str(exc))
             with contextlib.suppress(InfrastructureError):
                 await delivery.nack(requeue=True)
         except Exception:
-            # A bug, not bad input: requeue; the queue's delivery limit parks the message if it persists.
+            # A bug, not bad input: requeue; if it keeps happening the message is parked as poison.
             log.exception("unexpected error handling a message", queue=delivery.queue)
             with contextlib.suppress(InfrastructureError):
                 await delivery.nack(requeue=True)
         finally:
-            self._in_flight.discard(task)
+            self._in_flight.discard(task)  # type: ignore[arg-type]
+
+    async def _apply_redelivered(self, delivery: Delivery, apply: Callable[..., Awaitable[None]]) -> None:
+        key = self.engine.message_key(delivery.body, delivery.queue)
+        if key is None:  # unreadable: it will be parked with its reason
+            await self._apply_with_retries(delivery, apply)
+            return
+        runs = await self.engine.store.count_isolated_run(key, self.engine.clock.now())
+        if runs > self.poison_after:
+            await self._park_poison(delivery, crashes=runs - 1)
+            return
+        await self._apply_with_retries(delivery, apply)
+        await self.engine.store.forget_isolated_runs(key)
+
+    async def _park_poison(self, delivery: Delivery, *, crashes: int) -> None:
+        """This message crashed or killed its worker each time it ran alone: fail its process, park it."""
+        reason = f"poison message: it crashed or killed its worker {crashes} times when run on its own"
+        log.error("poison message parked", queue=delivery.queue, crashes=crashes)
+        await self.engine.handle_poison(delivery.body, delivery.queue, reason)
+        await self.engine.broker.park(delivery, reason)
 
     async def _apply_with_retries(self, delivery: Delivery, apply: Callable[..., Awaitable[None]]) -> None:
         loop = asyncio.get_running_loop()
@@ -112,10 +188,18 @@ class Worker:
             await delivery.ack()
             return
 
-    async def _relay_loop(self) -> None:
+    async def _due_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        next_expiry = loop.time()
         while True:
-            await asyncio.sleep(self.relay_interval_s)
             try:
-                await self.engine.relay_due()
+                while await self.engine.fire_due() > 0:
+                    pass  # a full page was due: look again at once
+                if loop.time() >= next_expiry:
+                    await self.engine.expire()
+                    next_expiry = loop.time() + self.expire_interval_s
             except InfrastructureError as exc:
-                log.warning("relay skipped", error=str(exc))
+                log.warning("due work skipped", error=str(exc))
+            except Exception:  # a bug must not end the loop for the rest of the worker's life
+                log.exception("due work failed")
+            await asyncio.sleep(self.timer_interval_s)

@@ -75,7 +75,7 @@ def settings(servers_reachable: None, namespace: str) -> Iterator[Settings]:
         queue_prefix=namespace,
         secret_keys=[TEST_SECRET],
         relay_grace_s=2.0,
-        relay_interval_s=0.5,
+        timer_interval_s=0.2,
         log_level="WARNING",
         store_pool_size=4,  # many processes share the test server's connection limit
     )
@@ -108,7 +108,7 @@ def settings_env(settings: Settings, **extra: str) -> dict[str, str]:
         STAGEFLOW_QUEUE_PREFIX=settings.queue_prefix,
         STAGEFLOW_SECRET_KEYS=",".join(settings.secret_keys),
         STAGEFLOW_RELAY_GRACE_S=str(settings.relay_grace_s),
-        STAGEFLOW_RELAY_INTERVAL_S=str(settings.relay_interval_s),
+        STAGEFLOW_TIMER_INTERVAL_S=str(settings.timer_interval_s),
         STAGEFLOW_LOG_LEVEL=settings.log_level,
         STAGEFLOW_STORE_POOL_SIZE=str(settings.store_pool_size),
     )

@@ -73,3 +73,18 @@ def test_defaults_need_no_server(monkeypatch: pytest.MonkeyPatch) -> None:
     settings = Settings()
     assert settings.embedded
     assert settings.signing_keys()  # the embedded demo signs with a built-in key
+
+
+async def test_harness_skips_through_retries_and_waits_without_sleeping() -> None:
+    import time as wall
+
+    from tests.support.failure_cases import Flaky, Waiter
+
+    started = wall.monotonic()
+    async with run_cases([Flaky, Waiter]) as env:
+        t0 = env.clock.now()
+        flaky = await env.run(Flaky, {"succeed_on": 3})
+        waiter = await env.run(Waiter, {"until": t0 + 7 * 24 * 3600})
+    assert flaky.result == {"succeeded_on": 3}
+    assert waiter.result["finished"] == t0 + 7 * 24 * 3600  # a week of waiting, skipped
+    assert wall.monotonic() - started < 5

@@ -1,4 +1,4 @@
-"""The README's "write your first case" snippets run as written."""
+"""The README's code snippets run as written."""
 
 from __future__ import annotations
 
@@ -8,13 +8,35 @@ from pathlib import Path
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 
-def _first_case_snippets() -> str:
-    text = README.read_text()
-    section = text.split("## Write your first case", 1)[1].split("\n## ", 1)[0]
+def _snippets(heading: str) -> str:
+    section = README.read_text().split(f"## {heading}", 1)[1].split("\n## ", 1)[0]
     return "\n".join(re.findall(r"```python\n(.*?)```", section, flags=re.S))
 
 
-async def test_readme_first_case_runs() -> None:
+def _run(heading: str) -> dict[str, object]:
     namespace: dict[str, object] = {"__name__": "readme_example"}
-    exec(compile(_first_case_snippets(), str(README), "exec"), namespace)  # noqa: S102 - our own README
-    await namespace["test_order"]()  # type: ignore[operator]
+    exec(compile(_snippets(heading), str(README), "exec"), namespace)  # noqa: S102 - our own README
+    return namespace
+
+
+async def test_readme_first_case_runs() -> None:
+    await _run("Write your first case")["test_order"]()  # type: ignore[operator]
+
+
+async def test_readme_failure_example_runs() -> None:
+    from framework import ServiceError
+    from framework.testing import run_cases
+
+    namespace = _run("Failures and time")
+    product_import = namespace["ProductImport"]
+
+    async def supplier(command, tx):  # type: ignore[no-untyped-def]
+        return {"rows": [1, 2, 3]}
+
+    async def enrichment(command, tx):  # type: ignore[no-untyped-def]
+        raise ServiceError("enrichment is down")
+
+    async with run_cases([product_import], services={"supplier_api": supplier, "enrichment_api": enrichment}) as env:
+        doc = await env.run(product_import)
+    assert doc.result == {"imported": 3}
+    assert doc.failures[0]["stage"] == "enrich"  # the optional stage failed; the process went on

@@ -18,7 +18,7 @@ import aiosqlite
 import asyncpg
 
 from framework.errors import ConfigurationError, StoreError
-from framework.store.postgres import TRANSIENT_ERRORS
+from framework.store.postgres import TRANSIENT_ERRORS, keep_session
 
 _TABLE_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}(\.[a-z_][a-z0-9_]{0,62})?$")
 _PG_PARAM = re.compile(r"\$(\d+)")
@@ -118,7 +118,7 @@ class PostgresInbox(Inbox):
 
     async def open(self) -> None:
         try:
-            self._pool = await asyncpg.create_pool(self._dsn, min_size=1, max_size=self._max_size)
+            self._pool = await asyncpg.create_pool(self._dsn, min_size=1, max_size=self._max_size, reset=keep_session)
             async with self._pool.acquire() as conn, conn.transaction():
                 await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", f"stageflow:{self._table}")
                 await conn.execute(

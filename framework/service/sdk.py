@@ -9,8 +9,9 @@
 
 The handler runs inside the inbox's transaction: its writes and the taskId's inbox row commit together,
 so however often a command is delivered, its effect is applied once and the same reply is sent each time.
-Raise ``ServiceError`` to answer with a business error (recorded like a result). Any other exception
-rolls back and the command is redelivered.
+Raise ``ServiceError`` to answer with a business error (recorded like a result, so it is final), or
+``ServiceError(..., retryable=True)`` for a temporary one (nothing is recorded; the caller's retry policy
+may send the same command again). Any other exception rolls back and the command is redelivered.
 """
 
 from __future__ import annotations
@@ -115,6 +116,9 @@ class Service:
                 await tx.record(command.task_id, reply)
                 return reply
         except _Rejected as rejected:
+            if rejected.error.retryable:  # nothing recorded: a later delivery of this taskId tries afresh
+                reply = ServiceReplyMessage(command.task_id, ok=False, error=rejected.error.message, retryable=True)
+                return reply.to_json().decode()
             async with self.inbox.transaction() as tx:
                 recorded = await tx.claim(command.task_id)
                 if recorded is not None:

@@ -18,7 +18,7 @@ import orjson
 
 from framework.document import ProcessDocument
 from framework.errors import ConfigurationError, StoreError
-from framework.store.base import ProcessStore
+from framework.store.base import ProcessFilter, ProcessStore
 
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
@@ -30,6 +30,13 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.InterfaceError,
     asyncpg.exceptions.OperatorInterventionError,  # admin shutdown, cannot connect now
 )
+
+
+async def keep_session(connection: asyncpg.Connection) -> None:
+    """Pool release hook that skips asyncpg's default session reset (``RESET ALL; UNLISTEN *; ...``).
+
+    That reset is one more round trip per query, and we keep no session state to reset: no SET, no
+    LISTEN, advisory locks only transaction-scoped. asyncpg still rolls back an open transaction."""
 
 
 class PostgresStore(ProcessStore):
@@ -46,7 +53,7 @@ class PostgresStore(ProcessStore):
         self._sql_insert = f"""
             WITH ins AS (
                 INSERT INTO {s}.processes
-                    (process_id, case_name, client_key, status, version, doc, relay_at, created_at, updated_at)
+                    (process_id, case_name, client_key, status, version, doc, due_at, created_at, updated_at)
                 VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7, $8, $8)
                 ON CONFLICT DO NOTHING
                 RETURNING process_id, version)
@@ -56,19 +63,37 @@ class PostgresStore(ProcessStore):
         self._sql_commit = f"""
             WITH upd AS (
                 UPDATE {s}.processes
-                SET doc = $3::jsonb, version = $2 + 1, status = $4, relay_at = $5, updated_at = $6
+                SET doc = $3::jsonb, version = $2 + 1, status = $4, due_at = $5, updated_at = $6,
+                    expires_at = $8
                 WHERE process_id = $1 AND version = $2
                 RETURNING process_id)
             INSERT INTO {s}.history (process_id, version, entry)
             SELECT process_id, $2 + 1, $7::jsonb FROM upd"""
         self._sql_history = f"SELECT entry FROM {s}.history WHERE process_id = $1 ORDER BY version"
-        self._sql_due = (
-            f"SELECT doc FROM {s}.processes WHERE relay_at <= $1 ORDER BY relay_at LIMIT $2"
-        )
+        self._sql_due = f"SELECT doc FROM {s}.processes WHERE due_at <= $1 ORDER BY due_at LIMIT $2"
         self._sql_claim = (
-            f"UPDATE {s}.processes SET relay_at = $4 "
-            f"WHERE process_id = $1 AND version = $2 AND relay_at <= $3"
+            f"UPDATE {s}.processes SET due_at = $4 WHERE process_id = $1 AND version = $2 AND due_at <= $3"
         )
+        self._sql_find = f"""
+            SELECT process_id FROM {s}.processes
+            WHERE ($1::text IS NULL OR case_name = $1) AND ($2::text IS NULL OR status = $2)
+              AND ($3::text IS NULL OR doc->'error'->>'stage' = $3)
+              AND ($4::float8 IS NULL OR created_at >= $4) AND ($5::float8 IS NULL OR created_at < $5)
+              AND ($6::text IS NULL OR process_id > $6)
+            ORDER BY process_id LIMIT $7"""
+        self._sql_expire = f"""
+            WITH gone AS (
+                DELETE FROM {s}.processes WHERE process_id IN (
+                    SELECT process_id FROM {s}.processes WHERE expires_at <= $1 LIMIT $2 FOR UPDATE SKIP LOCKED)
+                RETURNING process_id),
+            history AS (DELETE FROM {s}.history WHERE process_id IN (SELECT process_id FROM gone)),
+            suspects AS (DELETE FROM {s}.isolated_runs WHERE updated_at < $1 - 86400)
+            SELECT count(*) FROM gone"""
+        self._sql_count_run = f"""
+            INSERT INTO {s}.isolated_runs (key, runs, updated_at) VALUES ($1, 1, $2)
+            ON CONFLICT (key) DO UPDATE SET runs = isolated_runs.runs + 1, updated_at = $2
+            RETURNING runs"""
+        self._sql_forget_runs = f"DELETE FROM {s}.isolated_runs WHERE key = $1"
 
     @property
     def schema(self) -> str:
@@ -77,7 +102,8 @@ class PostgresStore(ProcessStore):
     async def open(self) -> None:
         try:
             self._pool = await asyncpg.create_pool(
-                self._dsn, min_size=self._min_size, max_size=self._max_size, command_timeout=30
+                self._dsn, min_size=self._min_size, max_size=self._max_size, command_timeout=30,
+                reset=keep_session,
             )
             async with self._pool.acquire() as conn, conn.transaction():
                 # Many workers may start at once: serialise schema creation on an advisory lock.
@@ -104,12 +130,12 @@ class PostgresStore(ProcessStore):
             raise StoreError(f"PostgreSQL unavailable: {type(exc).__name__}: {exc}") from exc
 
     async def create(
-        self, doc: ProcessDocument, entry: dict[str, Any], *, relay_at: float | None
+        self, doc: ProcessDocument, entry: dict[str, Any], *, due_at: float | None
     ) -> tuple[ProcessDocument, bool]:
         async with self._connection() as conn:
             inserted = await conn.execute(
                 self._sql_insert, doc.process_id, doc.case, doc.client_key, doc.status.value, doc.version,
-                doc.to_json().decode(), relay_at, doc.created_at, orjson.dumps(entry).decode(),
+                doc.to_json().decode(), due_at, doc.created_at, orjson.dumps(entry).decode(),
             )
             if inserted.endswith(" 1"):
                 return doc, True
@@ -124,12 +150,13 @@ class PostgresStore(ProcessStore):
         return None if raw is None else ProcessDocument.from_json(raw)
 
     async def commit(
-        self, doc: ProcessDocument, entry: dict[str, Any], *, expected_version: int, relay_at: float | None
+        self, doc: ProcessDocument, entry: dict[str, Any], *, expected_version: int, due_at: float | None,
+        expires_at: float | None,
     ) -> bool:
         async with self._connection() as conn:
             status = await conn.execute(
                 self._sql_commit, doc.process_id, expected_version, doc.to_json().decode(), doc.status.value,
-                relay_at, doc.updated_at, orjson.dumps(entry).decode(),
+                due_at, doc.updated_at, orjson.dumps(entry).decode(), expires_at,
             )
         return status.endswith(" 1")
 
@@ -147,15 +174,35 @@ class PostgresStore(ProcessStore):
             )
         return {r["status"]: r["n"] for r in rows}
 
-    async def due_relays(self, now: float, limit: int) -> list[ProcessDocument]:
+    async def due(self, now: float, limit: int) -> list[ProcessDocument]:
         async with self._connection() as conn:
             rows = await conn.fetch(self._sql_due, now, limit)
         return [ProcessDocument.from_json(r["doc"]) for r in rows]
 
-    async def claim_relay(self, process_id: str, version: int, now: float, next_at: float | None) -> bool:
+    async def claim_due(self, process_id: str, version: int, now: float, next_at: float | None) -> bool:
         async with self._connection() as conn:
             status = await conn.execute(self._sql_claim, process_id, version, now, next_at)
         return status.endswith(" 1")
+
+    async def find_ids(self, where: ProcessFilter, *, after: str | None = None, limit: int = 500) -> list[str]:
+        async with self._connection() as conn:
+            rows = await conn.fetch(
+                self._sql_find, where.case, where.status, where.failed_stage, where.created_after,
+                where.created_before, after, limit,
+            )
+        return [r["process_id"] for r in rows]
+
+    async def delete_expired(self, now: float, limit: int) -> int:
+        async with self._connection() as conn:
+            return await conn.fetchval(self._sql_expire, now, limit)
+
+    async def count_isolated_run(self, key: str, now: float) -> int:
+        async with self._connection() as conn:
+            return await conn.fetchval(self._sql_count_run, key, now)
+
+    async def forget_isolated_runs(self, key: str) -> None:
+        async with self._connection() as conn:
+            await conn.execute(self._sql_forget_runs, key)
 
 
 def _schema_sql(s: str) -> str:
@@ -168,12 +215,19 @@ def _schema_sql(s: str) -> str:
         status      text NOT NULL,
         version     integer NOT NULL,
         doc         jsonb NOT NULL,
-        relay_at    double precision,
+        due_at      double precision,
+        expires_at  double precision,
         created_at  double precision NOT NULL,
         updated_at  double precision NOT NULL,
         UNIQUE (case_name, client_key)
     );
-    CREATE INDEX IF NOT EXISTS processes_relay_at ON {s}.processes (relay_at) WHERE relay_at IS NOT NULL;
+    CREATE INDEX IF NOT EXISTS processes_due_at ON {s}.processes (due_at) WHERE due_at IS NOT NULL;
+    CREATE INDEX IF NOT EXISTS processes_expires_at ON {s}.processes (expires_at) WHERE expires_at IS NOT NULL;
+    CREATE TABLE IF NOT EXISTS {s}.isolated_runs (
+        key         text PRIMARY KEY,
+        runs        integer NOT NULL,
+        updated_at  double precision NOT NULL
+    );
     CREATE TABLE IF NOT EXISTS {s}.history (
         process_id  text NOT NULL,
         version     integer NOT NULL,

@@ -17,7 +17,7 @@ import orjson
 
 from framework.document import ProcessDocument
 from framework.errors import StoreError
-from framework.store.base import ProcessStore
+from framework.store.base import ProcessFilter, ProcessStore
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS processes (
@@ -27,12 +27,19 @@ CREATE TABLE IF NOT EXISTS processes (
     status      TEXT NOT NULL,
     version     INTEGER NOT NULL,
     doc         TEXT NOT NULL,
-    relay_at    REAL,
+    due_at      REAL,
+    expires_at  REAL,
     created_at  REAL NOT NULL,
     updated_at  REAL NOT NULL,
     UNIQUE (case_name, client_key)
 );
-CREATE INDEX IF NOT EXISTS processes_relay_at ON processes (relay_at) WHERE relay_at IS NOT NULL;
+CREATE INDEX IF NOT EXISTS processes_due_at ON processes (due_at) WHERE due_at IS NOT NULL;
+CREATE INDEX IF NOT EXISTS processes_expires_at ON processes (expires_at) WHERE expires_at IS NOT NULL;
+CREATE TABLE IF NOT EXISTS isolated_runs (
+    key         TEXT PRIMARY KEY,
+    runs        INTEGER NOT NULL,
+    updated_at  REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS history (
     process_id  TEXT NOT NULL,
     version     INTEGER NOT NULL,
@@ -76,14 +83,14 @@ class SqliteStore(ProcessStore):
             await self._db.execute("COMMIT")
 
     async def create(
-        self, doc: ProcessDocument, entry: dict[str, Any], *, relay_at: float | None
+        self, doc: ProcessDocument, entry: dict[str, Any], *, due_at: float | None
     ) -> tuple[ProcessDocument, bool]:
         async with self._transaction() as db:
             cursor = await db.execute(
-                "INSERT INTO processes (process_id, case_name, client_key, status, version, doc, relay_at,"
+                "INSERT INTO processes (process_id, case_name, client_key, status, version, doc, due_at,"
                 " created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
                 (doc.process_id, doc.case, doc.client_key, doc.status.value, doc.version,
-                 doc.to_json().decode(), relay_at, doc.created_at, doc.created_at),
+                 doc.to_json().decode(), due_at, doc.created_at, doc.created_at),
             )
             if cursor.rowcount == 1:
                 await db.execute(
@@ -103,14 +110,15 @@ class SqliteStore(ProcessStore):
         return ProcessDocument.from_json(rows[0][0]) if rows else None
 
     async def commit(
-        self, doc: ProcessDocument, entry: dict[str, Any], *, expected_version: int, relay_at: float | None
+        self, doc: ProcessDocument, entry: dict[str, Any], *, expected_version: int, due_at: float | None,
+        expires_at: float | None,
     ) -> bool:
         async with self._transaction() as db:
             cursor = await db.execute(
-                "UPDATE processes SET doc = ?, version = ?, status = ?, relay_at = ?, updated_at = ?"
+                "UPDATE processes SET doc = ?, version = ?, status = ?, due_at = ?, updated_at = ?, expires_at = ?"
                 " WHERE process_id = ? AND version = ?",
-                (doc.to_json().decode(), expected_version + 1, doc.status.value, relay_at, doc.updated_at,
-                 doc.process_id, expected_version),
+                (doc.to_json().decode(), expected_version + 1, doc.status.value, due_at, doc.updated_at,
+                 expires_at, doc.process_id, expected_version),
             )
             if cursor.rowcount != 1:
                 return False
@@ -132,19 +140,51 @@ class SqliteStore(ProcessStore):
         )
         return {status: n for status, n in rows}
 
-    async def due_relays(self, now: float, limit: int) -> list[ProcessDocument]:
-        rows = await self._fetch(
-            "SELECT doc FROM processes WHERE relay_at <= ? ORDER BY relay_at LIMIT ?", (now, limit)
-        )
+    async def due(self, now: float, limit: int) -> list[ProcessDocument]:
+        rows = await self._fetch("SELECT doc FROM processes WHERE due_at <= ? ORDER BY due_at LIMIT ?", (now, limit))
         return [ProcessDocument.from_json(r[0]) for r in rows]
 
-    async def claim_relay(self, process_id: str, version: int, now: float, next_at: float | None) -> bool:
+    async def claim_due(self, process_id: str, version: int, now: float, next_at: float | None) -> bool:
         async with self._transaction() as db:
             cursor = await db.execute(
-                "UPDATE processes SET relay_at = ? WHERE process_id = ? AND version = ? AND relay_at <= ?",
+                "UPDATE processes SET due_at = ? WHERE process_id = ? AND version = ? AND due_at <= ?",
                 (next_at, process_id, version, now),
             )
             return cursor.rowcount == 1
+
+    async def find_ids(self, where: ProcessFilter, *, after: str | None = None, limit: int = 500) -> list[str]:
+        rows = await self._fetch(
+            "SELECT process_id FROM processes WHERE (?1 IS NULL OR case_name = ?1) AND (?2 IS NULL OR status = ?2)"
+            " AND (?3 IS NULL OR json_extract(doc, '$.error.stage') = ?3)"
+            " AND (?4 IS NULL OR created_at >= ?4) AND (?5 IS NULL OR created_at < ?5)"
+            " AND (?6 IS NULL OR process_id > ?6) ORDER BY process_id LIMIT ?7",
+            (where.case, where.status, where.failed_stage, where.created_after, where.created_before, after, limit),
+        )
+        return [r[0] for r in rows]
+
+    async def delete_expired(self, now: float, limit: int) -> int:
+        async with self._transaction() as db:
+            rows = await db.execute_fetchall(
+                "SELECT process_id FROM processes WHERE expires_at <= ? LIMIT ?", (now, limit)
+            )
+            ids = [(r[0],) for r in rows]
+            await db.executemany("DELETE FROM history WHERE process_id = ?", ids)
+            await db.executemany("DELETE FROM processes WHERE process_id = ?", ids)
+            await db.execute("DELETE FROM isolated_runs WHERE updated_at < ?", (now - 86400,))
+            return len(ids)
+
+    async def count_isolated_run(self, key: str, now: float) -> int:
+        async with self._transaction() as db:
+            rows = await db.execute_fetchall(
+                "INSERT INTO isolated_runs (key, runs, updated_at) VALUES (?, 1, ?) ON CONFLICT (key)"
+                " DO UPDATE SET runs = runs + 1, updated_at = excluded.updated_at RETURNING runs",
+                (key, now),
+            )
+            return int(list(rows)[0][0])
+
+    async def forget_isolated_runs(self, key: str) -> None:
+        async with self._transaction() as db:
+            await db.execute("DELETE FROM isolated_runs WHERE key = ?", (key,))
 
     async def _fetch(self, sql: str, params: tuple[Any, ...]) -> list[Any]:
         if self._db is None:

@@ -1,0 +1,53 @@
+"""The ``stageflow`` command on the embedded store: start, show, cancel, retry, reprocess, cases."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from framework.cli import cli
+
+
+@pytest.fixture
+def runner(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> CliRunner:
+    monkeypatch.setenv("STAGEFLOW_STORE_URL", f"sqlite:///{tmp_path / 'cli.db'}")
+    monkeypatch.setenv("STAGEFLOW_BROKER_URL", "memory://")
+    monkeypatch.setenv("STAGEFLOW_CASES", "business_cases")
+    return CliRunner()
+
+
+def test_start_show_cancel_retry_reprocess(runner: CliRunner) -> None:
+    order = json.dumps({"order_id": "A-1", "desired_date": "2026-12-01"})
+    started = runner.invoke(cli, ["start", "ecommerce_order", "--input", order, "--client-key", "A-1"])
+    assert started.exit_code == 0, started.output
+    process_id = started.stdout.strip()
+    again = runner.invoke(cli, ["start", "ecommerce_order", "--input", order, "--client-key", "A-1"])
+    assert again.stdout.strip() == process_id
+
+    shown = json.loads(runner.invoke(cli, ["show", process_id]).stdout)
+    assert shown["status"] == "running" and shown["history"][0]["event"] == "started"
+
+    assert runner.invoke(cli, ["cancel", process_id]).stdout.strip() == f"{process_id} cancelled"
+    twice = runner.invoke(cli, ["cancel", process_id])
+    assert twice.exit_code == 2 and "already cancelled" in twice.stderr and "Traceback" not in twice.output
+
+    bad = runner.invoke(cli, ["retry", process_id, "--input", json.dumps({"order_id": ""})])
+    assert bad.exit_code == 2 and "order_id" in bad.stderr
+    assert json.loads(runner.invoke(cli, ["show", process_id]).stdout)["status"] == "cancelled"
+
+    counts = runner.invoke(cli, ["reprocess", "--status", "cancelled", "--case", "ecommerce_order"])
+    assert json.loads(counts.stdout) == {"retried": 1, "skipped": 0}
+    assert json.loads(runner.invoke(cli, ["show", process_id]).stdout)["status"] == "running"
+
+
+def test_errors_are_one_clear_line_not_a_traceback(runner: CliRunner) -> None:
+    unknown = runner.invoke(cli, ["start", "no_such_case"])
+    assert unknown.exit_code == 2
+    assert "unknown case 'no_such_case'" in unknown.stderr and "registered cases: ecommerce_order" in unknown.stderr
+    missing = runner.invoke(cli, ["show", "nope"])
+    assert missing.exit_code == 2 and "no process 'nope'" in missing.stderr
+    listed = runner.invoke(cli, ["cases"])
+    assert listed.stdout.strip() == "ecommerce_order v1: get_schedule -> create_job -> keep_job_id -> finish"
