@@ -184,7 +184,7 @@ async def harness(settings: Settings, pg: asyncpg.Connection) -> AsyncIterator[H
             h = Harness(
                 # The relay stays off (it would re-publish outboxes on its own timer): every recovery
                 # these tests see comes from the path under test, and snapshots stay comparable.
-                flow=flow, settings=settings, pg=pg, worker=flow.worker(prefetch=64, relay_interval_s=3600.0),
+                flow=flow, settings=settings, pg=pg, worker=flow.worker(prefetch=64, timer_interval_s=3600.0),
                 effects=Service("effects", effects_module.record_effect, broker=service_broker, inbox=inbox),
                 tap=Tap(flow.engine), spy=PublishSpy(flow.broker),
             )
@@ -207,7 +207,7 @@ async def test_same_run_stage_delivered_six_times_at_once_commits_once(harness: 
     docs = [await harness.flow.start(FiveCalls, {"n": n}) for n in range(10)]
     bodies = [run_stage(d.process_id, "step_1", 1) for d in docs]
     for doc, body in zip(docs, bodies, strict=True):  # the original is already queued: 6 copies in all
-        await harness.publish(INNER, body, copies=5, message_id=f"{doc.process_id}/1/0")
+        await harness.publish(INNER, body, copies=5, message_id=f"{doc.process_id}/1/run")
     await harness.start_worker()  # 60 copies reach one worker with prefetch 64: they race each other
     for body in bodies:
         await harness.tap.wait("inner", body, 6)
@@ -239,7 +239,7 @@ async def test_stale_and_redelivered_run_stage_after_the_process_moved_on(harnes
     harness.spy.published.clear()
     await harness.flow.engine.handle_inner(stale, redelivered=True)
     [republished] = harness.spy.published
-    assert (republished.queue, republished.message_id) == (command_queue("effects"), f"{pid}/2/0")
+    assert (republished.queue, republished.message_id) == (command_queue("effects"), f"{pid}/2/call")
     assert await harness.snapshot(pid) == waiting
 
     await harness.start_effects()  # two copies of the step-1 command are queued now
@@ -344,7 +344,7 @@ async def test_redelivery_republishes_an_outbox_its_dead_worker_never_published(
     committed = await harness.doc(pid)
     assert (committed.version, committed.status, len(committed.outbox)) == (2, Status.WAITING, 1)
     lost = blackhole.swallowed[-1]
-    assert (lost.queue, lost.message_id) == (command_queue("effects"), f"{pid}/2/0")
+    assert (lost.queue, lost.message_id) == (command_queue("effects"), f"{pid}/2/call")
 
     harness.spy.published.clear()
     await flow.engine.handle_inner(body)  # a fresh duplicate must not re-publish...
@@ -357,7 +357,7 @@ async def test_redelivery_republishes_an_outbox_its_dead_worker_never_published(
     await dead.handle_reply(reply)  # step_2 committed; its command is lost
     assert (await harness.doc(pid)).version == 3
     lost = blackhole.swallowed[-1]
-    assert (lost.queue, lost.message_id) == (command_queue("effects"), f"{pid}/3/0")
+    assert (lost.queue, lost.message_id) == (command_queue("effects"), f"{pid}/3/call")
     harness.spy.published.clear()
     await flow.engine.handle_reply(reply)
     assert harness.spy.published == []

@@ -1,11 +1,10 @@
 """Workers and services SIGKILLed at random moments lose nothing and do nothing twice.
 
 300 ``five_calls`` processes (five service round trips each, then a final stage) run through three
-worker subprocesses and a services subprocess on the real RabbitMQ and PostgreSQL: a third start at
-once, the rest at a steady pace during the kills. While they run, random workers get SIGKILL at random
-moments (and are restarted at once), and the services process is killed and restarted too. Nothing in
-the test retries or republishes: anything lost stays lost and shows (the framework's own recovery,
-redelivery and the outbox relay, is what is under test).
+worker subprocesses and a services subprocess on the real RabbitMQ and PostgreSQL, about 60 at a time.
+While they run, random workers get SIGKILL at random moments (and are restarted at once), and the
+services process is killed and restarted too. Nothing in the test retries or republishes: anything lost
+stays lost and shows (the framework's own recovery, redelivery and the outbox relay, is under test).
 
 The verdict comes from witnesses the framework does not control:
 
@@ -22,6 +21,7 @@ and ``STAGEFLOW_FAULT_SEED`` to replay a kill schedule.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 import random
@@ -46,6 +46,8 @@ WORKERS = 3
 WORKER_KILLS = 12  # SIGKILLs of random workers, each restarted at once
 SERVICE_KILLS = 2  # SIGKILLs of the services process, spread among the worker kills
 KILL_PAUSE_S = (0.2, 1.5)  # random pause before each kill
+IN_FLIGHT = 60  # processes kept running (a backlog: each worker holds a full prefetch when killed)
+FRESH_PER_KILL = 5  # processes started right before each kill, so none lands after the work is done
 FINISH_WITHIN_S = 180.0  # every process finished, counted from the first start
 RELAY_GRACE_S = "1.0"  # outboxes of killed workers are re-published by the relay after this
 SEED = int(os.environ.get("STAGEFLOW_FAULT_SEED") or random.SystemRandom().randrange(1 << 32))
@@ -64,7 +66,7 @@ async def test_random_sigkills_lose_nothing_and_double_nothing(
     await install_ledger(pg, schema)  # the schema exists: the flow's store created it
     cluster = Cluster(
         settings, tmp_path, workers=WORKERS,
-        STAGEFLOW_RELAY_GRACE_S=RELAY_GRACE_S, STAGEFLOW_RELAY_INTERVAL_S="0.25",
+        STAGEFLOW_RELAY_GRACE_S=RELAY_GRACE_S, STAGEFLOW_TIMER_INTERVAL_S="0.25",
     )
     await cluster.start()  # waits until every worker and the services consume
     rng = random.Random(SEED)
@@ -76,22 +78,28 @@ async def test_random_sigkills_lose_nothing_and_double_nothing(
         if k in service_kill_after:
             victims.append(cluster.services[0])
     pauses = [rng.uniform(*KILL_PAUSE_S) for _ in victims]
-    # A third of the processes start at once (a backlog: every worker holds a full prefetch when killed);
-    # the rest arrive at a steady pace until a second after the last kill, so every kill lands while
-    # processes are running, at every stage.
-    upfront = PROCESSES // 3
-    feed_window_s = sum(pauses) + 1.0
     process_ids: list[str] = []
+    numbers = iter(range(PROCESSES))
     kills: list[dict[str, Any]] = []
+    kills_left = len(victims)
 
-    async def feed() -> None:
-        for n in range(PROCESSES):
-            if n >= upfront:
-                due = started + feed_window_s * (n - upfront + 1) / (PROCESSES - upfront)
-                await asyncio.sleep(max(0.0, due - time.monotonic()))
+    async def start_processes(count: int) -> None:
+        for n in itertools.islice(numbers, max(count, 0)):
             process_ids.append((await flow.start(FiveCalls, {"n": n})).process_id)
 
+    async def feed() -> None:
+        """Keep about IN_FLIGHT processes unfinished, holding back FRESH_PER_KILL for each kill to come."""
+        while len(process_ids) < PROCESSES:
+            budget = PROCESSES - FRESH_PER_KILL * kills_left - len(process_ids)
+            counts = await flow.store.count_by_status(FiveCalls.name)
+            unfinished = counts.get("running", 0) + counts.get("waiting", 0)
+            if budget > 0 and unfinished < IN_FLIGHT:
+                await start_processes(min(budget, IN_FLIGHT - unfinished))
+            else:
+                await asyncio.sleep(0.05)
+
     async def kill(victim: Managed) -> None:
+        await start_processes(FRESH_PER_KILL)  # so this kill surely lands while processes run
         await asyncio.to_thread(victim.kill)  # SIGKILL and reap
         victim.start()  # restart at once
         kills.append({"victim": victim.name, "at_s": round(time.monotonic() - started, 2),
@@ -103,6 +111,7 @@ async def test_random_sigkills_lose_nothing_and_double_nothing(
         for victim, pause in zip(victims, pauses, strict=True):
             await asyncio.sleep(pause)
             await kill(victim)
+            kills_left -= 1
         await feeding
         finished = await wait_all_finished(pg, schema, PROCESSES, FINISH_WITHIN_S - (time.monotonic() - started))
         seconds = round(time.monotonic() - started, 1)

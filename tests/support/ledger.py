@@ -4,7 +4,7 @@
   row (old and new version, the stage the old document was at, the new status) into ``<schema>.ledger``,
   a table with no unique key. It sees what the database really did, whatever the framework believes:
   a transition committed twice would show as two rows for the same old version. Relay claims also
-  update the row (``relay_at`` only, the version stays): they are recorded too, and told apart by
+  update the row (``due_at`` only, the version stays): they are recorded too, and told apart by
   ``old_version = new_version``; such a row must never change the document.
 * The **effects** table, written by the ``effects`` test service (``tests/support/services.py``): one row
   per applied effect, no unique key, so a doubled effect shows as two rows.
