@@ -126,10 +126,11 @@ class Engine:
         """Apply one inner-queue message: run a stage, or fire a due timer. Raises ``MessageError`` or
         ``UnknownCaseError`` for a message to park."""
         message = RunStage.parse(body, self.max_message_bytes)
-        case_cls = self.cases.latest(message.case)
-        if case_cls.stage_named(message.stage) is None:
-            raise MessageError(f"case {message.case!r} has no stage {message.stage!r}")
+        self.cases.latest(message.case)  # an unknown case is refused before any read
         doc = await self._load(message.process_id, message.case)
+        # Stages are those of the version the process started with, which may not be the newest.
+        if self.cases.get(doc.case, doc.case_version).stage_named(message.stage) is None:
+            raise MessageError(f"case {doc.case!r} version {doc.case_version} has no stage {message.stage!r}")
         if doc.version != message.transition:
             await self._drop_stale(doc, message.transition, redelivered)
             return
