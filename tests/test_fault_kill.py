@@ -88,13 +88,14 @@ async def test_random_sigkills_lose_nothing_and_double_nothing(
             process_ids.append((await flow.start(FiveCalls, {"n": n})).process_id)
 
     async def feed() -> None:
-        """Keep about IN_FLIGHT processes unfinished, holding back FRESH_PER_KILL for each kill to come."""
+        """While kills are to come, keep about IN_FLIGHT processes unfinished (holding back FRESH_PER_KILL
+        for each kill); after the last kill, start all that are left (stuck processes must not stall it)."""
         while len(process_ids) < PROCESSES:
             budget = PROCESSES - FRESH_PER_KILL * kills_left - len(process_ids)
             counts = await flow.store.count_by_status(FiveCalls.name)
             unfinished = counts.get("running", 0) + counts.get("waiting", 0)
-            if budget > 0 and unfinished < IN_FLIGHT:
-                await start_processes(min(budget, IN_FLIGHT - unfinished))
+            if budget > 0 and (unfinished < IN_FLIGHT or kills_left == 0):
+                await start_processes(budget if kills_left == 0 else min(budget, IN_FLIGHT - unfinished))
             else:
                 await asyncio.sleep(0.05)
 
