@@ -54,7 +54,7 @@ class Engine:
         broker: Broker,
         signer: TaskIdSigner,
         clock: Clock | None = None,
-        relay_grace_s: float = 30.0,
+        relay_grace_s: float = 120.0,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         process_ttl_s: float = DEFAULT_PROCESS_TTL_S,
     ) -> None:

@@ -34,7 +34,11 @@ class Settings(BaseSettings):
     )
     prefetch: int = Field(64, ge=1, le=10_000)
     delivery_limit: int = Field(20, ge=2, description="deliveries before RabbitMQ parks a message")
-    relay_grace_s: float = Field(30.0, gt=0, description="age at which an unpublished outbox is re-published")
+    # The relay is the safety net for an outbox whose publish may have been lost with no message left to
+    # redeliver (a crash right after start(), a broker that refused the publish). A crash mid-transition
+    # is recovered at once by the redelivered message. The relay cannot tell a lost message from one
+    # still queued, so a short grace would re-publish work that is merely waiting behind a backlog.
+    relay_grace_s: float = Field(120.0, gt=0, description="age at which an outbox is re-published, in case it was lost")
     timer_interval_s: float = Field(1.0, gt=0, description="how often each worker looks for due timers and outboxes")
     poison_after: int = Field(
         3, ge=1, description="crashes of a redelivered message, run on its own, after which it is parked as poison"

@@ -24,10 +24,10 @@ def services_db_url(settings: Settings) -> str:
 class Cluster:
     def __init__(
         self, settings: Settings, log_dir: Path, *, workers: int = 2,
-        services_modules: tuple[str, ...] = ("tests.support.services",), **env: str,
+        services_modules: tuple[str, ...] = ("tests.support.services",), cases: str = CASE_MODULES, **env: str,
     ) -> None:
         self.env = settings_env(
-            settings, STAGEFLOW_CASES=CASE_MODULES, STAGEFLOW_SERVICES_DB_URL=services_db_url(settings), **env
+            settings, STAGEFLOW_CASES=cases, STAGEFLOW_SERVICES_DB_URL=services_db_url(settings), **env
         )
         self.prefix = settings.queue_prefix
         self.apis = [api for module in services_modules for api in importlib.import_module(module).HANDLERS]

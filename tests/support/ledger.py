@@ -10,7 +10,9 @@
   per applied effect, no unique key, so a doubled effect shows as two rows.
 * The framework's own ``history`` table (primary key ``(process_id, version)``).
 
-``audit()`` reads all three for a set of processes and returns the figures the tests assert on.
+``audit()`` reads all three for a set of processes of one case and checks them against that case's
+``Expected`` shape (``audit_five_calls()`` for ``five_calls``); ``doubled_commits()`` and
+``doubled_effects()`` count what was applied twice across a whole schema, whatever the case.
 """
 
 from __future__ import annotations
@@ -35,6 +37,23 @@ FIVE_CALLS_COMMITS = tuple(
 )
 FIVE_CALLS_STEPS = (1, 2, 3, 4, 5)
 FIVE_CALLS_HISTORY = tuple(range(1, len(FIVE_CALLS_STAGES) + 2))  # 1 (started) .. 7
+
+
+@dataclass(frozen=True)
+class Expected:
+    """What the witnesses must show for one process of a case that runs without a hitch (faults aside).
+
+    ``commits``: the version-changing ledger rows, in order, as (old version, stage the old document was
+    at, status after the commit); ``steps``: the ``effects`` steps, each applied exactly once;
+    ``history``: the history versions.
+    """
+
+    commits: tuple[tuple[int, str, str], ...]
+    steps: tuple[int, ...]
+    history: tuple[int, ...]
+
+
+FIVE_CALLS = Expected(FIVE_CALLS_COMMITS, FIVE_CALLS_STEPS, FIVE_CALLS_HISTORY)
 
 
 async def install_ledger(conn: asyncpg.Connection, schema: str) -> None:
@@ -111,7 +130,7 @@ async def wait_all_finished(conn: asyncpg.Connection, schema: str, total: int, t
 
 @dataclass
 class Audit:
-    """What the witnesses say about a set of ``five_calls`` processes."""
+    """What the witnesses say about a set of processes of one case."""
 
     processes: int
     completed: int = 0
@@ -119,14 +138,14 @@ class Audit:
     lost: int = 0  # not completed: failed, stuck, or missing
     stage_commits: int = 0  # version-changing ledger rows
     doubled_stage_commits: int = 0  # ledger rows beyond one per (process, old version)
-    wrong_stage_commits: int = 0  # processes whose commit sequence is not exactly FIVE_CALLS_COMMITS
+    wrong_stage_commits: int = 0  # processes whose commit sequence is not exactly the expected one
     relay_claims: int = 0  # ledger rows that kept the version (relay claims)
     silent_overwrites: int = 0  # ledger rows that kept the version but changed the document
     effects: int = 0
     doubled_effects: int = 0  # effect rows beyond one per (process, step)
     missing_effects: int = 0  # (process, step) pairs with no effect row
     stray_effects: int = 0  # effect rows of unknown processes or steps
-    bad_histories: int = 0  # processes whose history versions are not 1..7
+    bad_histories: int = 0  # processes whose history versions are not the expected ones
     examples: list[str] = field(default_factory=list)
 
     def note(self, text: str) -> None:
@@ -145,7 +164,17 @@ class Audit:
 
 
 async def audit_five_calls(conn: asyncpg.Connection, schema: str, process_ids: Sequence[str]) -> Audit:
-    """Check every process in ``process_ids`` against the three witnesses (set-based queries)."""
+    """Check every ``five_calls`` process in ``process_ids`` against the three witnesses."""
+    return await audit(conn, schema, process_ids, FIVE_CALLS)
+
+
+async def audit(
+    conn: asyncpg.Connection, schema: str, process_ids: Sequence[str], expected: Expected, *,
+    others_may_have_effects: bool = False,
+) -> Audit:
+    """Check every process in ``process_ids`` against the three witnesses and ``expected`` (set-based
+    queries). Effect rows of processes outside ``process_ids`` count as stray unless
+    ``others_may_have_effects`` (another group of processes in the same schema is audited apart)."""
     wanted = set(process_ids)
     report = Audit(processes=len(wanted))
 
@@ -182,7 +211,7 @@ async def audit_five_calls(conn: asyncpg.Connection, schema: str, process_ids: S
         seen = commits.get(pid, [])
         versions = [v for v, _, _ in seen]
         report.doubled_stage_commits += len(versions) - len(set(versions))
-        if tuple(seen) != FIVE_CALLS_COMMITS:
+        if tuple(seen) != expected.commits:
             report.wrong_stage_commits += 1
             report.note(f"{pid}: stage commits {seen}")
 
@@ -195,20 +224,21 @@ async def audit_five_calls(conn: asyncpg.Connection, schema: str, process_ids: S
         per_step[(r["process_id"], r["step"])] = r["n"]
     report.effects = sum(per_step.values())
     for (pid, step), n in per_step.items():
-        if step not in FIVE_CALLS_STEPS:
+        if step not in expected.steps:
             report.stray_effects += n
             report.note(f"{pid}: effect for unknown step {step}")
         elif n > 1:
             report.doubled_effects += n - 1
             report.note(f"{pid}: step {step} applied {n} times")
     for pid in wanted:
-        for step in FIVE_CALLS_STEPS:
+        for step in expected.steps:
             if (pid, step) not in per_step:
                 report.missing_effects += 1
                 report.note(f"{pid}: step {step} never applied")
-    report.stray_effects += await conn.fetchval(
-        f"SELECT count(*) FROM {schema}.effects WHERE NOT (process_id = ANY($1::text[]))", list(wanted)
-    )
+    if not others_may_have_effects:
+        report.stray_effects += await conn.fetchval(
+            f"SELECT count(*) FROM {schema}.effects WHERE NOT (process_id = ANY($1::text[]))", list(wanted)
+        )
 
     histories: dict[str, list[int]] = defaultdict(list)
     for r in await conn.fetch(
@@ -218,10 +248,29 @@ async def audit_five_calls(conn: asyncpg.Connection, schema: str, process_ids: S
     ):
         histories[r["process_id"]].append(r["version"])
     for pid in wanted:
-        if tuple(histories.get(pid, [])) != FIVE_CALLS_HISTORY:
+        if tuple(histories.get(pid, [])) != expected.history:
             report.bad_histories += 1
             report.note(f"{pid}: history versions {histories.get(pid, [])}")
     return report
+
+
+async def doubled_commits(conn: asyncpg.Connection, schema: str) -> int:
+    """Version-changing ledger rows beyond one per (process, old version), over the whole schema."""
+    return await conn.fetchval(
+        f"""SELECT coalesce(sum(n - 1), 0) FROM (
+                SELECT count(*) AS n FROM {schema}.ledger WHERE old_version <> new_version
+                GROUP BY process_id, old_version) AS per_version"""
+    )
+
+
+async def doubled_effects(conn: asyncpg.Connection, schema: str) -> int:
+    """``effects`` rows beyond one per (process, step), over the whole schema (0 if there is no table)."""
+    if not await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", f"{schema}.effects"):
+        return 0
+    return await conn.fetchval(
+        f"""SELECT coalesce(sum(n - 1), 0) FROM (
+                SELECT count(*) AS n FROM {schema}.effects GROUP BY process_id, step) AS per_step"""
+    )
 
 
 # -- RabbitMQ: queue depths and taking one message, on the test's own connection ------------------------
