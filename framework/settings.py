@@ -45,10 +45,18 @@ class Settings(BaseSettings):
     )
     process_ttl_s: float = Field(7 * 24 * 3600.0, gt=0, description="finished processes are deleted after this")
     max_message_bytes: int = Field(256 * 1024, ge=1024)
+    api_keys_read: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="gateway API keys that may read (X-API-Key), comma-separated"
+    )
+    api_keys_operate: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="gateway API keys that may also start processes and act on them"
+    )
+    gateway_insecure: bool = Field(False, description="let the gateway run with no API keys (local use only)")
+    gateway_max_body_bytes: int = Field(1024 * 1024, ge=1024, description="largest request body the gateway reads")
     log_level: str = Field("INFO")
     log_json: bool = Field(False, description="JSON log lines instead of console lines")
 
-    @field_validator("secret_keys", "cases", mode="before")
+    @field_validator("secret_keys", "cases", "api_keys_read", "api_keys_operate", mode="before")
     @classmethod
     def _split_commas(cls, value: object) -> object:
         if isinstance(value, str):

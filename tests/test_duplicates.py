@@ -101,6 +101,8 @@ class Blackhole(Broker):
 
     async def close(self) -> None: ...
 
+    async def ping(self) -> None: ...
+
     async def publish(self, messages: Sequence[Outgoing]) -> None:
         self.swallowed.extend(messages)
 

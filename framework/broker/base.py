@@ -82,6 +82,10 @@ class Broker(ABC):
         """Publish persistently; returns once the broker has confirmed every message, else raises."""
 
     @abstractmethod
+    async def ping(self) -> None:
+        """One cheap round trip; raise ``BrokerError`` if the broker is not reachable."""
+
+    @abstractmethod
     async def consume(self, queue: str, handler: Handler, *, prefetch: int) -> Consumer:
         """Start delivering ``queue``'s messages to ``handler``, at most ``prefetch`` unacked at once."""
 

@@ -66,6 +66,9 @@ class MemoryBroker(Broker):
     async def connect(self) -> None:
         pass
 
+    async def ping(self) -> None:
+        pass  # in this process: reachable while the process runs
+
     async def close(self) -> None:
         for consumer in self._consumers:
             await consumer.cancel()

@@ -92,6 +92,16 @@ class RabbitBroker(Broker):
                 f"cannot reach RabbitMQ: {exc}", hint="check STAGEFLOW_BROKER_URL and that RabbitMQ is running"
             ) from exc
 
+    async def ping(self) -> None:
+        # Opening and closing a channel is one round trip on the live connection, and touches no queue.
+        if self._connection is None or self._connection.is_closed:
+            raise BrokerError("the RabbitMQ broker is not connected", hint="check STAGEFLOW_BROKER_URL")
+        try:
+            channel = await asyncio.wait_for(self._connection.channel(), 5)
+            await channel.close()
+        except (*_TRANSIENT_ERRORS, asyncio.TimeoutError, RuntimeError) as exc:
+            raise BrokerError(f"RabbitMQ unavailable: {type(exc).__name__}: {exc}") from exc
+
     async def close(self) -> None:
         if self._connection is not None:
             await self._connection.close()

@@ -25,6 +25,29 @@ class ProcessFilter:
     created_before: float | None = None
 
 
+# ``status`` may also be this derived one: waiting to try a failed stage or service call again.
+RETRYING = "retrying"
+
+# A list page's position: the (created_at, process_id) of its last row. Lists are ordered newest first.
+PageKey = tuple[float, str]
+
+
+def summary(
+    *, process_id: str, case: str, case_version: int, status: str, stage: str | None, client_key: str | None,
+    created_at: float, updated_at: float, ended_at: float | None, waiting: dict[str, Any] | None,
+    error: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """A process as one row of a list: enough to choose which one to open, never the whole document."""
+    return {
+        "process_id": process_id, "case": case, "case_version": case_version, "status": status, "stage": stage,
+        "client_key": client_key, "created_at": created_at, "updated_at": updated_at, "ended_at": ended_at,
+        "waiting": None if waiting is None else {
+            k: waiting[k] for k in ("kind", "reason", "stage", "api", "until", "deadline", "attempt") if k in waiting
+        },
+        "error": None if error is None else {k: error[k] for k in ("stage", "reason", "at") if k in error},
+    }
+
+
 class ProcessStore(ABC):
     """Async contract every store implements. Constructors do no I/O: call ``open()`` (or ``async with``)."""
 
@@ -82,6 +105,28 @@ class ProcessStore(ABC):
     @abstractmethod
     async def find_ids(self, where: ProcessFilter, *, after: str | None = None, limit: int = 500) -> list[str]:
         """Ids of processes matching ``where``, in id order, after ``after`` (keyset pagination)."""
+
+    @abstractmethod
+    async def list_page(
+        self, where: ProcessFilter, *, after: PageKey | None = None, limit: int = 50
+    ) -> tuple[list[dict[str, Any]], PageKey | None]:
+        """Summaries (see ``summary``) of processes matching ``where``, newest first, strictly after ``after``
+        in the (created_at DESC, process_id DESC) order; and the key of the last one (None if none).
+        Keyset pagination on an index, so a page costs the same on page 1 and page 10 000.
+        ``where.status`` may be ``RETRYING``."""
+
+    @abstractmethod
+    async def count_by_case_and_status(self) -> list[tuple[str, str, int]]:
+        """(case, status, count) for every case and status that has processes."""
+
+    @abstractmethod
+    async def recent_stage_durations(self, processes: int) -> list[tuple[str, str, float]]:
+        """(case, stage, duration_ms) of every stage run in the history of the ``processes`` newest processes:
+        bounded work whatever the table size."""
+
+    @abstractmethod
+    async def ping(self) -> None:
+        """One cheap round trip; raise ``StoreError`` if the store is not reachable."""
 
     @abstractmethod
     async def delete_expired(self, now: float, limit: int) -> int:

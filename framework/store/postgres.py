@@ -18,7 +18,7 @@ import orjson
 
 from framework.document import ProcessDocument
 from framework.errors import ConfigurationError, StoreError
-from framework.store.base import ProcessFilter, ProcessStore
+from framework.store.base import RETRYING, PageKey, ProcessFilter, ProcessStore, summary
 
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
@@ -192,6 +192,59 @@ class PostgresStore(ProcessStore):
             )
         return [r["process_id"] for r in rows]
 
+    async def list_page(
+        self, where: ProcessFilter, *, after: PageKey | None = None, limit: int = 50
+    ) -> tuple[list[dict[str, Any]], PageKey | None]:
+        # Only the conditions in use go into the SQL, so the planner always sees an indexable query.
+        conditions, params = _conditions(where)
+        if after is not None:
+            params.extend(after)
+            conditions.append(f"(created_at, process_id) < (${len(params) - 1}, ${len(params)})")
+        params.append(limit)
+        sql = f"""
+            SELECT process_id, case_name, status, client_key, created_at, updated_at,
+                   (doc->>'case_version')::int AS case_version, doc->>'stage' AS stage,
+                   (doc->>'ended_at')::float8 AS ended_at, doc->'waiting' AS waiting, doc->'error' AS error
+            FROM {self._schema}.processes {"WHERE " + " AND ".join(conditions) if conditions else ""}
+            ORDER BY created_at DESC, process_id DESC LIMIT ${len(params)}"""
+        async with self._connection() as conn:
+            rows = await conn.fetch(sql, *params)
+        items = [
+            summary(
+                process_id=r["process_id"], case=r["case_name"], case_version=r["case_version"], status=r["status"],
+                stage=r["stage"], client_key=r["client_key"], created_at=r["created_at"],
+                updated_at=r["updated_at"], ended_at=r["ended_at"], waiting=_json(r["waiting"]),
+                error=_json(r["error"]),
+            )
+            for r in rows
+        ]
+        last = (rows[-1]["created_at"], rows[-1]["process_id"]) if rows else None
+        return items, last
+
+    async def count_by_case_and_status(self) -> list[tuple[str, str, int]]:
+        async with self._connection() as conn:
+            rows = await conn.fetch(
+                f"SELECT case_name, status, count(*) AS n FROM {self._schema}.processes GROUP BY case_name, status"
+            )
+        return [(r["case_name"], r["status"], r["n"]) for r in rows]
+
+    async def recent_stage_durations(self, processes: int) -> list[tuple[str, str, float]]:
+        s = self._schema
+        async with self._connection() as conn:
+            rows = await conn.fetch(
+                f"""WITH recent AS (SELECT process_id, case_name FROM {s}.processes
+                                    ORDER BY created_at DESC, process_id DESC LIMIT $1)
+                    SELECT r.case_name, h.entry->>'stage' AS stage, (h.entry->>'duration_ms')::float8 AS ms
+                    FROM recent r JOIN {s}.history h ON h.process_id = r.process_id
+                    WHERE h.entry ? 'duration_ms' AND h.entry->>'stage' IS NOT NULL""",
+                processes,
+            )
+        return [(r["case_name"], r["stage"], r["ms"]) for r in rows]
+
+    async def ping(self) -> None:
+        async with self._connection() as conn:
+            await conn.fetchval("SELECT 1", timeout=5)
+
     async def delete_expired(self, now: float, limit: int) -> int:
         async with self._connection() as conn:
             return await conn.fetchval(self._sql_expire, now, limit)
@@ -203,6 +256,36 @@ class PostgresStore(ProcessStore):
     async def forget_isolated_runs(self, key: str) -> None:
         async with self._connection() as conn:
             await conn.execute(self._sql_forget_runs, key)
+
+
+def _conditions(where: ProcessFilter) -> tuple[list[str], list[Any]]:
+    conditions: list[str] = []
+    params: list[Any] = []
+
+    def add(sql: str, value: Any) -> None:
+        params.append(value)
+        conditions.append(sql.replace("?", f"${len(params)}"))
+
+    if where.case is not None:
+        add("case_name = ?", where.case)
+    if where.status == RETRYING:
+        conditions.append(
+            "status = 'waiting' AND (doc->'waiting'->>'kind' = 'resend'"
+            " OR (doc->'waiting'->>'kind' = 'timer' AND doc->'waiting'->>'reason' = 'retry'))"
+        )
+    elif where.status is not None:
+        add("status = ?", where.status)
+    if where.failed_stage is not None:
+        add("doc->'error'->>'stage' = ?", where.failed_stage)
+    if where.created_after is not None:
+        add("created_at >= ?", where.created_after)
+    if where.created_before is not None:
+        add("created_at < ?", where.created_before)
+    return conditions, params
+
+
+def _json(raw: str | None) -> Any:
+    return None if raw is None else orjson.loads(raw)
 
 
 def _schema_sql(s: str) -> str:
@@ -223,6 +306,10 @@ def _schema_sql(s: str) -> str:
     );
     CREATE INDEX IF NOT EXISTS processes_due_at ON {s}.processes (due_at) WHERE due_at IS NOT NULL;
     CREATE INDEX IF NOT EXISTS processes_expires_at ON {s}.processes (expires_at) WHERE expires_at IS NOT NULL;
+    -- lists and stats: newest first, keyset on (created_at, process_id); by status for status filters
+    CREATE INDEX IF NOT EXISTS processes_created ON {s}.processes (created_at DESC, process_id DESC);
+    CREATE INDEX IF NOT EXISTS processes_status_created
+        ON {s}.processes (status, created_at DESC, process_id DESC);
     CREATE TABLE IF NOT EXISTS {s}.isolated_runs (
         key         text PRIMARY KEY,
         runs        integer NOT NULL,

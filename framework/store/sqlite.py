@@ -17,7 +17,7 @@ import orjson
 
 from framework.document import ProcessDocument
 from framework.errors import StoreError
-from framework.store.base import ProcessFilter, ProcessStore
+from framework.store.base import RETRYING, PageKey, ProcessFilter, ProcessStore, summary
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS processes (
@@ -35,6 +35,8 @@ CREATE TABLE IF NOT EXISTS processes (
 );
 CREATE INDEX IF NOT EXISTS processes_due_at ON processes (due_at) WHERE due_at IS NOT NULL;
 CREATE INDEX IF NOT EXISTS processes_expires_at ON processes (expires_at) WHERE expires_at IS NOT NULL;
+CREATE INDEX IF NOT EXISTS processes_created ON processes (created_at DESC, process_id DESC);
+CREATE INDEX IF NOT EXISTS processes_status_created ON processes (status, created_at DESC, process_id DESC);
 CREATE TABLE IF NOT EXISTS isolated_runs (
     key         TEXT PRIMARY KEY,
     runs        INTEGER NOT NULL,
@@ -162,6 +164,48 @@ class SqliteStore(ProcessStore):
         )
         return [r[0] for r in rows]
 
+    async def list_page(
+        self, where: ProcessFilter, *, after: PageKey | None = None, limit: int = 50
+    ) -> tuple[list[dict[str, Any]], PageKey | None]:
+        conditions, params = _conditions(where)
+        if after is not None:
+            conditions.append("(created_at, process_id) < (?, ?)")
+            params.extend(after)
+        rows = await self._fetch(
+            "SELECT process_id, case_name, status, client_key, created_at, updated_at,"
+            " json_extract(doc, '$.case_version'), json_extract(doc, '$.stage'), json_extract(doc, '$.ended_at'),"
+            " json_extract(doc, '$.waiting'), json_extract(doc, '$.error') FROM processes"
+            f" {'WHERE ' + ' AND '.join(conditions) if conditions else ''}"
+            " ORDER BY created_at DESC, process_id DESC LIMIT ?",
+            (*params, limit),
+        )
+        items = [
+            summary(
+                process_id=r[0], case=r[1], status=r[2], client_key=r[3], created_at=r[4], updated_at=r[5],
+                case_version=r[6], stage=r[7], ended_at=r[8], waiting=_json(r[9]), error=_json(r[10]),
+            )
+            for r in rows
+        ]
+        return items, ((rows[-1][4], rows[-1][0]) if rows else None)
+
+    async def count_by_case_and_status(self) -> list[tuple[str, str, int]]:
+        rows = await self._fetch("SELECT case_name, status, count(*) FROM processes GROUP BY case_name, status", ())
+        return [(c, s, n) for c, s, n in rows]
+
+    async def recent_stage_durations(self, processes: int) -> list[tuple[str, str, float]]:
+        rows = await self._fetch(
+            "WITH recent AS (SELECT process_id, case_name FROM processes"
+            " ORDER BY created_at DESC, process_id DESC LIMIT ?)"
+            " SELECT r.case_name, json_extract(h.entry, '$.stage'), json_extract(h.entry, '$.duration_ms')"
+            " FROM recent r JOIN history h ON h.process_id = r.process_id"
+            " WHERE json_extract(h.entry, '$.duration_ms') IS NOT NULL AND json_extract(h.entry, '$.stage') IS NOT NULL",
+            (processes,),
+        )
+        return [(c, s, float(ms)) for c, s, ms in rows]
+
+    async def ping(self) -> None:
+        await self._fetch("SELECT 1", ())
+
     async def delete_expired(self, now: float, limit: int) -> int:
         async with self._transaction() as db:
             rows = await db.execute_fetchall(
@@ -191,3 +235,33 @@ class SqliteStore(ProcessStore):
             raise StoreError("the SQLite store is not open", hint="call `await store.open()` first")
         async with self._lock:
             return list(await self._db.execute_fetchall(sql, params))
+
+
+def _conditions(where: ProcessFilter) -> tuple[list[str], list[Any]]:
+    conditions: list[str] = []
+    params: list[Any] = []
+    if where.case is not None:
+        conditions.append("case_name = ?")
+        params.append(where.case)
+    if where.status == RETRYING:
+        conditions.append(
+            "status = 'waiting' AND (json_extract(doc, '$.waiting.kind') = 'resend' OR"
+            " (json_extract(doc, '$.waiting.kind') = 'timer' AND json_extract(doc, '$.waiting.reason') = 'retry'))"
+        )
+    elif where.status is not None:
+        conditions.append("status = ?")
+        params.append(where.status)
+    if where.failed_stage is not None:
+        conditions.append("json_extract(doc, '$.error.stage') = ?")
+        params.append(where.failed_stage)
+    if where.created_after is not None:
+        conditions.append("created_at >= ?")
+        params.append(where.created_after)
+    if where.created_before is not None:
+        conditions.append("created_at < ?")
+        params.append(where.created_before)
+    return conditions, params
+
+
+def _json(raw: str | None) -> Any:
+    return None if raw is None else orjson.loads(raw)
