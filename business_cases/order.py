@@ -7,6 +7,7 @@ get the schedule from the scheduling service -> create the job at a third-party 
 from __future__ import annotations
 
 from datetime import date
+from typing import Any
 
 from pydantic import BaseModel, Field
 
@@ -21,6 +22,16 @@ class EcommerceOrder(BusinessCase):
         order_id: str = Field(min_length=1, max_length=100)
         desired_date: date
         customer_email: str | None = None
+
+    @classmethod
+    def from_webhook(cls, body: dict[str, Any]) -> tuple[dict[str, Any], str | None, None]:
+        """The shop's order webhook ``{"order_id": ..., "desired_date": ..., "customer_email"?: ...}``.
+
+        The order id is the client key, so a webhook delivered twice starts one process. The process
+        starts at once: scheduling needs the lead time before the desired date."""
+        input_data = {k: body[k] for k in ("order_id", "desired_date", "customer_email") if k in body}
+        order_id = body.get("order_id")
+        return input_data, (str(order_id) if order_id not in (None, "") else None), None
 
     @stage
     async def get_schedule(self, ctx: StageContext) -> None:

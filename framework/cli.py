@@ -57,12 +57,17 @@ def worker() -> None:
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True)
 def gateway(host: str, port: int) -> None:
-    """Serve the HTTP gateway (start processes, read their status)."""
+    """Serve the HTTP API (STAGEFLOW_API_KEYS_READ / STAGEFLOW_API_KEYS_OPERATE, or STAGEFLOW_GATEWAY_INSECURE=true)."""
     import uvicorn
 
     from gateway.app import create_app
 
-    uvicorn.run(create_app(), host=host, port=port, log_level="warning")
+    try:
+        app = create_app()
+    except StageflowError as exc:
+        _exit_with(exc)
+        return
+    uvicorn.run(app, host=host, port=port, log_level="warning")
 
 
 @cli.command()

@@ -84,6 +84,18 @@ class Engine:
         ``ProcessConflictError`` if the input differs): one key never creates two processes. With a
         ``start_at`` in the future (an aware datetime or epoch seconds) the process waits until then.
         """
+        doc, _ = await self.start_process(case, input, client_key=client_key, start_at=start_at)
+        return doc
+
+    async def start_process(
+        self,
+        case: str | type[BusinessCase],
+        input: Any = None,
+        *,
+        client_key: str | None = None,
+        start_at: datetime | float | None = None,
+    ) -> tuple[ProcessDocument, bool]:
+        """Like ``start``; also says whether the process is new (False: its client key already existed)."""
         case_cls = self.cases.latest(case if isinstance(case, str) else case.name)
         input_data = case_cls.validate_input(input if input is not None else {}).model_dump(mode="json")
         now = self.clock.now()
@@ -115,10 +127,10 @@ class Engine:
                     hint="use a new client key for a new process",
                     process_id=stored.process_id,
                 )
-            return stored
+            return stored, False
         await self._publish(doc.process_id, doc.outbox)
         log.info("process started", process_id=doc.process_id, case=case_cls.name, client_key=client_key)
-        return doc
+        return doc, True
 
     # -- consuming -------------------------------------------------------------------------------------
 

@@ -32,6 +32,10 @@ class CaseRegistry:
     def __iter__(self):  # type: ignore[no-untyped-def]
         return iter(self._latest.values())
 
+    def versions(self, name: str) -> list[int]:
+        """Every registered version of case ``name``, oldest first."""
+        return sorted(version for case_name, version in self._cases if case_name == name)
+
     def latest(self, name: str) -> type[BusinessCase]:
         try:
             return self._latest[name]

@@ -1,0 +1,94 @@
+"""Errors as RFC 9457 problem details (``application/problem+json``), for every error the gateway returns.
+
+Stageflow errors, FastAPI's own validation errors (422 naming each bad field), HTTP errors (401, 403,
+404, 405, 413) and anything unexpected (500, with no traceback in the body) all get the same shape::
+
+    {"type": "about:blank", "title": "Unprocessable Content", "status": 422, "detail": "...",
+     "error": "InvalidInputError", "hint": "...", "errors": [{"field": "...", "message": "..."}]}
+"""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+from typing import Any
+
+import structlog
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from framework.errors import (
+    ConfigurationError,
+    InfrastructureError,
+    InvalidInputError,
+    ProcessConflictError,
+    ProcessNotFoundError,
+    ProcessStateError,
+    StageError,
+    StageflowError,
+    UnknownCaseError,
+)
+
+log = structlog.get_logger("stageflow.gateway")
+
+MEDIA_TYPE = "application/problem+json"
+
+_STATUS_BY_ERROR: tuple[tuple[type[StageflowError], int], ...] = (
+    (InvalidInputError, 422),
+    (StageError, 422),
+    (UnknownCaseError, 404),
+    (ProcessNotFoundError, 404),
+    (ProcessConflictError, 409),
+    (ProcessStateError, 409),
+    (InfrastructureError, 503),
+    (ConfigurationError, 500),
+)
+
+
+class BodyTooLarge(HTTPException):
+    """Raised while a request body streams in, once it passes the limit (an HTTPException, so FastAPI's body
+    parsing lets it through unchanged)."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"the request body is larger than {limit} bytes")
+
+
+def problem(status: int, detail: str | None = None, *, headers: dict[str, str] | None = None,
+            **extra: Any) -> JSONResponse:
+    body: dict[str, Any] = {"type": "about:blank", "title": HTTPStatus(status).phrase, "status": status}
+    if detail:
+        body["detail"] = detail
+    body.update({k: v for k, v in extra.items() if v is not None})
+    return JSONResponse(body, status_code=status, media_type=MEDIA_TYPE, headers=headers)
+
+
+def _field(loc: tuple[Any, ...] | list[Any]) -> dict[str, str]:
+    where, *path = loc or ("body",)
+    return {"in": str(where), "field": ".".join(str(p) for p in path) or f"({where})"}
+
+
+def install(app: FastAPI) -> None:
+    """Register the handlers that turn every error into a problem response."""
+
+    @app.exception_handler(StageflowError)
+    async def stageflow_error(request: Request, exc: StageflowError) -> JSONResponse:
+        status = next((code for kind, code in _STATUS_BY_ERROR if isinstance(exc, kind)), 500)
+        errors = exc.errors if isinstance(exc, InvalidInputError) else None
+        return problem(status, exc.message, error=type(exc).__name__, hint=exc.hint, errors=errors)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [{**_field(err.get("loc", ())), "message": err.get("msg", "invalid")} for err in exc.errors()]
+        detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
+        return problem(422, f"invalid request: {detail}", error="RequestValidationError", errors=errors)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        detail = exc.detail if isinstance(exc.detail, str) else None
+        return problem(exc.status_code, detail, headers=exc.headers)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected gateway error", path=request.url.path)
+        return problem(500, "an unexpected error occurred; it has been logged", error="InternalError")

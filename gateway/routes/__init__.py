@@ -1,0 +1,12 @@
+"""The gateway's endpoints, one module per concern; each exposes ``router(keys)``."""
+
+from __future__ import annotations
+
+from fastapi import Request
+
+from framework.app import Stageflow
+
+
+def flow_of(request: Request) -> Stageflow:
+    """The open ``Stageflow`` the app was created with (a FastAPI dependency)."""
+    return request.app.state.flow

@@ -1,0 +1,46 @@
+"""Operator actions: retry, cancel, reprocess (``flow.operations``); all need an operate key."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Depends
+
+from framework.app import Stageflow
+from framework.document import ProcessDocument
+from framework.store.base import ProcessFilter
+from gateway.auth import ApiKeys, Role
+from gateway.models import CancelRequest, ReprocessRequest, RetryRequest
+from gateway.routes import flow_of
+from gateway.views import epoch
+
+Flow = Annotated[Stageflow, Depends(flow_of)]
+
+
+def _state(doc: ProcessDocument) -> dict[str, Any]:
+    return {"process_id": doc.process_id, "status": doc.status.value, "stage": doc.stage, "version": doc.version}
+
+
+def router(keys: ApiKeys) -> APIRouter:
+    api = APIRouter(tags=["operator actions"], dependencies=[Depends(keys.require(Role.OPERATE))])
+
+    @api.post("/processes/reprocess", summary="Retry every process matching a filter (failed by default)")
+    async def reprocess(request: ReprocessRequest, flow: Flow) -> dict[str, int]:
+        where = ProcessFilter(case=request.case, status=request.status, failed_stage=request.failed_stage,
+                              created_after=epoch(request.created_after),
+                              created_before=epoch(request.created_before))
+        return await flow.operations.reprocess(where, from_stage=request.from_stage)
+
+    @api.post("/processes/{process_id}/retry", summary="Run a failed or cancelled process again")
+    async def retry(process_id: str, flow: Flow,
+                    request: Annotated[RetryRequest | None, Body()] = None) -> dict[str, Any]:
+        request = request or RetryRequest()
+        return _state(await flow.operations.retry(process_id, from_stage=request.from_stage, input=request.input))
+
+    @api.post("/processes/{process_id}/cancel", summary="Cancel a process that has not finished")
+    async def cancel(process_id: str, flow: Flow,
+                     request: Annotated[CancelRequest | None, Body()] = None) -> dict[str, Any]:
+        request = request or CancelRequest()
+        return _state(await flow.operations.cancel(process_id, reason=request.reason))
+
+    return api

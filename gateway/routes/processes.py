@@ -1,0 +1,89 @@
+"""Start processes (directly or from a webhook), read one, list many."""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Depends, Query, Response
+
+from framework.app import Stageflow
+from framework.document import ProcessDocument
+from framework.errors import InvalidInputError, UnknownCaseError
+from framework.store.base import ProcessFilter
+from gateway.auth import ApiKeys, Role
+from gateway.models import StartRequest, StatusFilter
+from gateway.routes import flow_of
+from gateway.views import decode_cursor, encode_cursor, epoch, process_view
+
+Flow = Annotated[Stageflow, Depends(flow_of)]
+
+
+def _started(doc: ProcessDocument, created: bool, response: Response) -> dict[str, Any]:
+    response.status_code = 201 if created else 200
+    return {"process_id": doc.process_id, "case": doc.case, "status": doc.status.value, "created": created}
+
+
+def router(keys: ApiKeys) -> APIRouter:
+    api = APIRouter(tags=["processes"])
+    read = [Depends(keys.require(Role.READ))]
+    operate = [Depends(keys.require(Role.OPERATE))]
+
+    @api.post("/cases/{case}/processes", status_code=201, dependencies=operate,
+              summary="Start a process (200 if the client key already started one with the same input)")
+    async def start_process(case: str, request: StartRequest, response: Response, flow: Flow) -> dict[str, Any]:
+        doc, created = await flow.engine.start_process(
+            case, request.input, client_key=request.client_key, start_at=request.start_at
+        )
+        return _started(doc, created, response)
+
+    @api.post("/webhooks/{case}", status_code=201, dependencies=operate,
+              summary="Start a process from a webhook body, mapped by the case's from_webhook")
+    async def webhook(case: str, body: Annotated[dict[str, Any], Body()], response: Response,
+                      flow: Flow) -> dict[str, Any]:
+        case_cls = flow.engine.cases.latest(case)
+        from_webhook = getattr(case_cls, "from_webhook", None)
+        if from_webhook is None:
+            raise UnknownCaseError(
+                f"case {case!r} takes no webhooks", hint="give the case a `from_webhook(cls, body)` classmethod",
+                case=case,
+            )
+        try:
+            input_data, client_key, start_at = from_webhook(body)
+        except (KeyError, ValueError, TypeError) as exc:
+            message = f"the webhook body cannot be mapped: {type(exc).__name__}: {exc}"
+            raise InvalidInputError(message, errors=[{"field": "(body)", "message": message}], case=case) from None
+        doc, created = await flow.engine.start_process(case_cls, input_data, client_key=client_key,
+                                                       start_at=start_at)
+        return _started(doc, created, response)
+
+    @api.get("/processes/{process_id}", dependencies=read,
+             summary="A process: status, stage, progress, data, result, error, timings, history, waiting")
+    async def get_process(process_id: str, flow: Flow) -> dict[str, Any]:
+        doc = await flow.get(process_id)
+        case = flow.engine.cases.get(doc.case, doc.case_version)
+        return process_view(case, doc, await flow.store.history(process_id), flow.engine.clock.now())
+
+    @api.get("/processes", dependencies=read, summary="Process summaries, newest first, with a cursor")
+    async def list_processes(
+        flow: Flow,
+        case: str | None = None,
+        status: StatusFilter | None = Query(None, description="`retrying`: waiting to try a stage or call again"),
+        failed_stage: str | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+        limit: int = Query(50, ge=1, le=500),
+        cursor: str | None = Query(None, description="`next_cursor` of the previous page"),
+    ) -> dict[str, Any]:
+        where = ProcessFilter(case=case, status=status, failed_stage=failed_stage,
+                              created_after=epoch(created_after), created_before=epoch(created_before))
+        after = decode_cursor(cursor) if cursor else None
+        items, _ = await flow.store.list_page(where, after=after, limit=limit + 1)
+        more = len(items) > limit
+        items = items[:limit]
+        last = items[-1] if items else None
+        next_cursor = encode_cursor((last["created_at"], last["process_id"])) if more and last else None
+        return {"items": items, "next_cursor": next_cursor, "filter": dataclasses.asdict(where)}
+
+    return api
