@@ -1,0 +1,45 @@
+"""The gateway under test: ``create_app`` on an open ``Stageflow``, reached through httpx's ASGI transport."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import httpx
+
+from business_cases import EcommerceOrder
+from framework import Settings, Stageflow
+from tests.support.cases import CASES
+from tests.support.failure_cases import CASES as FAILURE_CASES
+
+READ_KEY = "read-key-0123456789abcdef"
+OPERATE_KEY = "operate-key-0123456789abcdef"
+ALL_CASES = [*CASES, *FAILURE_CASES, EcommerceOrder]
+
+
+@dataclass
+class Gateway:
+    flow: Stageflow
+    client: httpx.AsyncClient  # sends the operate key unless a request says otherwise
+
+    async def process_count(self) -> int:
+        return sum((await self.flow.store.count_by_status()).values())
+
+
+def with_keys(settings: Settings, **overrides: object) -> Settings:
+    values = {"api_keys_read": [READ_KEY], "api_keys_operate": [OPERATE_KEY], **overrides}
+    return settings.model_copy(update=values)
+
+
+@asynccontextmanager
+async def open_gateway(settings: Settings, **overrides: object) -> AsyncIterator[Gateway]:
+    from gateway.app import create_app
+
+    settings = with_keys(settings, **overrides)
+    async with Stageflow.from_settings(settings, cases=ALL_CASES) as flow:
+        transport = httpx.ASGITransport(app=create_app(flow, settings))
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://gateway", headers={"X-API-Key": OPERATE_KEY}, timeout=60
+        ) as client:
+            yield Gateway(flow, client)
