@@ -51,3 +51,9 @@ def test_errors_are_one_clear_line_not_a_traceback(runner: CliRunner) -> None:
     assert missing.exit_code == 2 and "no process 'nope'" in missing.stderr
     listed = runner.invoke(cli, ["cases"])
     assert listed.stdout.strip() == "ecommerce_order v1: get_schedule -> create_job -> keep_job_id -> finish"
+
+
+def test_gateway_refuses_to_start_without_api_keys(runner: CliRunner) -> None:
+    refused = runner.invoke(cli, ["gateway", "--port", "0"])
+    assert refused.exit_code == 2 and "no API keys" in refused.stderr
+    assert "STAGEFLOW_GATEWAY_INSECURE=true" in refused.stderr and "Traceback" not in refused.output
