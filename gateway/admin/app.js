@@ -1,0 +1,539 @@
+// Stageflow admin page: plain JS, no build step. Every piece of data reaches the DOM through textContent
+// (or an attribute set with setAttribute), never through innerHTML, so no process data can become markup.
+"use strict";
+
+(function () {
+  const KEY = "stageflow.apiKey";
+  const POLL_MS = 2000;
+  const STATUSES = ["running", "waiting", "completed", "failed", "cancelled"];
+  const $ = (id) => document.getElementById(id);
+
+  const state = {
+    cases: {},        // name -> stages (latest version)
+    items: [],        // the list as shown
+    cursor: null,     // next_cursor of the last page shown
+    selected: null,   // open process id
+    view: null,       // its last view
+    busy: false,
+  };
+
+  // ---------------------------------------------------------------- helpers
+
+  function el(tag, attrs, ...children) {
+    const node = document.createElement(tag);
+    for (const [name, value] of Object.entries(attrs || {})) {
+      if (value === null || value === undefined || value === false) continue;
+      if (name === "class") node.className = value;
+      else if (name === "text") node.textContent = String(value);
+      else node.setAttribute(name, String(value));
+    }
+    for (const child of children) {
+      if (child === null || child === undefined) continue;
+      node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+    }
+    return node;
+  }
+
+  function clear(node) { while (node.firstChild) node.removeChild(node.firstChild); return node; }
+
+  const pad = (n) => String(n).padStart(2, "0");
+
+  function fmtTime(epoch) {
+    if (epoch === null || epoch === undefined) return "";
+    const d = new Date(epoch * 1000);
+    const now = new Date();
+    const time = `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
+    if (d.toDateString() === now.toDateString()) return time;
+    return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ${time}`;
+  }
+
+  function fmtDuration(seconds) {
+    if (seconds === null || seconds === undefined || isNaN(seconds)) return "";
+    const s = Math.abs(seconds);
+    if (s < 1) return `${Math.round(s * 1000)} ms`;
+    if (s < 60) return `${s.toFixed(s < 10 ? 2 : 1)} s`;
+    if (s < 3600) return `${Math.floor(s / 60)} min ${Math.round(s % 60)} s`;
+    if (s < 86400) return `${Math.floor(s / 3600)} h ${Math.round((s % 3600) / 60)} min`;
+    return `${Math.floor(s / 86400)} d ${Math.round((s % 86400) / 3600)} h`;
+  }
+
+  function relative(epoch) {
+    if (!epoch) return "";
+    const delta = epoch - Date.now() / 1000;
+    return delta >= 0 ? `in ${fmtDuration(delta)}` : `${fmtDuration(delta)} ago`;
+  }
+
+  const json = (value) => JSON.stringify(value, null, 2);
+
+  function badge(status) { return el("span", { class: `badge s-${status}`, text: status }); }
+
+  function progressOf(item) {
+    const stages = state.cases[item.case] || [];
+    const total = stages.length;
+    let done = 0;
+    if (item.status === "completed") done = total;
+    else if (item.stage) done = Math.max(0, stages.indexOf(item.stage));
+    return { done, total };
+  }
+
+  function progressBar(item) {
+    const { done, total } = progressOf(item);
+    const bar = el("span", { class: `bar s-${item.status}` });
+    const fill = el("span", { class: "fill" });
+    fill.style.width = total ? `${Math.round((100 * done) / total)}%` : "0%";  // CSSOM: allowed by the CSP
+    bar.append(fill);
+    return el("span", { class: "progress", title: `${done} of ${total} stages done` }, bar,
+      el("span", { class: "small muted", text: `${done}/${total}` }));
+  }
+
+  function showBanner(message, kind) {
+    const banner = $("banner");
+    banner.textContent = message;
+    banner.className = `banner ${kind || "error"}`;
+    banner.hidden = !message;
+  }
+
+  // ---------------------------------------------------------------- API
+
+  class ApiError extends Error {
+    constructor(status, detail) { super(detail); this.status = status; }
+  }
+
+  async function api(method, path, body) {
+    const headers = { "X-API-Key": sessionStorage.getItem(KEY) || "", Accept: "application/json" };
+    if (body !== undefined) headers["Content-Type"] = "application/json";
+    let response;
+    try {
+      response = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body),
+        cache: "no-store", credentials: "omit" });
+    } catch (exc) {
+      throw new ApiError(0, "the gateway does not answer");
+    }
+    const text = await response.text();
+    let data = null;
+    try { data = text ? JSON.parse(text) : null; } catch (exc) { data = null; }
+    if (!response.ok) {
+      let detail = (data && (data.detail || data.title)) || `HTTP ${response.status}`;
+      if (data && data.hint) detail += ` (${data.hint})`;
+      if (response.status === 401) logout(detail);
+      throw new ApiError(response.status, detail);
+    }
+    return data;
+  }
+
+  // ---------------------------------------------------------------- login
+
+  function logout(message) {
+    sessionStorage.removeItem(KEY);
+    $("main").hidden = true;
+    $("forget").hidden = true;
+    $("login").hidden = false;
+    $("login-error").textContent = message || "";
+    $("login-error").hidden = !message;
+    $("key").focus();
+  }
+
+  async function login(event) {
+    event.preventDefault();
+    sessionStorage.setItem(KEY, $("key").value.trim());
+    $("key").value = "";
+    try {
+      await start();
+      onHash();
+    } catch (exc) {
+      if (exc.status !== 401) logout(exc.message);
+    }
+  }
+
+  async function start() {
+    const cases = await api("GET", "/cases");
+    state.cases = {};
+    const select = $("f-case");
+    const chosen = select.value;
+    clear(select).append(el("option", { value: "", text: "all" }));
+    for (const c of cases) {
+      state.cases[c.name] = c.stages;
+      select.append(el("option", { value: c.name, text: c.name }));
+    }
+    select.value = chosen;
+    $("login").hidden = true;
+    $("main").hidden = false;
+    $("forget").hidden = false;
+    await refresh(true);
+  }
+
+  // ---------------------------------------------------------------- counts and list
+
+  function renderCounts(stats) {
+    const box = clear($("counts"));
+    const by = stats.by_status || {};
+    box.append(el("span", { class: "count total" }, el("b", { text: stats.total }), " processes"));
+    for (const status of STATUSES) {
+      const chip = el("button", { type: "button", class: `count chip s-${status}`, "data-status": status,
+        title: `show ${status} processes` }, el("b", { text: by[status] || 0 }), ` ${status}`);
+      chip.addEventListener("click", () => { $("f-status").value = status; refresh(true); });
+      box.append(chip);
+    }
+    if (stats.success_rate !== null && stats.success_rate !== undefined) {
+      box.append(el("span", { class: "count rate", title: "completed / finished" },
+        el("b", { text: `${(stats.success_rate * 100).toFixed(1)}%` }), " success"));
+    }
+  }
+
+  function filterParams() {
+    const params = new URLSearchParams();
+    if ($("f-case").value) params.set("case", $("f-case").value);
+    if ($("f-status").value) params.set("status", $("f-status").value);
+    if ($("f-stage").value.trim()) params.set("failed_stage", $("f-stage").value.trim());
+    return params;
+  }
+
+  function waitingText(w) {
+    if (!w) return "";
+    const what = w.kind === "service" ? `reply from ${w.api || "a service"}`
+      : w.kind === "resend" ? `re-send to ${w.api || "a service"} (attempt ${w.attempt})`
+      : w.reason === "retry" ? `retry of ${w.stage}${w.attempt ? ` (attempt ${w.attempt})` : ""}`
+      : w.reason === "start" ? `start at ${w.stage}` : `timer → ${w.stage || "?"}`;
+    const until = w.until || w.deadline;
+    return until ? `${what}, ${relative(until)}` : what;
+  }
+
+  function renderRows() {
+    const body = clear($("rows"));
+    for (const item of state.items) {
+      const note = item.error ? `${item.error.stage ? item.error.stage + ": " : ""}${item.error.reason || ""}`
+        : waitingText(item.waiting);
+      const row = el("tr", { "data-id": item.process_id, "data-status": item.status,
+        class: item.process_id === state.selected ? "selected" : "" },
+        el("td", { class: "mono id", title: item.process_id, text: item.process_id }),
+        el("td", { text: item.case + (item.case_version > 1 ? ` v${item.case_version}` : "") }),
+        el("td", { class: "status" }, badge(item.status)),
+        el("td", { class: "mono", text: item.stage || "" }),
+        el("td", {}, progressBar(item)),
+        el("td", { class: "nowrap", title: relative(item.created_at), text: fmtTime(item.created_at) }),
+        el("td", { class: item.error ? "note err" : "note", title: note, text: note }));
+      row.addEventListener("click", () => { location.hash = `p=${encodeURIComponent(item.process_id)}`; });
+      body.append(row);
+    }
+    if (!state.items.length) {
+      body.append(el("tr", {}, el("td", { colspan: 7, class: "empty muted", text: "no process matches" })));
+    }
+    $("more").hidden = !state.cursor;
+    $("shown").textContent = `${state.items.length} shown${state.cursor ? ", more below" : ""}`;
+  }
+
+  async function loadList() {
+    const params = filterParams();
+    params.set("limit", String(Math.min(500, Math.max(50, state.items.length))));
+    const page = await api("GET", `/processes?${params}`);
+    state.items = page.items;
+    state.cursor = page.next_cursor;
+    renderRows();
+  }
+
+  async function loadMore() {
+    if (!state.cursor) return;
+    const params = filterParams();
+    params.set("limit", "50");
+    params.set("cursor", state.cursor);
+    const page = await api("GET", `/processes?${params}`);
+    const seen = new Set(state.items.map((i) => i.process_id));
+    state.items.push(...page.items.filter((i) => !seen.has(i.process_id)));
+    state.cursor = page.next_cursor;
+    renderRows();
+  }
+
+  // ---------------------------------------------------------------- one process
+
+  function timeline(view) {
+    const history = view.history || [];
+    const stages = state.cases[view.case] || [...new Set(history.map((e) => e.stage).filter(Boolean))];
+    const current = view.stage;
+    const currentIndex = stages.indexOf(current);
+    return stages.map((name, index) => {
+      const runs = history.filter((e) => e.stage === name && e.duration_ms !== undefined);
+      const errors = runs.filter((e) => e.error);
+      const okRun = runs.some((e) => !e.error && e.event !== "failed");
+      let stateName;
+      if (view.status === "completed") stateName = okRun ? "done" : "skipped";
+      else if (name === current) {
+        if (view.status === "waiting") stateName = view.waiting && view.waiting.reason === "retry" ? "retrying" : "waiting";
+        else stateName = view.status;  // running, failed, cancelled
+      } else if (okRun) stateName = "done";
+      else if (currentIndex >= 0 && index < currentIndex) stateName = "skipped";
+      else stateName = "pending";
+      const ms = runs.reduce((sum, e) => sum + (e.duration_ms || 0), 0);
+      return { name, state: stateName, runs: runs.length, ms, errors };
+    });
+  }
+
+  function renderTimeline(view) {
+    const list = clear($("d-timeline"));
+    for (const step of timeline(view)) {
+      const meta = [];
+      if (step.runs) meta.push(fmtDuration(step.ms / 1000));
+      if (step.runs > 1) meta.push(`${step.runs} runs`);
+      if (step.state === "waiting" || step.state === "retrying") meta.push(waitingText(view.waiting));
+      const item = el("li", { class: `step t-${step.state}`, "data-stage": step.name },
+        el("span", { class: "dot" }),
+        el("span", { class: "mono name", text: step.name }),
+        el("span", { class: `tag t-${step.state}`, text: step.state }),
+        el("span", { class: "small muted meta", text: meta.join(" · ") }));
+      const lastError = step.errors[step.errors.length - 1];
+      if (lastError && step.state !== "done") {
+        item.append(el("div", { class: "step-error", text: `attempt ${lastError.attempt || step.errors.length}: ${lastError.error}` }));
+      } else if (view.error && view.error.stage === step.name && step.state !== "done") {
+        item.append(el("div", { class: "step-error", text: view.error.reason || "" }));
+      }
+      list.append(item);
+    }
+  }
+
+  function kv(pairs) {
+    const box = clear($("d-summary"));
+    for (const [key, value] of pairs) {
+      if (value === null || value === undefined || value === "") continue;
+      box.append(el("div", { class: "k", text: key }), el("div", { class: "v" }, value));
+    }
+  }
+
+  function renderDetail(view, fresh) {
+    state.view = view;
+    $("detail").hidden = false;
+    $("d-title").textContent = view.process_id;
+    clear($("d-sub")).append(badge(view.status), ` ${view.case} v${view.case_version}`,
+      view.client_key ? ` · key ${view.client_key}` : "");
+    $("d-sub").setAttribute("data-status", view.status);
+    const t = view.timings || {};
+    const p = view.progress || { stages_done: 0, stages_total: 0 };
+    kv([
+      ["stage", view.stage],
+      ["progress", `${p.stages_done} of ${p.stages_total} stages`],
+      ["created", `${fmtTime(t.created_at)} (${relative(t.created_at)})`],
+      ["updated", `${fmtTime(t.updated_at)} (${relative(t.updated_at)})`],
+      ["ended", t.ended_at ? fmtTime(t.ended_at) : null],
+      ["duration", fmtDuration(t.duration_s) + (t.ended_at ? "" : " so far")],
+      ["attempts", view.attempts ? String(view.attempts) : null],
+      ["version", String(view.version)],
+    ]);
+
+    const waiting = $("d-waiting");
+    waiting.hidden = !view.waiting;
+    if (view.waiting) {
+      const w = view.waiting;
+      const until = w.until || w.deadline;
+      clear(waiting).append(el("b", { text: "Waiting for " }), waitingText(w),
+        until ? el("div", { class: "small muted", text: `until ${new Date(until * 1000).toLocaleString()}` }) : null,
+        w.error ? el("div", { class: "small err", text: `last error: ${w.error}` }) : null);
+    }
+    const errorBox = $("d-error");
+    const failures = view.failures || [];
+    errorBox.hidden = !view.error && !failures.length;
+    clear(errorBox);
+    if (view.error) {
+      errorBox.append(el("b", { text: view.status === "cancelled" ? "Cancelled" : "Failed" }),
+        view.error.stage ? el("span", { class: "mono", text: ` at ${view.error.stage}` }) : null,
+        el("div", { class: "reason", text: view.error.reason || json(view.error) }));
+    }
+    for (const f of failures) {
+      errorBox.append(el("div", { class: "small", text: `went on after ${f.stage || "?"} failed: ${f.reason || ""}` }));
+    }
+
+    renderTimeline(view);
+    $("d-store").textContent = json(view.store || {});
+    $("d-input").textContent = json(view.input || {});
+    $("d-result-wrap").hidden = view.result === null || view.result === undefined;
+    $("d-result").textContent = json(view.result);
+
+    const hist = clear($("d-history"));
+    for (const e of (view.history || []).slice().reverse()) {
+      const extra = [];
+      if (e.error) extra.push(e.error);
+      if (e.reason) extra.push(e.reason);
+      if (e.api) extra.push(`api ${e.api}`);
+      if (e.until) extra.push(`until ${fmtTime(e.until)}`);
+      if (e.input_changed) extra.push("input changed");
+      hist.append(el("tr", { class: `ev-${e.event}` },
+        el("td", { text: e.version }), el("td", { class: "nowrap", text: fmtTime(e.at) }),
+        el("td", { class: "event", text: e.event || "" }), el("td", { class: "mono", text: e.stage || "" }),
+        el("td", { class: "mono", text: e.to || "" }),
+        el("td", { class: "num", text: e.duration_ms !== undefined ? e.duration_ms.toFixed(1) : "" }),
+        el("td", { class: "note", title: extra.join("; "), text: extra.join("; ") })));
+    }
+
+    const finished = ["completed", "failed", "cancelled"].includes(view.status);
+    const canRetry = view.status === "failed" || view.status === "cancelled";
+    $("r-go").disabled = !canRetry;
+    $("c-go").disabled = finished;
+    $("retry-form").setAttribute("data-can-retry", String(canRetry));
+    if (fresh) {
+      const select = clear($("r-stage"));
+      select.append(el("option", { value: "", text: "the failed stage" }));
+      for (const name of state.cases[view.case] || []) select.append(el("option", { value: name, text: name }));
+      $("r-edit").checked = false;
+      $("r-input").hidden = true;
+      $("r-input").value = json(view.input || {});
+      setMessage("");
+      resetConfirm($("c-go"));
+    }
+    for (const row of $("rows").children) row.classList.toggle("selected", row.getAttribute("data-id") === view.process_id);
+  }
+
+  async function loadDetail(fresh) {
+    if (!state.selected) return;
+    const id = state.selected;
+    try {
+      const view = await api("GET", `/processes/${encodeURIComponent(id)}`);
+      if (id === state.selected) renderDetail(view, fresh);
+    } catch (exc) {
+      if (exc.status === 404) { showBanner(`no process ${id}`); closeDetail(); } else throw exc;
+    }
+  }
+
+  function closeDetail() {
+    state.selected = null;
+    state.view = null;
+    $("detail").hidden = true;
+    if (location.hash) history.replaceState(null, "", location.pathname + location.search);
+    for (const row of $("rows").children) row.classList.remove("selected");
+  }
+
+  function onHash() {
+    const match = /^#p=(.+)$/.exec(location.hash);
+    const id = match ? decodeURIComponent(match[1]) : null;
+    if (!id) { closeDetail(); return; }
+    if (id !== state.selected) {
+      state.selected = id;
+      loadDetail(true).catch((exc) => showBanner(exc.message));
+    }
+  }
+
+  // ---------------------------------------------------------------- actions
+
+  function setMessage(text, kind) {
+    const msg = $("a-msg");
+    msg.textContent = text;
+    msg.className = `small ${kind || ""}`;
+    msg.hidden = !text;
+  }
+
+  // A destructive button asks for a second click instead of a modal dialog.
+  function armed(button, label) {
+    if (button.dataset.armed === "1") { resetConfirm(button); return true; }
+    button.dataset.label = button.textContent;
+    button.dataset.armed = "1";
+    button.textContent = label;
+    button.classList.add("armed");
+    button._timer = setTimeout(() => resetConfirm(button), 4000);
+    return false;
+  }
+
+  function resetConfirm(button) {
+    if (button.dataset.armed === "1") {
+      button.textContent = button.dataset.label;
+      button.dataset.armed = "0";
+      button.classList.remove("armed");
+      clearTimeout(button._timer);
+    }
+  }
+
+  async function doRetry(event) {
+    event.preventDefault();
+    if (!state.view) return;
+    const body = {};
+    if ($("r-stage").value) body.from_stage = $("r-stage").value;
+    if ($("r-edit").checked) {
+      try {
+        body.input = JSON.parse($("r-input").value);
+      } catch (exc) {
+        setMessage(`the input is not valid JSON: ${exc.message}`, "err");
+        return;
+      }
+      if (body.input === null || typeof body.input !== "object" || Array.isArray(body.input)) {
+        setMessage("the input must be a JSON object", "err");
+        return;
+      }
+    }
+    try {
+      const result = await api("POST", `/processes/${encodeURIComponent(state.view.process_id)}/retry`, body);
+      setMessage(`retried: ${result.status} at ${result.stage}`, "ok");
+      await refresh(false);
+    } catch (exc) {
+      setMessage(exc.status === 403 ? "this API key may only read" : exc.message, "err");
+    }
+  }
+
+  async function doCancel() {
+    if (!state.view || !armed($("c-go"), "Click again to cancel")) return;
+    try {
+      const result = await api("POST", `/processes/${encodeURIComponent(state.view.process_id)}/cancel`,
+        { reason: "cancelled from the admin page" });
+      setMessage(`${result.status}`, "ok");
+      await refresh(false);
+    } catch (exc) {
+      setMessage(exc.status === 403 ? "this API key may only read" : exc.message, "err");
+    }
+  }
+
+  async function doReprocess() {
+    const button = $("reprocess");
+    const what = [$("f-case").value && `case ${$("f-case").value}`, $("f-stage").value.trim() && `stage ${$("f-stage").value.trim()}`]
+      .filter(Boolean).join(", ");
+    if (!armed(button, `Retry all failed${what ? ` (${what})` : ""}? Click again`)) return;
+    const body = {};
+    if ($("f-case").value) body.case = $("f-case").value;
+    if ($("f-stage").value.trim()) body.failed_stage = $("f-stage").value.trim();
+    try {
+      const counts = await api("POST", "/processes/reprocess", body);
+      showBanner(`reprocess: retried ${counts.retried}, skipped ${counts.skipped}`, "info");
+      await refresh(false);
+    } catch (exc) {
+      showBanner(exc.status === 403 ? "this API key may only read" : exc.message);
+    }
+  }
+
+  // ---------------------------------------------------------------- refresh loop
+
+  async function refresh(fromFilter) {
+    if (!sessionStorage.getItem(KEY) || $("main").hidden) return;
+    if (state.busy && !fromFilter) return;
+    state.busy = true;
+    if (fromFilter) state.items = [];
+    try {
+      const [stats] = await Promise.all([api("GET", "/stats"), loadList(), loadDetail(false)]);
+      renderCounts(stats);
+      $("refreshed").textContent = `updated ${fmtTime(Date.now() / 1000)}`;
+      $("live").className = "live ok";
+      if ($("banner").classList.contains("error")) showBanner("");
+    } catch (exc) {
+      $("live").className = "live down";
+      if (exc.status !== 401) showBanner(exc.message);
+    } finally {
+      state.busy = false;
+    }
+  }
+
+  function init() {
+    $("login-form").addEventListener("submit", login);
+    $("forget").addEventListener("click", () => logout(""));
+    $("filters").addEventListener("submit", (e) => { e.preventDefault(); refresh(true); });
+    $("f-case").addEventListener("change", () => refresh(true));
+    $("f-status").addEventListener("change", () => refresh(true));
+    $("f-stage").addEventListener("change", () => refresh(true));
+    $("more").addEventListener("click", () => loadMore().catch((exc) => showBanner(exc.message)));
+    $("reprocess").addEventListener("click", doReprocess);
+    $("d-close").addEventListener("click", closeDetail);
+    $("retry-form").addEventListener("submit", doRetry);
+    $("c-go").addEventListener("click", doCancel);
+    $("r-edit").addEventListener("change", () => { $("r-input").hidden = !$("r-edit").checked; });
+    window.addEventListener("hashchange", onHash);
+    setInterval(() => refresh(false), POLL_MS);
+    if (sessionStorage.getItem(KEY)) {
+      start().then(onHash).catch((exc) => { if (exc.status !== 401) logout(exc.message); });
+    } else {
+      logout("");
+    }
+  }
+
+  document.addEventListener("DOMContentLoaded", init);
+})();
