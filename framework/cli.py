@@ -153,6 +153,52 @@ def show(process_id: str) -> None:
     _run(main())
 
 
+@cli.command("list")
+@click.option("--case", default=None, help="only this case")
+@click.option("--status", default=None,
+              type=click.Choice(["running", "waiting", "retrying", "completed", "failed", "cancelled"]),
+              help="only this status (retrying: waiting to try a stage or call again)")
+@click.option("--failed-stage", default=None, help="only processes that failed at this stage")
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 10_000))
+def list_processes(case: str | None, status: str | None, failed_stage: str | None, limit: int) -> None:
+    """List processes, newest first: id, case, status, stage, progress, created (UTC)."""
+    from datetime import UTC, datetime
+
+    from framework.store.base import ProcessFilter
+
+    async def main() -> list[tuple[dict[str, Any], int, int]]:
+        from framework.app import Stageflow
+
+        where = ProcessFilter(case=case, status=status, failed_stage=failed_stage)
+        async with Stageflow.from_settings(Settings()) as flow:
+            items: list[dict[str, Any]] = []
+            after = None
+            while len(items) < limit:
+                want = min(500, limit - len(items))
+                page, after = await flow.store.list_page(where, after=after, limit=want)
+                items.extend(page)
+                if len(page) < want or after is None:
+                    break
+            rows = []
+            for item in items:
+                try:
+                    names = [s.name for s in flow.engine.cases.get(item["case"], item["case_version"]).stages]
+                except StageflowError:  # a case this process's workers know but this command does not
+                    names = []
+                done = len(names) if item["status"] == "completed" else (
+                    names.index(item["stage"]) if item["stage"] in names else 0)
+                rows.append((item, done, len(names)))
+        return rows
+
+    rows = _run(main())
+    for item, done, total in rows:
+        created = datetime.fromtimestamp(item["created_at"], UTC).strftime("%Y-%m-%d %H:%M:%S")
+        click.echo(f"{item['process_id']}  {item['case']}  {item['status']:<9}  {item['stage'] or '-'}  "
+                   f"{done}/{total}  {created}")
+    if not rows:
+        click.echo("no process matches", err=True)
+
+
 def _json_option(value: str | None, name: str) -> Any:
     if value is None:
         return None

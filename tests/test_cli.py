@@ -1,4 +1,4 @@
-"""The ``stageflow`` command on the embedded store: start, show, cancel, retry, reprocess, cases."""
+"""The ``stageflow`` command on the embedded store: start, show, list, cancel, retry, reprocess, cases."""
 
 from __future__ import annotations
 
@@ -41,6 +41,30 @@ def test_start_show_cancel_retry_reprocess(runner: CliRunner) -> None:
     counts = runner.invoke(cli, ["reprocess", "--status", "cancelled", "--case", "ecommerce_order"])
     assert json.loads(counts.stdout) == {"retried": 1, "skipped": 0}
     assert json.loads(runner.invoke(cli, ["show", process_id]).stdout)["status"] == "running"
+
+
+def test_list_filters_and_limits(runner: CliRunner) -> None:
+    ids = []
+    for i in range(3):
+        order = json.dumps({"order_id": f"L-{i}", "desired_date": "2026-12-01"})
+        ids.append(runner.invoke(cli, ["start", "ecommerce_order", "--input", order]).stdout.strip())
+    assert runner.invoke(cli, ["cancel", ids[0]]).exit_code == 0
+
+    listed = runner.invoke(cli, ["list"])
+    assert listed.exit_code == 0, listed.output
+    lines = listed.stdout.splitlines()
+    assert [line.split()[0] for line in lines] == list(reversed(ids))  # newest first
+    process_id, case, status, stage, progress, day, time = lines[0].split()
+    assert (process_id, case, status, stage, progress) == (ids[2], "ecommerce_order", "running", "get_schedule", "0/4")
+    assert len(day) == 10 and len(time) == 8
+
+    cancelled = runner.invoke(cli, ["list", "--status", "cancelled", "--case", "ecommerce_order"]).stdout.splitlines()
+    assert [line.split()[:3] for line in cancelled] == [[ids[0], "ecommerce_order", "cancelled"]]
+    assert len(runner.invoke(cli, ["list", "--limit", "2"]).stdout.splitlines()) == 2
+    none = runner.invoke(cli, ["list", "--failed-stage", "create_job"])
+    assert none.exit_code == 0 and none.stdout == "" and "no process matches" in none.stderr
+    bad = runner.invoke(cli, ["list", "--status", "sleeping"])
+    assert bad.exit_code == 2 and "sleeping" in bad.output
 
 
 def test_errors_are_one_clear_line_not_a_traceback(runner: CliRunner) -> None:
