@@ -169,3 +169,23 @@ async def test_cases_and_stats_shape(gw: Gateway) -> None:
     stats = (await gw.client.get("/stats")).json()
     assert stats == {"total": 0, "by_status": {}, "success_rate": None, "cases": {},
                      "stage_durations": {"sample_processes": 1000, "by_case": {}}}
+
+
+async def test_admin_page_needs_no_key_and_has_a_strict_csp(gw: Gateway) -> None:
+    no_key = {"X-API-Key": ""}
+    page = await gw.client.get("/admin", headers=no_key)
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    csp = page.headers["content-security-policy"]
+    assert "default-src 'none'" in csp and "script-src 'self'" in csp and "frame-ancestors 'none'" in csp
+    assert "unsafe-inline" not in csp and page.headers["x-content-type-options"] == "nosniff"
+    assert '<script src="/admin/static/app.js"' in page.text
+    for name, kind in (("app.js", "text/javascript"), ("app.css", "text/css")):
+        asset = await gw.client.get(f"/admin/static/{name}", headers=no_key)
+        assert asset.status_code == 200 and asset.headers["content-type"].startswith(kind)
+        assert asset.headers["content-security-policy"] == csp
+    script = (await gw.client.get("/admin/static/app.js")).text
+    assert "innerHTML" not in script.replace("never through innerHTML", "")  # data goes in as text only
+    for path in ("/admin/static/index.html", "/admin/static/..%2F..%2Fapp.py", "/admin/static/nope.js"):
+        assert (await gw.client.get(path, headers=no_key)).status_code == 404, path
+    assert (await gw.client.get("/processes", headers=no_key)).status_code == 401  # the data still needs a key
+    assert "/admin" not in (await gw.client.get("/openapi.json")).json()["paths"]

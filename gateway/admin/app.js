@@ -50,6 +50,7 @@
   function fmtDuration(seconds) {
     if (seconds === null || seconds === undefined || isNaN(seconds)) return "";
     const s = Math.abs(seconds);
+    if (s < 0.01) return `${(s * 1000).toFixed(1)} ms`;
     if (s < 1) return `${Math.round(s * 1000)} ms`;
     if (s < 60) return `${s.toFixed(s < 10 ? 2 : 1)} s`;
     if (s < 3600) return `${Math.floor(s / 60)} min ${Math.round(s % 60)} s`;
@@ -64,6 +65,11 @@
   }
 
   const json = (value) => JSON.stringify(value, null, 2);
+
+  // "retrying" is a waiting process whose wait is a retry backoff (or a re-send): shown apart, filtered apart.
+  function shownStatus(status, waiting) {
+    return status === "waiting" && waiting && (waiting.reason === "retry" || waiting.kind === "resend") ? "retrying" : status;
+  }
 
   function badge(status) { return el("span", { class: `badge s-${status}`, text: status }); }
 
@@ -207,8 +213,8 @@
         class: item.process_id === state.selected ? "selected" : "" },
         el("td", { class: "mono id", title: item.process_id, text: item.process_id }),
         el("td", { text: item.case + (item.case_version > 1 ? ` v${item.case_version}` : "") }),
-        el("td", { class: "status" }, badge(item.status)),
-        el("td", { class: "mono", text: item.stage || "" }),
+        el("td", { class: "status" }, badge(shownStatus(item.status, item.waiting))),
+        el("td", { class: "mono", text: item.stage || "—" }),
         el("td", {}, progressBar(item)),
         el("td", { class: "nowrap", title: relative(item.created_at), text: fmtTime(item.created_at) }),
         el("td", { class: item.error ? "note err" : "note", title: note, text: note }));
@@ -301,7 +307,7 @@
     state.view = view;
     $("detail").hidden = false;
     $("d-title").textContent = view.process_id;
-    clear($("d-sub")).append(badge(view.status), ` ${view.case} v${view.case_version}`,
+    clear($("d-sub")).append(badge(shownStatus(view.status, view.waiting)), ` ${view.case} v${view.case_version}`,
       view.client_key ? ` · key ${view.client_key}` : "");
     $("d-sub").setAttribute("data-status", view.status);
     const t = view.timings || {};
