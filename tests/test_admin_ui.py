@@ -1,0 +1,177 @@
+"""The admin page in a real browser: a real gateway (uvicorn on a free port) on real PostgreSQL + RabbitMQ,
+worker and service subprocesses, Debian's chromium driven by Playwright.
+
+An operator enters the key, watches a process complete, opens a failed one, retries it with corrected
+input and sees it complete. Without /usr/bin/chromium the test is skipped on a developer's machine, but
+fails under CI (``CI`` set), where .ci/run installs chromium first.
+Set ``STAGEFLOW_UPDATE_SCREENSHOT=1`` to refresh docs/admin.png (the README's picture) from this run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from framework import Settings
+from tests.support.cluster import CASE_MODULES, Cluster
+from tests.support.gateway import OPERATE_KEY, with_keys
+
+pytestmark = pytest.mark.integration
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+TIMEOUT_MS = 60_000
+SCREENSHOT = Path(__file__).resolve().parent.parent / "docs" / "admin.png"
+
+
+def require_chromium() -> None:
+    if Path(CHROMIUM).exists():
+        return
+    if os.environ.get("CI"):
+        pytest.fail(f"{CHROMIUM} is missing, and CI is set: the admin page must be tested in a browser here. "
+                    "Install it first (`apt-get install -y chromium`; .ci/run does this when run as root).")
+    pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium); CI runs this test")
+
+
+@dataclass
+class LiveGateway:
+    url: str
+    client: httpx.AsyncClient
+
+
+@pytest.fixture
+def cluster_settings(settings: Settings) -> Settings:
+    return with_keys(settings, cases=CASE_MODULES.split(","))
+
+
+@pytest.fixture
+def live_gateway(cluster_settings: Settings) -> Iterator[str]:
+    """The gateway app served by uvicorn in a thread, on a socket bound to a free port first (no race)."""
+    import uvicorn
+
+    from gateway.app import create_app
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(create_app(settings=cluster_settings), log_level="warning",
+                                           lifespan="on"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="gateway", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "the gateway did not start"
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(30)
+        sock.close()
+
+
+@pytest.fixture
+async def api(live_gateway: str) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=live_gateway, headers={"X-API-Key": OPERATE_KEY}, timeout=60) as client:
+        yield client
+
+
+async def start(api: httpx.AsyncClient, case: str, data: dict) -> str:
+    response = await api.post(f"/cases/{case}/processes", json={"input": data})
+    assert response.status_code == 201, response.text
+    return response.json()["process_id"]
+
+
+async def test_admin_page_shows_progress_and_retries_a_failed_process(
+    cluster_settings: Settings, live_gateway: str, api: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    require_chromium()
+    try:
+        from playwright.async_api import async_playwright, expect
+    except ImportError:
+        pytest.fail("playwright is not installed: `pip install -e '.[dev]'` (make install) installs it")
+
+    # The page itself holds no data: no key needed, and a strict CSP.
+    page_response = await api.get("/admin", headers={"X-API-Key": ""})
+    assert page_response.status_code == 200 and "text/html" in page_response.headers["content-type"]
+    assert "script-src 'self'" in page_response.headers["content-security-policy"]
+    assert (await api.get("/admin/static/app.js", headers={"X-API-Key": ""})).status_code == 200
+    assert (await api.get("/admin/static/..%2Fapp.py", headers={"X-API-Key": ""})).status_code == 404
+    assert (await api.get("/stats", headers={"X-API-Key": ""})).status_code == 401  # the data still needs one
+
+    cluster = Cluster(cluster_settings, tmp_path, workers=2,
+                      services_modules=("tests.support.services", "business_cases.order_services"))
+    await cluster.start()
+    try:
+        async with async_playwright() as pw:
+            browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+            try:
+                page = await browser.new_page(viewport={"width": 1480, "height": 900})
+                page.set_default_timeout(TIMEOUT_MS)
+                problems: list[str] = []
+                page.on("pageerror", lambda exc: problems.append(f"page error: {exc}"))
+                page.on("console", lambda msg: problems.append(msg.text) if msg.type == "error" else None)
+
+                await page.goto(f"{live_gateway}/admin")
+                await page.fill("#key", OPERATE_KEY)
+                await page.click("#login-form button[type=submit]")
+                await expect(page.locator("#main")).to_be_visible()
+
+                # a process moves to completed in the list by itself (the page polls)
+                done_id = await start(api, "jumper", {"word": "hello"})
+                row = page.locator(f'#rows tr[data-id="{done_id}"]')
+                await expect(row).to_have_attribute("data-status", "completed", timeout=TIMEOUT_MS)
+                await expect(row).to_contain_text("4/4")
+
+                # some company for the picture: orders, a wait, a retry backoff, another failure
+                for i in range(3):
+                    await start(api, "ecommerce_order", {"order_id": f"A-{i}", "desired_date": "2026-12-02"})
+                await start(api, "waiter", {"until": time.time() + 3600})
+                await start(api, "flaky", {"succeed_on": 3})
+                await start(api, "five_calls", {"n": 7})
+                failed_id = await start(api, "fixable", {"quantity": 0})
+
+                failed_row = page.locator(f'#rows tr[data-id="{failed_id}"]')
+                await expect(failed_row).to_have_attribute("data-status", "failed", timeout=TIMEOUT_MS)
+                await expect(failed_row).to_contain_text("quantity 0 is not positive")
+                await expect(page.locator('#counts [data-status="failed"]')).to_contain_text("1")
+
+                await failed_row.click()
+                await expect(page.locator("#d-sub")).to_have_attribute("data-status", "failed")
+                await expect(page.locator('#d-timeline li[data-stage="prepare"]')).to_have_class("step t-done")
+                check = page.locator('#d-timeline li[data-stage="check"]')
+                await expect(check).to_have_class("step t-failed")
+                await expect(page.locator("#d-error")).to_contain_text("quantity 0 is not positive")
+
+                await page.check("#r-edit")
+                await page.fill("#r-input", '{"quantity": 5}')
+                await page.screenshot(path=str(tmp_path / "admin.png"))  # the operator about to fix it
+                if os.environ.get("STAGEFLOW_UPDATE_SCREENSHOT"):
+                    SCREENSHOT.parent.mkdir(exist_ok=True)
+                    SCREENSHOT.write_bytes((tmp_path / "admin.png").read_bytes())
+                await page.click("#r-go")
+                await expect(page.locator("#d-sub")).to_have_attribute("data-status", "completed",
+                                                                         timeout=TIMEOUT_MS)
+                await expect(check).to_have_class("step t-done")
+                await expect(failed_row).to_have_attribute("data-status", "completed")
+                await expect(page.locator("#d-result")).to_contain_text('"quantity": 5')
+                await expect(page.locator("#d-history")).to_contain_text("retried")
+                await expect(page.locator('#rows tr[data-status="waiting"]').first).to_be_visible()
+
+                assert not problems, problems
+            finally:
+                await browser.close()
+    finally:
+        codes = cluster.stop()
+    assert all(code == 0 for code in codes.values()), (codes, cluster.logs())
