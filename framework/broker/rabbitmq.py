@@ -21,7 +21,12 @@ from aio_pika.abc import AbstractIncomingMessage, AbstractQueue, AbstractRobustC
 from framework.broker.base import INNER, PARKED, SERVICE, Broker, Consumer, Delivery, Handler, Outgoing, command_queue
 from framework.errors import BrokerError, ConfigurationError
 
-_TRANSIENT_ERRORS = (aio_pika.exceptions.AMQPError, aiormq.exceptions.AMQPError, ConnectionError, OSError)
+# ChannelInvalidStateError (a RuntimeError, not an AMQPError) is what a channel raises while its connection
+# is gone or being restored by connect_robust: publish, ack and nack on it are transient failures too.
+_TRANSIENT_ERRORS = (
+    aio_pika.exceptions.AMQPError, aiormq.exceptions.AMQPError, aiormq.exceptions.ChannelInvalidStateError,
+    ConnectionError, OSError,
+)
 
 
 class RabbitDelivery(Delivery):

@@ -1,0 +1,39 @@
+"""A RabbitMQ channel whose connection is gone (or being restored by connect_robust) raises aiormq's
+``ChannelInvalidStateError``, a ``RuntimeError`` rather than an ``AMQPError``. The broker must report it
+as a ``BrokerError`` like any other transient broker failure, so the engine leaves the outbox to the
+relay instead of raising a raw aio-pika error out of ``start()`` after the process was created (found by
+``make chaos``: RabbitMQ's connections dropped while processes were being started)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from framework import Settings, Stageflow
+from framework.broker.base import INNER, Outgoing
+from framework.errors import BrokerError
+from tests.support.cases import CASES, Jumper
+
+pytestmark = pytest.mark.integration
+
+
+async def test_publish_on_a_closed_channel_is_a_broker_error(settings: Settings) -> None:
+    async with Stageflow.from_settings(settings, cases=CASES) as flow:
+        await flow.broker.publish([Outgoing(INNER, "m-0", b"{}")])  # the queue is declared (and cached)
+        await flow.broker._publish_channel.close()  # type: ignore[attr-defined]  # as while reconnecting
+        async with asyncio.timeout(10):
+            with pytest.raises(BrokerError, match="ChannelInvalidStateError"):
+                await flow.broker.publish([Outgoing(INNER, "m-1", b"{}")])
+
+
+async def test_start_with_a_closed_channel_creates_the_process_and_leaves_it_to_the_relay(
+    settings: Settings,
+) -> None:
+    async with Stageflow.from_settings(settings, cases=CASES) as flow:
+        await flow.start(Jumper, {"word": "first"})  # the inner queue is declared (and cached)
+        await flow.broker._publish_channel.close()  # type: ignore[attr-defined]
+        async with asyncio.timeout(10):
+            doc = await flow.start(Jumper, {"word": "w"}, client_key="k-1")  # no raw aio-pika error
+        stored = await flow.get(doc.process_id)
+        assert stored.version == 1 and len(stored.outbox) == 1  # the relay will publish the first stage
