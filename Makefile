@@ -30,5 +30,8 @@ test-unit: install  ## only the tests that need no server
 bench: install services  ## throughput and latency on real RabbitMQ + PostgreSQL (prints one JSON line)
 	@$(BIN)/python -m bench $(if $(QUICK),--quick,)
 
+chaos: install services  ## fault scenarios on real RabbitMQ + PostgreSQL (restarts them!); a table, then one JSON line
+	@$(BIN)/python -m chaos $(if $(QUICK),--quick,)
+
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

@@ -257,7 +257,7 @@ async def audit(
 async def doubled_commits(conn: asyncpg.Connection, schema: str) -> int:
     """Version-changing ledger rows beyond one per (process, old version), over the whole schema."""
     return await conn.fetchval(
-        f"""SELECT coalesce(sum(n - 1), 0) FROM (
+        f"""SELECT coalesce(sum(n - 1), 0)::bigint FROM (
                 SELECT count(*) AS n FROM {schema}.ledger WHERE old_version <> new_version
                 GROUP BY process_id, old_version) AS per_version"""
     )
@@ -268,7 +268,7 @@ async def doubled_effects(conn: asyncpg.Connection, schema: str) -> int:
     if not await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", f"{schema}.effects"):
         return 0
     return await conn.fetchval(
-        f"""SELECT coalesce(sum(n - 1), 0) FROM (
+        f"""SELECT coalesce(sum(n - 1), 0)::bigint FROM (
                 SELECT count(*) AS n FROM {schema}.effects GROUP BY process_id, step) AS per_step"""
     )
 

@@ -1,0 +1,149 @@
+"""Restarting the local RabbitMQ and PostgreSQL, and making sure they are up again whatever happened.
+
+RabbitMQ: ``rabbitmqctl stop_app`` (every connection is dropped, the node stops serving) then
+``start_app``; quorum queues and their persistent messages survive. ``rabbitmqctl close_all_connections``
+is the faster equivalent (connections drop, the node stays up) for the short pytest run.
+PostgreSQL: ``pg_ctlcluster --skip-systemctl-redirect <version> main stop -m immediate`` (no checkpoint:
+like a crash, crash recovery on start) then ``start``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+PG_CLUSTER = os.environ.get("STAGEFLOW_CHAOS_PG_CLUSTER", "main")
+
+
+class ServerControlError(Exception):
+    pass
+
+
+@dataclass
+class CommandResult:
+    code: int
+    output: str
+    seconds: float
+
+
+async def run(*args: str, timeout_s: float = 120.0) -> CommandResult:
+    """Run a command (no shell) with a time limit; its output and exit code."""
+    began = time.monotonic()
+    proc = await asyncio.create_subprocess_exec(
+        *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, stdin=asyncio.subprocess.DEVNULL
+    )
+    try:
+        out, _ = await asyncio.wait_for(proc.communicate(), timeout_s)
+    except BaseException:  # timeout or cancelled: do not leave the command running
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        raise
+    return CommandResult(proc.returncode or 0, out.decode(errors="replace").strip(), time.monotonic() - began)
+
+
+async def _checked(*args: str, timeout_s: float = 120.0) -> CommandResult:
+    result = await run(*args, timeout_s=timeout_s)
+    if result.code != 0:
+        raise ServerControlError(f"{' '.join(args)} exited with {result.code}: {result.output[-500:]}")
+    return result
+
+
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1.0):
+            return True
+    except OSError:
+        return False
+
+
+def pg_version() -> str:
+    """The local PostgreSQL major version (``STAGEFLOW_CHAOS_PG_VERSION``, else the one in /etc/postgresql)."""
+    if version := os.environ.get("STAGEFLOW_CHAOS_PG_VERSION"):
+        return version
+    versions = sorted((p.name for p in Path("/etc/postgresql").glob("*") if p.name[:1].isdigit()), key=float)
+    if not versions:
+        raise ServerControlError("no PostgreSQL cluster under /etc/postgresql (set STAGEFLOW_CHAOS_PG_VERSION)")
+    return versions[-1]
+
+
+def missing_tools() -> list[str]:
+    """The server-control commands this machine lacks (the restart scenario needs them)."""
+    return [tool for tool in ("rabbitmqctl", "pg_ctlcluster") if shutil.which(tool) is None]
+
+
+async def wait_port(port: int, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if await asyncio.to_thread(port_open, port):
+            return True
+        await asyncio.sleep(0.2)
+    return await asyncio.to_thread(port_open, port)
+
+
+# -- RabbitMQ -------------------------------------------------------------------------------------------
+
+
+async def rabbit_stop() -> CommandResult:
+    return await _checked("rabbitmqctl", "stop_app")
+
+
+async def rabbit_start() -> CommandResult:
+    result = await _checked("rabbitmqctl", "start_app", timeout_s=180)
+    await _checked("rabbitmqctl", "await_startup", timeout_s=120)
+    return result
+
+
+async def rabbit_drop_connections() -> CommandResult:
+    return await _checked("rabbitmqctl", "close_all_connections", "stageflow chaos: connections dropped")
+
+
+async def ensure_rabbit() -> None:
+    """RabbitMQ serving again (``start_app`` is a no-op on a running node)."""
+    if shutil.which("rabbitmqctl") is None:
+        return
+    await run("rabbitmqctl", "start_app", timeout_s=180)
+    await run("rabbitmqctl", "await_startup", timeout_s=120)
+    if not await wait_port(5672, 60):
+        raise ServerControlError("RabbitMQ is not listening on 127.0.0.1:5672 after start_app")
+
+
+# -- PostgreSQL -----------------------------------------------------------------------------------------
+
+
+async def pg_stop_immediate() -> CommandResult:
+    return await _checked("pg_ctlcluster", "--skip-systemctl-redirect", pg_version(), PG_CLUSTER, "stop",
+                          "-m", "immediate")
+
+
+async def pg_start() -> CommandResult:
+    result = await _checked("pg_ctlcluster", "--skip-systemctl-redirect", pg_version(), PG_CLUSTER, "start",
+                            timeout_s=120)
+    if not await wait_port(5432, 60):
+        raise ServerControlError("PostgreSQL is not listening on 127.0.0.1:5432 after start")
+    return result
+
+
+async def ensure_pg() -> None:
+    """PostgreSQL accepting connections again (started if it is down)."""
+    if await asyncio.to_thread(port_open, 5432) or shutil.which("pg_ctlcluster") is None:
+        return
+    await run("pg_ctlcluster", "--skip-systemctl-redirect", pg_version(), PG_CLUSTER, "start", timeout_s=120)
+    if not await wait_port(5432, 60):
+        raise ServerControlError("PostgreSQL is not listening on 127.0.0.1:5432 after start")
+
+
+async def ensure_servers() -> list[str]:
+    """Both servers up again; the problems met doing so (empty if none). Never raises."""
+    problems = []
+    for ensure in (ensure_rabbit, ensure_pg):
+        try:
+            await ensure()
+        except Exception as exc:  # noqa: BLE001 - reported, and the next one is still tried
+            problems.append(f"{ensure.__name__}: {exc}")
+    return problems
