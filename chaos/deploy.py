@@ -133,13 +133,15 @@ class Deployment:
                 await asyncio.wait_for(self.flow.close(), 15)
             except Exception as exc:  # noqa: BLE001
                 problems.append(f"closing the driver: {exc}")
-        for attempt in range(3):
+        deadline = time.monotonic() + 60
+        while True:
             try:
                 await drop_namespace(self.namespace)
                 break
             except Exception as exc:  # noqa: BLE001 - the servers may still be coming back
-                if attempt == 2:
+                if time.monotonic() > deadline:
                     problems.append(f"could not drop {self.namespace} (schema/queues): {exc}")
+                    break
                 await asyncio.sleep(2)
         return problems
 

@@ -589,6 +589,11 @@ SCENARIO_NAMES = tuple(s.name for s in SCENARIOS)
 async def run_scenario(scenario: Scenario, profile: Profile, log_root: Path, rng: random.Random) -> Result:
     """Deploy, run, measure and tear down one scenario. Never raises (but for cancellation): problems go
     into the result. RabbitMQ and PostgreSQL are made to run again whatever happened."""
+    async with servers.exclusive(say):
+        return await _run_scenario(scenario, profile, log_root, rng)
+
+
+async def _run_scenario(scenario: Scenario, profile: Profile, log_root: Path, rng: random.Random) -> Result:
     result = Result(scenario.name, scenario.title)
     began = time.monotonic()
     dep = Deployment(scenario.name, log_root, workers=scenario.workers(profile), overrides=scenario.settings)

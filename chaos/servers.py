@@ -10,14 +10,18 @@ like a crash, crash recovery on start) then ``start``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
 import os
 import shutil
 import socket
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
 PG_CLUSTER = os.environ.get("STAGEFLOW_CHAOS_PG_CLUSTER", "main")
+LOCK_PATH = Path(os.environ.get("STAGEFLOW_CHAOS_LOCK", "/tmp/stageflow-chaos.lock"))
 
 
 class ServerControlError(Exception):
@@ -84,6 +88,28 @@ async def wait_port(port: int, timeout_s: float) -> bool:
             return True
         await asyncio.sleep(0.2)
     return await asyncio.to_thread(port_open, port)
+
+
+@contextlib.asynccontextmanager
+async def exclusive(say: object = None) -> AsyncIterator[None]:
+    """One chaos scenario at a time on this machine: the restart scenario stops the servers every other
+    scenario (of another ``make chaos``, or of the pytest version) depends on. Waits for the lock."""
+    LOCK_PATH.parent.mkdir(parents=True, exist_ok=True)
+    with open(LOCK_PATH, "a+") as lock:
+        told = False
+        while True:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if not told and callable(say):
+                    say(f"[chaos] another chaos run holds {LOCK_PATH}; waiting for it")
+                    told = True
+                await asyncio.sleep(0.5)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 # -- RabbitMQ -------------------------------------------------------------------------------------------
