@@ -10,6 +10,7 @@ from framework.case import BusinessCase, stage
 from framework.clock import Clock, FakeClock, SystemClock
 from framework.context import ServiceReply, StageContext
 from framework.document import ProcessDocument, Status
+from framework.fanout import FanIn, FanItem
 from framework.engine import Engine
 from framework.operations import Operations
 from framework.policies import Retry
@@ -43,6 +44,8 @@ __all__ = [
     "Retry",
     "StageContext",
     "ServiceReply",
+    "FanItem",
+    "FanIn",
     # running them
     "Stageflow",
     "Settings",

@@ -13,6 +13,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from framework.errors import StageError
+from framework.fanout import FanIn
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,7 +55,19 @@ class Fail:
     reason: str
 
 
-Outcome = Next | Call | Wait | Complete | Fail
+@dataclass(frozen=True, slots=True)
+class FanOut:
+    items: Any
+    api: str | None
+    case: str | None
+    max_in_flight: int
+    tolerate: int | float
+    first: bool
+    resume: str | None
+    timeout_s: float | None
+
+
+Outcome = Next | Call | Wait | Complete | Fail | FanOut
 
 
 @dataclass(slots=True)
@@ -65,7 +78,8 @@ class StageContext:
     committed with its transition and visible to later stages and in the process status. Values must be
     JSON-serialisable. ``reply`` holds the service reply when this stage was resumed by one. ``attempt``
     is 1 on the first try of this stage and counts up on retries. ``failure`` describes the failure
-    that led here when this stage is an ``on_failed`` path.
+    that led here when this stage is an ``on_failed`` path. ``fan_in`` holds the joined results when this
+    stage resumes a ``fan_out``.
     """
 
     process_id: str
@@ -78,6 +92,7 @@ class StageContext:
     reply: ServiceReply | None = None
     attempt: int = 1
     failure: dict[str, Any] | None = None
+    fan_in: FanIn | None = None
     outcome: Outcome | None = field(default=None, init=False)
 
     def next(self, stage: str | None = None) -> None:
@@ -113,6 +128,23 @@ class StageContext:
             due = float(until)  # type: ignore[arg-type]
         self._set(Wait(due, then))
 
+    def fan_out(
+        self, items: Any, *, api: str | None = None, case: str | None = None, max_in_flight: int = 100,
+        tolerate: int | float = 0, first: bool = False, resume: str | None = None, timeout_s: float | None = None,
+    ) -> None:
+        """Start one task per item, at most ``max_in_flight`` at once, then run the next stage (or ``resume``)
+        once with ``ctx.fan_in`` holding the results in item order.
+
+        With ``api=``, each item is the payload of a command to that service; with ``case=``, the input of a
+        child process of that case; with neither, each item is a ``FanItem``. The fan-out fails (the stage's
+        failure path applies) when more than ``tolerate`` items fail (a count, or a share such as 0.1); with
+        ``first=True`` the first success decides. ``timeout_s`` bounds the whole fan-out.
+        """
+        if isinstance(max_in_flight, bool) or not isinstance(max_in_flight, int) or not 1 <= max_in_flight <= 1000:
+            raise StageError(f"fan_out(max_in_flight={max_in_flight!r}) must be an int from 1 to 1000",
+                             stage=self.stage)
+        self._set(FanOut(items, api, case, max_in_flight, tolerate, first, resume, timeout_s))
+
     def complete(self, result: Any = None) -> None:
         """End the process successfully with ``result``."""
         self._set(Complete(result))
@@ -125,7 +157,7 @@ class StageContext:
         if self.outcome is not None:
             raise StageError(
                 f"stage {self.stage!r} chose two outcomes ({self.outcome} then {outcome})",
-                hint="a stage ends with exactly one of next(), call(), wait(), complete() or fail()",
+                hint="a stage ends with exactly one of next(), call(), wait(), fan_out(), complete() or fail()",
                 case=self.case,
                 stage=self.stage,
                 process_id=self.process_id,

@@ -56,6 +56,7 @@ class ProcessDocument:
     ended_at: float | None = None
     attempts: int = 0  # failed attempts of the current stage (or service call) so far
     failures: list[dict[str, Any]] = field(default_factory=list)  # failures the process went on from
+    parent: dict[str, Any] | None = None  # a child process: its parent's process_id, case, group and index
     outbox: list[OutboxMessage] = field(default_factory=list)
 
     def to_json(self) -> bytes:
@@ -77,7 +78,10 @@ class ProcessDocument:
 
     def due_at(self, relay_grace_s: float) -> float | None:
         """When a worker must look at this document without being told: to fire its timer, or to
-        re-publish an outbox that may have been lost with a crashed worker."""
+        re-publish an outbox that may have been lost with a crashed worker. A finished child's last message
+        (its result for the parent) is not relayed from here: the parent's fan-out sweep asks again."""
+        if self.status.finished:
+            return None
         times = [t for t in (self.timer_due(), self.updated_at + relay_grace_s if self.outbox else None) if t]
         return min(times) if times else None
 

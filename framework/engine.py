@@ -31,9 +31,18 @@ from framework.broker.base import Broker, Outgoing
 from framework.case import BusinessCase
 from framework.clock import Clock, SystemClock
 from framework.context import ServiceReply, StageContext
+from framework.context import FanOut
 from framework.document import OutboxMessage, ProcessDocument, Status
-from framework.errors import BrokerError, InvalidInputError, MessageError, ProcessConflictError, StageError
-from framework.messages import DEFAULT_MAX_MESSAGE_BYTES, RunStage, ServiceReplyMessage
+from framework.errors import (
+    BrokerError, InvalidInputError, MessageError, ProcessConflictError, StageError, UnknownCaseError,
+)
+from framework.fanout import (
+    FanIn, NewFanOut, child_client_key, child_process_id, dispatch_message, failure_reason, fan_in,
+    item_done_message, join_message,
+)
+from framework.messages import (
+    DEFAULT_MAX_MESSAGE_BYTES, ItemDone, RunStage, ServiceReplyMessage, StartChild, parse_inner,
+)
 from framework.registry import CaseRegistry
 from framework.store.base import ProcessStore
 from framework.taskid import TaskIdSigner
@@ -66,7 +75,7 @@ class Engine:
         self.relay_grace_s = relay_grace_s
         self.max_message_bytes = max_message_bytes
         self.process_ttl_s = process_ttl_s
-        self.planner = Planner(signer)
+        self.planner = Planner(signer, max_message_bytes=max_message_bytes)
 
     # -- starting --------------------------------------------------------------------------------------
 
@@ -94,14 +103,17 @@ class Engine:
         *,
         client_key: str | None = None,
         start_at: datetime | float | None = None,
+        process_id: str | None = None,
+        parent: dict[str, Any] | None = None,
     ) -> tuple[ProcessDocument, bool]:
-        """Like ``start``; also says whether the process is new (False: its client key already existed)."""
+        """Like ``start``; also says whether the process is new (False: its client key already existed).
+        ``process_id`` and ``parent`` are set for child processes of a fan-out."""
         case_cls = self.cases.latest(case if isinstance(case, str) else case.name)
         input_data = case_cls.validate_input(input if input is not None else {}).model_dump(mode="json")
         now = self.clock.now()
         first = case_cls.stages[0].name
         doc = ProcessDocument(
-            process_id=str(uuid.uuid4()),
+            process_id=process_id or str(uuid.uuid4()),
             case=case_cls.name,
             case_version=case_cls.version,
             status=Status.RUNNING,
@@ -111,6 +123,7 @@ class Engine:
             created_at=now,
             updated_at=now,
             client_key=client_key,
+            parent=parent,
         )
         start = _epoch(start_at)
         if start is not None and start > now:
@@ -137,8 +150,15 @@ class Engine:
     async def handle_inner(self, body: bytes, *, redelivered: bool = False) -> None:
         """Apply one inner-queue message: run a stage, or fire a due timer. Raises ``MessageError`` or
         ``UnknownCaseError`` for a message to park."""
-        message = RunStage.parse(body, self.max_message_bytes)
+        message = parse_inner(body, self.max_message_bytes)
         self.cases.latest(message.case)  # an unknown case is refused before any read
+        if isinstance(message, StartChild):
+            await self._start_child(message)
+            return
+        if isinstance(message, ItemDone):
+            await self._complete_item(message.process_id, message.case, message.group, message.index, ok=message.ok,
+                                      result=message.result, error=message.error, redelivered=redelivered)
+            return
         doc = await self._load(message.process_id, message.case)
         # Stages are those of the version the process started with, which may not be the newest.
         if self.cases.get(doc.case, doc.case_version).stage_named(message.stage) is None:
@@ -152,6 +172,8 @@ class Engine:
         due = doc.timer_due()
         if doc.status is Status.RUNNING and doc.stage == message.stage:
             await self._run_stage(doc, message.stage)
+        elif kind == "fan_out" and doc.status is Status.WAITING and waiting["resume"] == message.stage:
+            await self._join(doc, now)
         elif doc.status is not Status.WAITING or fire_target(doc) != message.stage or due is None or now < due:
             # e.g. a timer fired by a worker whose clock runs ahead: the due-work loop fires it again later
             log.debug("message does not apply", process_id=doc.process_id, status=doc.status, waiting=kind)
@@ -175,6 +197,10 @@ class Engine:
         message = ServiceReplyMessage.parse(body, self.max_message_bytes)
         ref = self.signer.verify(message.task_id)
         self.cases.latest(ref.case)
+        if ref.item is not None:  # one item of a fan-out (``ref.transition`` names the fan-out)
+            await self._complete_item(ref.process_id, ref.case, ref.transition, ref.item, ok=message.ok,
+                                      result=message.data, error=message.error, redelivered=redelivered)
+            return
         doc = await self._load(ref.process_id, ref.case)
         waiting = doc.waiting or {}
         if (
@@ -200,10 +226,13 @@ class Engine:
         try:
             if queue == "service":
                 return "reply:" + ServiceReplyMessage.parse(body, self.max_message_bytes).task_id
-            message = RunStage.parse(body, self.max_message_bytes)
+            message = parse_inner(body, self.max_message_bytes)
         except MessageError:
             return None
-        return f"run:{message.process_id}/{message.transition}/{message.stage}"
+        if isinstance(message, RunStage):
+            return f"run:{message.process_id}/{message.transition}/{message.stage}"
+        kind = "start" if isinstance(message, StartChild) else "done"
+        return f"item-{kind}:{message.process_id}/{message.group}/{message.index}"
 
     async def handle_poison(self, body: bytes, queue: str, reason: str) -> None:
         """A message keeps crashing or killing workers: fail the process it belongs to (the caller parks it)."""
@@ -212,9 +241,11 @@ class Engine:
                 task_id = ServiceReplyMessage.parse(body, self.max_message_bytes).task_id
                 process_id, transition = self.signer.verify(task_id).process_id, None
             else:
-                message = RunStage.parse(body, self.max_message_bytes)
+                message = parse_inner(body, self.max_message_bytes)
+                if not isinstance(message, RunStage):
+                    return  # a fan-out item's message: the item stays in flight, the parent's sweep re-sends it
                 process_id, transition, task_id = message.process_id, message.transition, None
-        except MessageError:
+        except (MessageError, UnknownCaseError):
             return  # not ours to mark: parking is all that can be done
         doc = await self.store.load(process_id)
         if doc is None or doc.status.finished:
@@ -246,7 +277,9 @@ class Engine:
 
     # -- one transition --------------------------------------------------------------------------------
 
-    async def _run_stage(self, doc: ProcessDocument, stage: str, *, reply: ServiceReply | None = None) -> None:
+    async def _run_stage(
+        self, doc: ProcessDocument, stage: str, *, reply: ServiceReply | None = None, joined: FanIn | None = None
+    ) -> None:
         case = self.cases.get(doc.case, doc.case_version)
         spec = case.stage_named(stage)
         if spec is None:
@@ -264,6 +297,7 @@ class Engine:
             reply=reply,
             attempt=doc.attempts + 1,
             failure=last_failure if last_failure and last_failure.get("version") == doc.version else None,
+            fan_in=joined,
         )
         try:
             if spec.timeout_s is None:
@@ -276,6 +310,11 @@ class Engine:
                     f"stage {stage!r} ended without an outcome",
                     hint="end every stage with ctx.next(), ctx.call(), ctx.wait(), ctx.complete() or ctx.fail()",
                 )
+            if isinstance(ctx.outcome, FanOut):
+                plan, fan = self.planner.fan_out(case, doc, stage, ctx.store, ctx.outcome, started=started,
+                                                 now=self.clock.now())
+                await self._commit(doc, plan, fan_out=fan)
+                return
             plan = self.planner.outcome(case, doc, stage, ctx.store, ctx.outcome, started=started,
                                         now=self.clock.now())
         except Exception as exc:  # stage code failed: retry, take the failure path, or fail the process
@@ -289,10 +328,14 @@ class Engine:
                                         now=self.clock.now())
         await self._commit(doc, plan)
 
-    async def _commit(self, doc: ProcessDocument, plan: Plan) -> bool:
+    async def _commit(self, doc: ProcessDocument, plan: Plan, *, fan_out: NewFanOut | None = None) -> bool:
         new, entry = plan
         try:
-            committed = await self._write(doc, new, entry)
+            if fan_out is not None:
+                committed = await self.store.commit_fan_out(new, entry, expected_version=doc.version,
+                                                            due_at=new.due_at(self.relay_grace_s), fan_out=fan_out)
+            else:
+                committed = await self._write(doc, new, entry)
         except orjson.JSONEncodeError as exc:
             case = self.cases.get(doc.case, doc.case_version)
             reason = f"stage data is not JSON-serialisable: {exc}"
@@ -309,6 +352,8 @@ class Engine:
         return True
 
     async def _write(self, doc: ProcessDocument, new: ProcessDocument, entry: dict[str, Any]) -> bool:
+        if new.parent is not None and new.status.finished and not doc.status.finished:
+            new.outbox.append(_item_done(new))  # a child's end is its parent's item result
         expires_at = new.ended_at + self.process_ttl_s if new.status.finished and new.ended_at else None
         return await self.store.commit(
             new, entry, expected_version=doc.version, due_at=new.due_at(self.relay_grace_s), expires_at=expires_at
@@ -317,6 +362,89 @@ class Engine:
     async def commit_plan(self, doc: ProcessDocument, plan: Plan) -> bool:
         """Commit a planned transition of ``doc`` (for operator actions); False if the document moved on."""
         return await self._commit(doc, plan)
+
+    # -- fan-out items --------------------------------------------------------------------------------
+
+    async def _start_child(self, message: StartChild) -> None:
+        """Start the child process of one fan-out item (at most once: its id and client key follow from its place).
+        A child that cannot start (unknown case, invalid input) is a failed item, not a parked message."""
+        parent = {"process_id": message.process_id, "case": message.case, "group": message.group,
+                  "index": message.index}
+        child_id = child_process_id(message.process_id, message.group, message.index)
+        try:
+            child, _ = await self.start_process(
+                message.child_case, message.input, process_id=child_id, parent=parent,
+                client_key=child_client_key(message.process_id, message.group, message.index),
+            )
+        except (UnknownCaseError, InvalidInputError, ProcessConflictError) as exc:
+            await self._complete_item(message.process_id, message.case, message.group, message.index, ok=False,
+                                      result=None, error=f"child process not started: {exc}", redelivered=False)
+            return
+        if child.status.finished:  # asked again by the parent's sweep: its answer may have been lost
+            await self._publish(child_id, [_item_done(child)])
+
+    async def _complete_item(
+        self, process_id: str, case: str, group: int, index: int, *, ok: bool, result: Any, error: str | None,
+        redelivered: bool,
+    ) -> None:
+        done = await self.store.complete_item(process_id, group, index, ok=ok, result=result, error=error,
+                                              now=self.clock.now())
+        if done is None:
+            log.debug("item of an unknown fan-out dropped", process_id=process_id, group=group, index=index)
+            return
+        if not done.applied and not redelivered:
+            return  # a fresh duplicate: its first copy published what followed
+        doc = None
+        messages: list[OutboxMessage] = []
+        if done.release is not None:
+            doc = await self._load(process_id, case)
+            resume = (doc.waiting or {}).get("resume")
+            if doc.status is Status.WAITING and doc.version == group and resume:
+                messages.append(dispatch_message(self.signer, process_id=process_id, case=case, resume=resume,
+                                                 group=group, index=done.release.index, spec=done.release.spec))
+        if done.state.decided is not None:
+            doc = doc or await self._load(process_id, case)
+            if doc.version == group and (doc.waiting or {}).get("kind") == "fan_out":
+                messages.append(join_message(process_id, case, doc.waiting["resume"], group))
+        await self._publish(process_id, messages)
+
+    async def _join(self, doc: ProcessDocument, now: float) -> None:
+        """The parent's fan-out is decided (or its time is up): run the resuming stage once with the results."""
+        waiting = doc.waiting or {}
+        state = await self.store.fan_out_state(doc.process_id, waiting["group"])
+        case = self.cases.get(doc.case, doc.case_version)
+        deadline = waiting.get("deadline")
+        if state is None or (state.decided is None and (deadline is None or now < deadline)):
+            return  # not decided yet: a fired timer came early; the completions will send the join
+        rows = await self.store.fan_out_items(doc.process_id, waiting["group"])
+        joined = fan_in(state, rows)
+        if state.decided is None:
+            reason = f"fan-out not finished within {waiting['timeout_s']:g} s ({state.done + state.failed} of " \
+                     f"{state.total} items done)"
+        elif state.decided == "failed":
+            reason = failure_reason(state, joined.errors)
+        else:
+            await self._run_stage(doc, waiting["resume"], joined=joined)
+            return
+        plan = self.planner.failure(case, doc, waiting["from"], reason, retryable=False, started=now, now=now)
+        await self._commit(doc, plan)
+
+    async def _sweep_fan_out(self, doc: ProcessDocument, now: float) -> list[OutboxMessage]:
+        """The safety net of a fan-out: re-send the join if it is decided, else re-dispatch items that have been
+        running longer than the relay grace (their replies or children may have been lost with a worker)."""
+        waiting = doc.waiting or {}
+        group, resume = waiting["group"], waiting["resume"]
+        state = await self.store.fan_out_state(doc.process_id, group)
+        deadline = waiting.get("deadline")
+        if state is None or state.decided is not None or (deadline is not None and now >= deadline):
+            return [join_message(doc.process_id, doc.case, resume, group)]
+        stale = await self.store.fan_out_items(doc.process_id, group, status="dispatched", limit=state.window,
+                                               updated_before=now - self.relay_grace_s)
+        return [
+            dispatch_message(self.signer, process_id=doc.process_id, case=doc.case, resume=resume, group=group,
+                             index=row.index, spec=row.spec)
+            for row in stale
+        ]
 
     # -- publishing, due work, expiry ------------------------------------------------------------------
 
@@ -330,7 +458,7 @@ class Engine:
             log.warning("outbox left for the relay", process_id=process_id, error=str(exc))
 
     async def fire_due(self, *, limit: int = 200) -> int:
-        """Do the work that is due: fire timers whose time has come and re-publish overdue outboxes.
+        """Do the work that is due: fire timers whose time has come, re-publish overdue outboxes, sweep fan-outs.
 
         Each due document is claimed with a compare-and-set on its due time, so with many workers one
         acts on it. The claim pushes the due time out (doubling, capped at an hour) in case the message
@@ -340,12 +468,17 @@ class Engine:
         acted = 0
         for doc in await self.store.due(now, limit):
             timer = doc.timer_due()
-            retry_at = now + min(max(self.relay_grace_s, now - doc.updated_at), _DUE_MAX_INTERVAL_S)
-            next_at = min(retry_at, timer) if timer is not None and timer > now else retry_at
+            fanning_out = (doc.waiting or {}).get("kind") == "fan_out"
+            # A fan-out is swept at a steady pace while its items run, however long; anything else backs off.
+            pace = self.relay_grace_s if fanning_out else min(max(self.relay_grace_s, now - doc.updated_at),
+                                                               _DUE_MAX_INTERVAL_S)
+            next_at = min(now + pace, timer) if timer is not None and timer > now else now + pace
             if not await self.store.claim_due(doc.process_id, doc.version, now, next_at):
                 continue
             target = fire_target(doc)
-            if timer is not None and timer <= now and target is not None:
+            if fanning_out:
+                messages = await self._sweep_fan_out(doc, now)
+            elif timer is not None and timer <= now and target is not None:
                 # The transition the timer causes supersedes the outbox (it writes a new one).
                 messages = [run_stage_message(doc, target, kind="fire")]
             elif now >= doc.updated_at + self.relay_grace_s:
@@ -365,6 +498,14 @@ class Engine:
         if deleted:
             log.info("expired processes deleted", count=deleted)
         return deleted
+
+
+def _item_done(child: ProcessDocument) -> OutboxMessage:
+    """A finished child's answer to its parent: its result, or why it did not complete."""
+    assert child.parent is not None
+    ok = child.status is Status.COMPLETED
+    error = None if ok else (child.error or {}).get("reason") or f"child process {child.status.value}"
+    return item_done_message(child.parent, child.process_id, ok=ok, result=child.result if ok else None, error=error)
 
 
 def _epoch(value: datetime | float | None) -> float | None:

@@ -1,8 +1,9 @@
 """The JSON messages on the wire, and their strict parsing.
 
-Three kinds travel through RabbitMQ:
+These travel through RabbitMQ:
 
 * ``RunStage`` on the inner queue: "run stage S of process P at transition N";
+* ``StartChild`` and ``ItemDone`` on the inner queue: a fan-out item that is a child process, and its end;
 * ``ServiceCommand`` on a service's command queue: a request carrying a signed taskId;
 * ``ServiceReplyMessage`` on the service queue: the answer, carrying the same taskId.
 
@@ -59,13 +60,92 @@ class RunStage:
 
     @classmethod
     def parse(cls, body: bytes, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> RunStage:
-        data = decode_object(body, max_bytes)
+        return cls.from_data(decode_object(body, max_bytes))
+
+    @classmethod
+    def from_data(cls, data: dict[str, Any]) -> RunStage:
         return cls(
             process_id=_field(data, "process_id", str, "a string"),
             case=_field(data, "case", str, "a string"),
             stage=_field(data, "stage", str, "a string"),
             transition=_field(data, "transition", int, "an integer"),
         )
+
+
+@dataclass(frozen=True, slots=True)
+class StartChild:
+    """Start item ``index`` of fan-out ``group`` of process ``process_id``: a child process of ``child_case``."""
+
+    process_id: str
+    case: str
+    group: int
+    index: int
+    child_case: str
+    input: Any
+
+    def to_json(self) -> bytes:
+        return encode({
+            "type": "start_child", "process_id": self.process_id, "case": self.case, "group": self.group,
+            "index": self.index, "child_case": self.child_case, "input": self.input,
+        })
+
+    @classmethod
+    def from_data(cls, data: dict[str, Any]) -> StartChild:
+        return cls(
+            process_id=_field(data, "process_id", str, "a string"), case=_field(data, "case", str, "a string"),
+            group=_field(data, "group", int, "an integer"), index=_field(data, "index", int, "an integer"),
+            child_case=_field(data, "child_case", str, "a string"), input=data.get("input"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ItemDone:
+    """Item ``index`` of fan-out ``group`` of process ``process_id`` (a child process) has finished."""
+
+    process_id: str
+    case: str
+    group: int
+    index: int
+    ok: bool
+    result: Any = None
+    error: str | None = None
+    child_id: str | None = None
+
+    def to_json(self) -> bytes:
+        return encode({
+            "type": "item_done", "process_id": self.process_id, "case": self.case, "group": self.group,
+            "index": self.index, "ok": self.ok, "result": self.result, "error": self.error, "child_id": self.child_id,
+        })
+
+    @classmethod
+    def from_data(cls, data: dict[str, Any]) -> ItemDone:
+        ok = _field(data, "ok", bool, "true or false")
+        error = data.get("error")
+        if not ok and not isinstance(error, str):
+            raise MessageError("a failed item needs 'error' as a string")
+        child_id = data.get("child_id")
+        return cls(
+            process_id=_field(data, "process_id", str, "a string"), case=_field(data, "case", str, "a string"),
+            group=_field(data, "group", int, "an integer"), index=_field(data, "index", int, "an integer"),
+            ok=ok, result=data.get("result"), error=error, child_id=child_id if isinstance(child_id, str) else None,
+        )
+
+
+InnerMessage = RunStage | StartChild | ItemDone
+
+
+def parse_inner(body: bytes, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> InnerMessage:
+    """Any inner-queue message; a body without ``type`` is a ``RunStage``."""
+    data = decode_object(body, max_bytes)
+    match data.get("type"):
+        case None:
+            return RunStage.from_data(data)
+        case "start_child":
+            return StartChild.from_data(data)
+        case "item_done":
+            return ItemDone.from_data(data)
+        case other:
+            raise MessageError(f"unknown inner message type {other!r}")
 
 
 @dataclass(frozen=True, slots=True)

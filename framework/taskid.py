@@ -27,6 +27,7 @@ class TaskRef:
     api: str
     stage: str
     transition: int
+    item: int | None = None  # the fan-out item a reply completes (the transition names the fan-out)
 
 
 class TaskIdSigner:
@@ -42,7 +43,10 @@ class TaskIdSigner:
         self._serializer = URLSafeSerializer(list(reversed(keys)), salt=_SALT)
 
     def sign(self, ref: TaskRef) -> str:
-        return self._serializer.dumps([ref.process_id, ref.case, ref.api, ref.stage, ref.transition])
+        fields: list[str | int] = [ref.process_id, ref.case, ref.api, ref.stage, ref.transition]
+        if ref.item is not None:
+            fields.append(ref.item)
+        return self._serializer.dumps(fields)
 
     def verify(self, task_id: object) -> TaskRef:
         """Return what ``task_id`` says, or raise ``TaskIdError`` if it was not signed by one of our keys."""
@@ -55,4 +59,6 @@ class TaskIdSigner:
         match fields:
             case [str(p), str(c), str(a), str(s), int(t)] if not isinstance(t, bool):
                 return TaskRef(p, c, a, s, t)
+            case [str(p), str(c), str(a), str(s), int(t), int(i)] if not isinstance(t, bool) and not isinstance(i, bool):
+                return TaskRef(p, c, a, s, t, i)
         raise TaskIdError("taskId is signed but its content has the wrong shape")

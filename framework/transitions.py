@@ -11,12 +11,15 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+import orjson
+
 from framework.broker.base import INNER, command_queue
 from framework.case import BusinessCase, StageSpec
-from framework.context import Call, Complete, Fail, Next, Outcome, Wait
+from framework.context import Call, Complete, Fail, FanOut, Next, Outcome, Wait
 from framework.document import OutboxMessage, ProcessDocument, Status
 from framework.errors import StageError
-from framework.messages import RunStage, ServiceCommand
+from framework.fanout import NewFanOut, dispatch_message, item_specs, join_message, tolerated
+from framework.messages import DEFAULT_MAX_MESSAGE_BYTES, RunStage, ServiceCommand
 from framework.taskid import TaskIdSigner, TaskRef
 
 Plan = tuple[ProcessDocument, dict[str, Any]]
@@ -37,8 +40,9 @@ def fire_target(doc: ProcessDocument) -> str | None:
 
 
 class Planner:
-    def __init__(self, signer: TaskIdSigner) -> None:
+    def __init__(self, signer: TaskIdSigner, *, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> None:
         self._signer = signer
+        self._max_message_bytes = max_message_bytes
 
     def step(self, doc: ProcessDocument, stage: str | None, now: float, started: float) -> Plan:
         """The skeleton of the next document: one version on, no wait, nothing to publish yet."""
@@ -98,6 +102,36 @@ class Planner:
             case Fail(reason=reason):  # the stage failed for good: its store writes are not kept
                 return self.failure(case, doc, stage, reason, retryable=False, started=started, now=now)
         raise StageError(f"stage {stage!r} chose an unknown outcome {outcome!r}")
+
+    def fan_out(
+        self, case: type[BusinessCase], doc: ProcessDocument, stage: str, store: dict[str, Any], outcome: FanOut,
+        *, started: float, now: float,
+    ) -> tuple[Plan, NewFanOut]:
+        """The stage fanned out: the process waits while its items run; the first ``max_in_flight`` items are
+        dispatched with the commit, each completion releases the next (see ``framework.fanout``)."""
+        resume = outcome.resume or _after(case, stage)
+        if resume is None:
+            raise StageError(f"stage {stage!r} is the last stage, so its fan-out has nowhere to join",
+                             hint="pass resume='<stage>' to ctx.fan_out(), or add a stage after it")
+        _check_target(case, stage, resume)
+        specs = item_specs(outcome.items, api=outcome.api, case=outcome.case, max_bytes=self._max_message_bytes)
+        new, entry = self.step(doc, stage, now, started)
+        new.store, new.attempts = store, 0
+        group = new.version  # the parent stays at this version until the join
+        fan = NewFanOut(group, specs, outcome.max_in_flight, tolerated(outcome.tolerate, len(specs), outcome.first),
+                        outcome.first)
+        new.status, new.stage = Status.WAITING, resume
+        new.waiting = {"kind": "fan_out", "group": group, "resume": resume, "from": stage, "total": len(specs),
+                       "since": now}
+        if outcome.timeout_s:
+            new.waiting.update(deadline=now + outcome.timeout_s, timeout_s=outcome.timeout_s)
+        new.outbox = [
+            dispatch_message(self._signer, process_id=doc.process_id, case=doc.case, resume=resume, group=group,
+                             index=i, spec=orjson.loads(specs[i]))
+            for i in range(fan.released)
+        ] or [join_message(doc.process_id, doc.case, resume, group)]
+        entry.update(event="fan_out", to=resume, items=len(specs))
+        return (new, entry), fan
 
     def start_at(self, doc: ProcessDocument, first: str, until: float) -> ProcessDocument:
         """A new process that waits for its start date before running its first stage."""

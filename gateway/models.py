@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 StatusFilter = Literal["running", "waiting", "retrying", "completed", "failed", "cancelled"]
+ItemStatus = Literal["pending", "dispatched", "done", "failed"]
 
 
 class _Body(BaseModel):

@@ -13,6 +13,7 @@ import orjson
 from framework.case import BusinessCase
 from framework.document import ProcessDocument, Status
 from framework.errors import InvalidInputError
+from framework.fanout import ItemRow, child_process_id
 from framework.store.base import PageKey
 
 _HIDDEN_WAITING = ("command", "task_id")  # the raw command and its taskId are a capability, not status
@@ -35,6 +36,21 @@ def process_view(case: type[BusinessCase], doc: ProcessDocument, history: list[d
         "duration_s": round(end - doc.created_at, 3),
     }
     view["history"] = history
+    return view
+
+
+def item_view(process_id: str, group: int, row: ItemRow) -> dict[str, Any]:
+    """One fan-out item: what it runs, where it is, and its result or error."""
+    view: dict[str, Any] = {"index": row.index, "status": row.status, "updated_at": row.updated_at}
+    if "api" in row.spec:
+        view["api"] = row.spec["api"]
+    else:
+        view["case"] = row.spec["case"]
+        view["child_process_id"] = child_process_id(process_id, group, row.index)
+    if row.status == "done":
+        view["result"] = row.result
+    elif row.status == "failed":
+        view["error"] = row.error
     return view
 
 

@@ -60,6 +60,7 @@ class MemoryBroker(Broker):
         self._ready: dict[str, deque[tuple[Outgoing, int]]] = defaultdict(deque)
         self._unacked: dict[str, int] = defaultdict(int)
         self._consumers: list[MemoryConsumer] = []
+        self._consumed: set[str] = set()
         self._changed = asyncio.Event()
         self._in_flight: set[asyncio.Task[None]] = set()
 
@@ -80,6 +81,7 @@ class MemoryBroker(Broker):
         self._wake()
 
     async def consume(self, queue: str, handler: Handler, *, prefetch: int) -> Consumer:
+        self._consumed.add(queue)
         consumer = MemoryConsumer(asyncio.create_task(self._consume_loop(queue, handler, prefetch)))
         self._consumers.append(consumer)
         return consumer
@@ -89,11 +91,12 @@ class MemoryBroker(Broker):
         return [message for message, _ in self._ready[queue]]
 
     async def join(self, queues: Sequence[str] | None = None, *, timeout_s: float = 30.0) -> None:
-        """Wait until ``queues`` (default: all but ``parked``) are empty and nothing is unacked on them."""
+        """Wait until ``queues`` (default: every queue someone consumes) are empty and nothing is unacked on them.
+        (A command for a service nobody runs stays queued, as it would on RabbitMQ, without blocking the join.)"""
         async with asyncio.timeout(timeout_s):
             while any(
                 self._ready[q] or self._unacked[q]
-                for q in (queues if queues is not None else [q for q in self._ready if q != PARKED])
+                for q in (queues if queues is not None else [q for q in self._ready if q in self._consumed])
             ):
                 self._changed.clear()
                 await self._changed.wait()

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Self
 
 from framework.document import ProcessDocument
+from framework.fanout import FanOutState, ItemCompletion, ItemRow, NewFanOut
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,3 +144,33 @@ class ProcessStore(ABC):
     @abstractmethod
     async def forget_isolated_runs(self, key: str) -> None:
         """The message ``key`` was settled: drop its count."""
+
+    # -- fan-out items (see framework.fanout) ----------------------------------------------------------
+
+    @abstractmethod
+    async def commit_fan_out(
+        self, doc: ProcessDocument, entry: dict[str, Any], *, expected_version: int, due_at: float | None,
+        fan_out: NewFanOut,
+    ) -> bool:
+        """``commit`` of a transition that fans out: also writes the fan-out's counter row and all its items
+        (the first ``fan_out.released`` of them as dispatched), atomically with the document."""
+
+    @abstractmethod
+    async def complete_item(
+        self, process_id: str, group: int, index: int, *, ok: bool, result: Any, error: str | None, now: float
+    ) -> ItemCompletion | None:
+        """Record that a dispatched item finished, update the counters, decide the fan-out (``fanout.complete``)
+        and mark the item it releases as dispatched, in one transaction. A duplicate changes nothing. None if
+        there is no such fan-out or item (expired, or never made)."""
+
+    @abstractmethod
+    async def fan_out_state(self, process_id: str, group: int) -> FanOutState | None: ...
+
+    @abstractmethod
+    async def fan_out_items(
+        self, process_id: str, group: int, *, status: str | None = None, after: int = -1, limit: int | None = None,
+        updated_before: float | None = None,
+    ) -> list[ItemRow]:
+        """Items of a fan-out in index order, after index ``after``; optionally only those in ``status`` and last
+        changed before ``updated_before`` (the sweep's stale dispatched items)."""
+

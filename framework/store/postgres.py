@@ -18,6 +18,7 @@ import orjson
 
 from framework.document import ProcessDocument
 from framework.errors import ConfigurationError, StoreError
+from framework.store.pg_fanout import PostgresFanOuts
 from framework.store.base import RETRYING, PageKey, ProcessFilter, ProcessStore, summary
 
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
@@ -39,7 +40,7 @@ async def keep_session(connection: asyncpg.Connection) -> None:
     LISTEN, advisory locks only transaction-scoped. asyncpg still rolls back an open transaction."""
 
 
-class PostgresStore(ProcessStore):
+class PostgresStore(PostgresFanOuts, ProcessStore):
     def __init__(self, dsn: str, *, schema: str = "stageflow", min_size: int = 2, max_size: int = 10) -> None:
         if not _SCHEMA_NAME.match(schema):
             raise ConfigurationError(f"invalid PostgreSQL schema name {schema!r}", hint="use [a-z0-9_]")
@@ -87,6 +88,8 @@ class PostgresStore(ProcessStore):
                     SELECT process_id FROM {s}.processes WHERE expires_at <= $1 LIMIT $2 FOR UPDATE SKIP LOCKED)
                 RETURNING process_id),
             history AS (DELETE FROM {s}.history WHERE process_id IN (SELECT process_id FROM gone)),
+            fanouts AS (DELETE FROM {s}.fanouts WHERE process_id IN (SELECT process_id FROM gone)),
+            items AS (DELETE FROM {s}.fan_items WHERE process_id IN (SELECT process_id FROM gone)),
             suspects AS (DELETE FROM {s}.isolated_runs WHERE updated_at < $1 - 86400)
             SELECT count(*) FROM gone"""
         self._sql_count_run = f"""
@@ -94,6 +97,31 @@ class PostgresStore(ProcessStore):
             ON CONFLICT (key) DO UPDATE SET runs = isolated_runs.runs + 1, updated_at = $2
             RETURNING runs"""
         self._sql_forget_runs = f"DELETE FROM {s}.isolated_runs WHERE key = $1"
+        # The fan-out transition: the document, its history row, the counter row and every item in one statement.
+        self._sql_commit_fan_out = f"""
+            WITH upd AS (
+                UPDATE {s}.processes
+                SET doc = $3::jsonb, version = $2 + 1, status = $4, due_at = $5, updated_at = $6
+                WHERE process_id = $1 AND version = $2
+                RETURNING process_id),
+            hist AS (INSERT INTO {s}.history (process_id, version, entry) SELECT process_id, $2 + 1, $7::jsonb FROM upd),
+            fan AS (
+                INSERT INTO {s}.fanouts (process_id, grp, total, win, tolerate, first, next_index, done, failed, decided)
+                SELECT process_id, $8, $9, $10, $11, $12, $13, 0, 0, $14 FROM upd),
+            items AS (
+                INSERT INTO {s}.fan_items (process_id, grp, idx, status, spec, updated_at)
+                SELECT u.process_id, $8, t.ord - 1, CASE WHEN t.ord <= $13 THEN 'dispatched' ELSE 'pending' END,
+                       t.spec::jsonb, $6
+                FROM upd u, unnest($15::text[]) WITH ORDINALITY AS t(spec, ord))
+            SELECT count(*) FROM upd"""
+        self._sql_fan_state = f"""
+            SELECT grp, total, win, tolerate, first, next_index, done, failed, decided FROM {s}.fanouts
+            WHERE process_id = $1 AND grp = $2"""
+        self._sql_fan_items = f"""
+            SELECT idx, status, spec, result, error, updated_at FROM {s}.fan_items
+            WHERE process_id = $1 AND grp = $2 AND idx > $3 AND ($4::text IS NULL OR status = $4)
+              AND ($5::float8 IS NULL OR updated_at < $5)
+            ORDER BY idx LIMIT $6"""
 
     @property
     def schema(self) -> str:
@@ -314,6 +342,31 @@ def _schema_sql(s: str) -> str:
         key         text PRIMARY KEY,
         runs        integer NOT NULL,
         updated_at  double precision NOT NULL
+    );
+    CREATE TABLE IF NOT EXISTS {s}.fanouts (
+        process_id  text NOT NULL,
+        grp         integer NOT NULL,
+        total       integer NOT NULL,
+        win         integer NOT NULL,
+        tolerate    integer NOT NULL,
+        first       boolean NOT NULL,
+        next_index  integer NOT NULL,
+        done        integer NOT NULL,
+        failed      integer NOT NULL,
+        decided     text,
+        PRIMARY KEY (process_id, grp)
+    );
+    CREATE TABLE IF NOT EXISTS {s}.fan_items (
+        process_id  text NOT NULL,
+        grp         integer NOT NULL,
+        idx         integer NOT NULL,
+        status      text NOT NULL,
+        spec        jsonb NOT NULL,
+        result      jsonb,
+        error       text,
+        released    integer,
+        updated_at  double precision NOT NULL,
+        PRIMARY KEY (process_id, grp, idx)
     );
     CREATE TABLE IF NOT EXISTS {s}.history (
         process_id  text NOT NULL,

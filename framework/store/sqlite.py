@@ -16,6 +16,7 @@ import aiosqlite
 import orjson
 
 from framework.document import ProcessDocument
+from framework.fanout import FanOutState, ItemCompletion, ItemRow, NewFanOut, complete
 from framework.errors import StoreError
 from framework.store.base import RETRYING, PageKey, ProcessFilter, ProcessStore, summary
 
@@ -41,6 +42,31 @@ CREATE TABLE IF NOT EXISTS isolated_runs (
     key         TEXT PRIMARY KEY,
     runs        INTEGER NOT NULL,
     updated_at  REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS fanouts (
+    process_id  TEXT NOT NULL,
+    grp         INTEGER NOT NULL,
+    total       INTEGER NOT NULL,
+    win         INTEGER NOT NULL,
+    tolerate    INTEGER NOT NULL,
+    first       INTEGER NOT NULL,
+    next_index  INTEGER NOT NULL,
+    done        INTEGER NOT NULL,
+    failed      INTEGER NOT NULL,
+    decided     TEXT,
+    PRIMARY KEY (process_id, grp)
+);
+CREATE TABLE IF NOT EXISTS fan_items (
+    process_id  TEXT NOT NULL,
+    grp         INTEGER NOT NULL,
+    idx         INTEGER NOT NULL,
+    status      TEXT NOT NULL,
+    spec        TEXT NOT NULL,
+    result      TEXT,
+    error       TEXT,
+    released    INTEGER,
+    updated_at  REAL NOT NULL,
+    PRIMARY KEY (process_id, grp, idx)
 );
 CREATE TABLE IF NOT EXISTS history (
     process_id  TEXT NOT NULL,
@@ -116,19 +142,27 @@ class SqliteStore(ProcessStore):
         expires_at: float | None,
     ) -> bool:
         async with self._transaction() as db:
-            cursor = await db.execute(
-                "UPDATE processes SET doc = ?, version = ?, status = ?, due_at = ?, updated_at = ?, expires_at = ?"
-                " WHERE process_id = ? AND version = ?",
-                (doc.to_json().decode(), expected_version + 1, doc.status.value, due_at, doc.updated_at,
-                 expires_at, doc.process_id, expected_version),
-            )
-            if cursor.rowcount != 1:
-                return False
-            await db.execute(
-                "INSERT INTO history (process_id, version, entry) VALUES (?, ?, ?)",
-                (doc.process_id, expected_version + 1, orjson.dumps(entry).decode()),
-            )
-            return True
+            return await self._commit_in(db, doc, entry, expected_version=expected_version, due_at=due_at,
+                                         expires_at=expires_at)
+
+    @staticmethod
+    async def _commit_in(
+        db: aiosqlite.Connection, doc: ProcessDocument, entry: dict[str, Any], *, expected_version: int,
+        due_at: float | None, expires_at: float | None,
+    ) -> bool:
+        cursor = await db.execute(
+            "UPDATE processes SET doc = ?, version = ?, status = ?, due_at = ?, updated_at = ?, expires_at = ?"
+            " WHERE process_id = ? AND version = ?",
+            (doc.to_json().decode(), expected_version + 1, doc.status.value, due_at, doc.updated_at,
+             expires_at, doc.process_id, expected_version),
+        )
+        if cursor.rowcount != 1:
+            return False
+        await db.execute(
+            "INSERT INTO history (process_id, version, entry) VALUES (?, ?, ?)",
+            (doc.process_id, expected_version + 1, orjson.dumps(entry).decode()),
+        )
+        return True
 
     async def history(self, process_id: str) -> list[dict[str, Any]]:
         rows = await self._fetch(
@@ -213,6 +247,8 @@ class SqliteStore(ProcessStore):
             )
             ids = [(r[0],) for r in rows]
             await db.executemany("DELETE FROM history WHERE process_id = ?", ids)
+            await db.executemany("DELETE FROM fanouts WHERE process_id = ?", ids)
+            await db.executemany("DELETE FROM fan_items WHERE process_id = ?", ids)
             await db.executemany("DELETE FROM processes WHERE process_id = ?", ids)
             await db.execute("DELETE FROM isolated_runs WHERE updated_at < ?", (now - 86400,))
             return len(ids)
@@ -230,11 +266,103 @@ class SqliteStore(ProcessStore):
         async with self._transaction() as db:
             await db.execute("DELETE FROM isolated_runs WHERE key = ?", (key,))
 
+    async def commit_fan_out(
+        self, doc: ProcessDocument, entry: dict[str, Any], *, expected_version: int, due_at: float | None,
+        fan_out: NewFanOut,
+    ) -> bool:
+        state = fan_out.initial_state()
+        async with self._transaction() as db:
+            if not await self._commit_in(db, doc, entry, expected_version=expected_version, due_at=due_at,
+                                         expires_at=None):
+                return False
+            await db.execute(
+                "INSERT INTO fanouts (process_id, grp, total, win, tolerate, first, next_index, done, failed, decided)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, 0, 0, ?)",
+                (doc.process_id, state.group, state.total, state.window, state.tolerate, state.first,
+                 state.next_index, state.decided),
+            )
+            await db.executemany(
+                "INSERT INTO fan_items (process_id, grp, idx, status, spec, updated_at) VALUES (?, ?, ?, ?, ?, ?)",
+                [(doc.process_id, state.group, i, "dispatched" if i < state.next_index else "pending", spec,
+                  doc.updated_at) for i, spec in enumerate(fan_out.specs)],
+            )
+            return True
+
+    async def complete_item(
+        self, process_id: str, group: int, index: int, *, ok: bool, result: Any, error: str | None, now: float
+    ) -> ItemCompletion | None:
+        async with self._transaction() as db:
+            rows = await db.execute_fetchall(_FAN_STATE, (process_id, group))
+            items = await db.execute_fetchall(
+                "SELECT status, released FROM fan_items WHERE process_id = ? AND grp = ? AND idx = ?",
+                (process_id, group, index),
+            )
+            if not rows or not items:
+                return None
+            state = _fan_state(list(rows)[0])
+            status, released = list(items)[0]
+            if status != "dispatched":  # a duplicate: hand back what its first completion released
+                found = [] if released is None else await db.execute_fetchall(
+                    _FAN_ITEMS + " AND idx = ? AND status = 'dispatched'", (process_id, group, released))
+                return ItemCompletion(False, state, _item_row(list(found)[0]) if found else None, False)
+            new, release = complete(state, ok)
+            await db.execute(
+                "UPDATE fan_items SET status = ?, result = ?, error = ?, released = ?, updated_at = ?"
+                " WHERE process_id = ? AND grp = ? AND idx = ?",
+                ("done" if ok else "failed", orjson.dumps(result).decode() if ok else None, error, release, now,
+                 process_id, group, index),
+            )
+            await db.execute(
+                "UPDATE fanouts SET next_index = ?, done = ?, failed = ?, decided = ? WHERE process_id = ? AND grp = ?",
+                (new.next_index, new.done, new.failed, new.decided, process_id, group),
+            )
+            released_row = None
+            if release is not None:
+                await db.execute(
+                    "UPDATE fan_items SET status = 'dispatched', updated_at = ? WHERE process_id = ? AND grp = ?"
+                    " AND idx = ?", (now, process_id, group, release),
+                )
+                found = await db.execute_fetchall(_FAN_ITEMS + " AND idx = ?", (process_id, group, release))
+                released_row = _item_row(list(found)[0])
+        return ItemCompletion(True, new, released_row, new.decided is not None and state.decided is None)
+
+    async def fan_out_state(self, process_id: str, group: int) -> FanOutState | None:
+        rows = await self._fetch(_FAN_STATE, (process_id, group))
+        return _fan_state(rows[0]) if rows else None
+
+    async def fan_out_items(
+        self, process_id: str, group: int, *, status: str | None = None, after: int = -1, limit: int | None = None,
+        updated_before: float | None = None,
+    ) -> list[ItemRow]:
+        rows = await self._fetch(
+            _FAN_ITEMS + " AND idx > ? AND (?4 IS NULL OR status = ?4) AND (?5 IS NULL OR updated_at < ?5)"
+            " ORDER BY idx LIMIT ?6",
+            (process_id, group, after, status, updated_before, -1 if limit is None else limit),
+        )
+        return [_item_row(r) for r in rows]
+
     async def _fetch(self, sql: str, params: tuple[Any, ...]) -> list[Any]:
         if self._db is None:
             raise StoreError("the SQLite store is not open", hint="call `await store.open()` first")
         async with self._lock:
             return list(await self._db.execute_fetchall(sql, params))
+
+
+_FAN_STATE = (
+    "SELECT grp, total, win, tolerate, first, next_index, done, failed, decided FROM fanouts"
+    " WHERE process_id = ? AND grp = ?"
+)
+_FAN_ITEMS = "SELECT idx, status, spec, result, error, updated_at FROM fan_items WHERE process_id = ? AND grp = ?"
+
+
+def _fan_state(row: Any) -> FanOutState:
+    grp, total, win, tolerate, first, next_index, done, failed, decided = row
+    return FanOutState(grp, total, win, tolerate, bool(first), next_index, done, failed, decided)
+
+
+def _item_row(row: Any) -> ItemRow:
+    idx, status, spec, result, error, updated_at = row
+    return ItemRow(idx, status, orjson.loads(spec), _json(result), error, updated_at)
 
 
 def _conditions(where: ProcessFilter) -> tuple[list[str], list[Any]]:

@@ -10,12 +10,12 @@ from fastapi import APIRouter, Body, Depends, Query, Response
 
 from framework.app import Stageflow
 from framework.document import ProcessDocument
-from framework.errors import InvalidInputError, UnknownCaseError
+from framework.errors import InvalidInputError, ProcessNotFoundError, UnknownCaseError
 from framework.store.base import ProcessFilter
 from gateway.auth import ApiKeys, Role
-from gateway.models import StartRequest, StatusFilter
+from gateway.models import ItemStatus, StartRequest, StatusFilter
 from gateway.routes import flow_of
-from gateway.views import decode_cursor, encode_cursor, epoch, process_view
+from gateway.views import decode_cursor, encode_cursor, epoch, item_view, process_view
 
 Flow = Annotated[Stageflow, Depends(flow_of)]
 
@@ -63,7 +63,38 @@ def router(keys: ApiKeys) -> APIRouter:
     async def get_process(process_id: str, flow: Flow) -> dict[str, Any]:
         doc = await flow.get(process_id)
         case = flow.engine.cases.get(doc.case, doc.case_version)
-        return process_view(case, doc, await flow.store.history(process_id), flow.engine.clock.now())
+        view = process_view(case, doc, await flow.store.history(process_id), flow.engine.clock.now())
+        if (doc.waiting or {}).get("kind") == "fan_out":
+            state = await flow.store.fan_out_state(process_id, doc.waiting["group"])  # type: ignore[index]
+            view["fan_out"] = state.counts() if state else None
+        return view
+
+    @api.get("/processes/{process_id}/items", dependencies=read,
+             summary="The items of a fan-out (default: the one the process waits on), in index order, with a cursor")
+    async def list_items(
+        process_id: str,
+        flow: Flow,
+        group: int | None = Query(None, description="the fan-out: the process version it started at"),
+        status: ItemStatus | None = None,
+        after: int = Query(-1, ge=-1, description="`next_after` of the previous page"),
+        limit: int = Query(100, ge=1, le=1000),
+    ) -> dict[str, Any]:
+        doc = await flow.get(process_id)
+        if group is None:
+            group = (doc.waiting or {}).get("group") if (doc.waiting or {}).get("kind") == "fan_out" else None
+        if group is None:
+            fanned = [e["version"] for e in await flow.store.history(process_id) if e.get("event") == "fan_out"]
+            group = fanned[-1] if fanned else None
+        state = await flow.store.fan_out_state(process_id, group) if group is not None else None
+        if state is None:
+            raise ProcessNotFoundError(f"process {process_id} has no fan-out{'' if group is None else f' {group}'}",
+                                    hint="GET /processes/{id} shows its history; a fan_out entry's version is its group")
+        rows = await flow.store.fan_out_items(process_id, group, status=status, after=after, limit=limit)
+        return {
+            "fan_out": state.counts(),
+            "items": [item_view(process_id, group, row) for row in rows],
+            "next_after": rows[-1].index if len(rows) == limit else None,
+        }
 
     @api.get("/processes", dependencies=read, summary="Process summaries, newest first, with a cursor")
     async def list_processes(

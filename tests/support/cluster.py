@@ -13,7 +13,7 @@ from framework import ProcessDocument, Settings, Stageflow
 from tests.conftest import BROKER_URL, STORE_URL, settings_env
 from tests.support import processes
 
-CASE_MODULES = "tests.support.cases,tests.support.failure_cases,business_cases"
+CASE_MODULES = "tests.support.cases,tests.support.failure_cases,tests.support.fanout_cases,business_cases"
 
 
 def services_db_url(settings: Settings) -> str:

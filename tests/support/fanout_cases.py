@@ -1,0 +1,94 @@
+"""Cases that fan out, for the fan-out tests (workers load them with STAGEFLOW_CASES)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from pydantic import BaseModel
+
+from framework import BusinessCase, FanItem, StageContext, stage
+
+
+class Spread(BusinessCase):
+    """Fans out ``items`` commands to the ``effects`` service, then ``children`` child processes, then joins."""
+
+    name = "spread"
+    version = 1
+
+    class Input(BaseModel):
+        items: int
+        children: int = 0
+        max_in_flight: int = 50
+        tolerate: int = 0
+
+    @stage
+    async def commands(self, ctx: StageContext) -> None:
+        payloads = [{"process_id": ctx.process_id, "step": i} for i in range(ctx.input.items)]
+        ctx.fan_out(payloads, api="effects", max_in_flight=ctx.input.max_in_flight, tolerate=ctx.input.tolerate)
+
+    @stage
+    async def children(self, ctx: StageContext) -> None:
+        assert ctx.fan_in is not None
+        # Keep a digest, not the 1,000 replies: the document stays small.
+        ctx.store["steps_in_order"] = [r["step"] for r in ctx.fan_in.results] == list(range(ctx.input.items))
+        ctx.store["commands"] = {"succeeded": ctx.fan_in.succeeded, "failed": ctx.fan_in.failed}
+        ctx.fan_out([{"n": n} for n in range(ctx.input.children)], case="spread_child", max_in_flight=20)
+
+    @stage
+    async def joined(self, ctx: StageContext) -> None:
+        assert ctx.fan_in is not None
+        ctx.complete({**ctx.store, "children": ctx.fan_in.results, "child_errors": len(ctx.fan_in.errors)})
+
+
+class SpreadChild(BusinessCase):
+    """A child process: one service round trip, then its result for the parent."""
+
+    name = "spread_child"
+    version = 1
+
+    class Input(BaseModel):
+        n: int
+
+    @stage
+    async def ask(self, ctx: StageContext) -> None:
+        ctx.call("effects", {"process_id": ctx.process_id, "step": 1})
+
+    @stage
+    async def answer(self, ctx: StageContext) -> None:
+        ctx.complete({"n": ctx.input.n, "squared": ctx.input.n ** 2})
+
+
+class Nap(BusinessCase):
+    """A child that takes ``seconds`` and reports when it ran."""
+
+    name = "nap"
+    version = 1
+
+    class Input(BaseModel):
+        seconds: float
+
+    @stage
+    async def nap(self, ctx: StageContext) -> None:
+        began = time.time()
+        await asyncio.sleep(ctx.input.seconds)
+        ctx.complete({"began": began, "ended": time.time()})
+
+
+class Parallel(BusinessCase):
+    """Two independent steps (a child process each, of different lengths) run at the same time."""
+
+    name = "parallel"
+    version = 1
+
+    @stage
+    async def both(self, ctx: StageContext) -> None:
+        ctx.fan_out([FanItem(case="nap", input={"seconds": 1.0}), FanItem(case="nap", input={"seconds": 1.5})])
+
+    @stage
+    async def after(self, ctx: StageContext) -> None:
+        assert ctx.fan_in is not None
+        ctx.complete({"naps": ctx.fan_in.results})
+
+
+CASES = [Spread, SpreadChild, Nap, Parallel]
