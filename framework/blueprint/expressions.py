@@ -160,15 +160,22 @@ class Expressions:
                 )
         return cached
 
-    def check_template(self, template: Any, *, roots: frozenset[str] = BASE_ROOTS) -> None:
-        """Parse every ``${...}`` in a template, raising ``ExpressionError`` with the path of the bad one."""
+    def template_errors(self, template: Any, *, roots: frozenset[str] = BASE_ROOTS) -> list[tuple[str, str]]:
+        """Every ``${...}`` of a template that does not parse or check: (path in the template, message)."""
+        errors = []
         for path, text in _strings(template, ""):
-            for part in _split_template(text, path):
+            try:
+                parts = _split_template(text, path)
+            except ExpressionError as exc:
+                errors.append((path, exc.message))
+                continue
+            for part in parts:
                 if isinstance(part, _Expr):
                     try:
                         self.compile(part.source, roots=roots)
                     except ExpressionError as exc:
-                        raise ExpressionError(exc.message, path=path) from None
+                        errors.append((path, exc.message))
+        return errors
 
     # -- evaluating (at run time) --------------------------------------------------------------------------
 

@@ -90,10 +90,12 @@ def check_blueprint(data: dict[str, Any], expressions: Expressions) -> CheckedBl
     errors = [_schema_message(error, data) for error in _schema_errors(data)]
     if errors:  # the deeper checks assume the schema's shapes
         raise BlueprintError(f"blueprint {data.get('name', '?')!r} is invalid", errors=errors)
-    steps: list[dict[str, Any]] = data["steps"]
     errors += list(_check_names(data))
     errors += list(_check_expressions(data, expressions))
-    levels = _levels(steps, errors)
+    names = [s["name"] for s in data["steps"]]
+    if len(set(names)) < len(names):  # levels are computed by name: reported above, nothing more to learn
+        raise BlueprintError(f"blueprint {data.get('name', '?')!r} is invalid", errors=errors)
+    levels = _levels(data["steps"], errors)
     checked = CheckedBlueprint(data, levels, {s["name"]: level.stage for level in levels for s in level.steps})
     errors += list(_check_flow(checked))
     if errors:
@@ -138,6 +140,12 @@ def _schema_message(error: jsonschema.ValidationError, data: dict[str, Any]) -> 
             message = f"needs {' or '.join(repr(r) for r in dict.fromkeys(required))}"
         else:
             message = jsonschema.exceptions.best_match(error.context).message
+    elif error.validator == "additionalProperties" and isinstance(error.instance, dict):
+        allowed = sorted(error.schema.get("properties", {}))
+        unknown = [k for k in error.instance if k not in allowed]
+        hints = [f"{k!r}" + (f" (did you mean {c[0]!r}?)" if (c := difflib.get_close_matches(k, allowed, n=1)) else "")
+                 for k in unknown]
+        message = f"unknown field{'s' if len(unknown) > 1 else ''} {', '.join(hints)}; allowed: {', '.join(allowed)}"
     elif error.validator == "pattern":
         message = f"{error.instance!r} does not match {error.schema['pattern']} (lowercase letters, digits, underscores)"
     return f"{location(list(error.absolute_path), data)}: {message}"
@@ -249,27 +257,21 @@ def _templates_of(request: dict[str, Any]) -> dict[str, Any]:
 
 
 def _check_expressions(data: dict[str, Any], expressions: Expressions) -> Iterator[str]:
-    def check(path: list[Any], value: Any, roots: frozenset[str], template: bool) -> str | None:
+    def check(path: list[Any], value: Any, roots: frozenset[str], template: bool) -> Iterator[str]:
+        if template:
+            for inner, message in expressions.template_errors(value, roots=roots):
+                yield f"{location([*path, *_split_path(inner)], data)}: {message}"
+            return
         try:
-            if template:
-                expressions.check_template(value, roots=roots)
-            else:
-                expressions.compile(value, roots=roots)
+            expressions.compile(value, roots=roots)
         except ExpressionError as exc:
-            inner = exc.context.get("path")
-            full = [*path, *_split_path(inner)] if inner else path
-            return f"{location(full, data)}: {exc.message}"
-        return None
+            yield f"{location(path, data)}: {exc.message}"
 
     if "result" in data:
-        problem = check(["result"], data["result"], BASE_ROOTS, True)
-        if problem:
-            yield problem
+        yield from check(["result"], data["result"], BASE_ROOTS, True)
     for index, step in enumerate(data["steps"]):
         for path, value, roots, template in _expression_fields(step):
-            problem = check(["steps", index, *path], value, roots, template)
-            if problem:
-                yield problem
+            yield from check(["steps", index, *path], value, roots, template)
 
 
 def _split_path(path: str) -> list[Any]:
