@@ -126,6 +126,10 @@ class Expressions:
             methods[f"_func_{name}"] = _custom_method(name, function)
         table = type("BlueprintFunctions", (_BuiltinFunctions,), methods)
         self.function_names = frozenset(table.FUNCTION_TABLE)
+        self._arity = {  # name -> (arguments, variadic)
+            name: (len(spec["signature"]), bool(spec["signature"] and spec["signature"][-1].get("variadic")))
+            for name, spec in table.FUNCTION_TABLE.items()
+        }
         self._options = jmespath.Options(custom_functions=table())
         self._cache: dict[str, Compiled] = {}
 
@@ -145,11 +149,15 @@ class Expressions:
                 message = " ".join(str(exc).split())
                 raise ExpressionError(f"invalid expression {source!r}: {message}") from None
             self._cache[source] = cached
-        for name in _function_names(cached.parsed.parsed):
+        for name, given in _function_calls(cached.parsed.parsed):
             if name not in self.function_names:
                 close = difflib.get_close_matches(name, self.function_names, n=1)
                 hint = f" (did you mean {close[0]}()?)" if close else ""
                 raise ExpressionError(f"expression {source!r} calls unknown function {name}(){hint}")
+            wanted = self._arity[name]
+            if given != wanted[0] and not (wanted[1] and given >= wanted[0]):
+                count = f"at least {wanted[0]}" if wanted[1] else str(wanted[0])
+                raise ExpressionError(f"expression {source!r}: {name}() takes {count} argument(s), not {given}")
         for name in _root_fields(cached.parsed.parsed):
             if name not in roots:
                 close = difflib.get_close_matches(name, roots, n=1)
@@ -279,12 +287,13 @@ def _strings(value: Any, path: str) -> Iterator[tuple[str, str]]:
             yield from _strings(item, f"{path}[{index}]")
 
 
-def _function_names(node: Any) -> Iterator[str]:
+def _function_calls(node: Any) -> Iterator[tuple[str, int]]:
+    """(function name, number of arguments) of every call in a parsed expression."""
     if isinstance(node, dict):
         if node.get("type") == "function_expression":
-            yield node["value"]
+            yield node["value"], len(node.get("children", ()))
         for child in node.get("children", ()):
-            yield from _function_names(child)
+            yield from _function_calls(child)
 
 
 # Node types whose first child is evaluated against the same value as the node, and the rest per element.

@@ -91,9 +91,9 @@ def check_blueprint(data: dict[str, Any], expressions: Expressions) -> CheckedBl
     if errors:  # the deeper checks assume the schema's shapes
         raise BlueprintError(f"blueprint {data.get('name', '?')!r} is invalid", errors=errors)
     errors += list(_check_names(data))
+    reference_errors = bool(errors)
     errors += list(_check_expressions(data, expressions))
-    names = [s["name"] for s in data["steps"]]
-    if len(set(names)) < len(names):  # levels are computed by name: reported above, nothing more to learn
+    if reference_errors:  # levels follow the references: with broken ones they would only add noise
         raise BlueprintError(f"blueprint {data.get('name', '?')!r} is invalid", errors=errors)
     levels = _levels(data["steps"], errors)
     checked = CheckedBlueprint(data, levels, {s["name"]: level.stage for level in levels for s in level.steps})
