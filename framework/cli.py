@@ -108,8 +108,15 @@ def services(module: str, db_url: str | None) -> None:
 @click.option("-n", "--processes", "count", default=200, show_default=True, help="orders to run")
 @click.option("-w", "--workers", default=2, show_default=True,
               help="in-process workers (embedded broker only; with RabbitMQ run `stageflow worker`)")
-def demo(count: int, workers: int) -> None:
+@click.option("--blueprints", is_flag=True,
+              help="run the blueprint examples (orders and a product import) against local stand-in APIs")
+def demo(count: int, workers: int, blueprints: bool) -> None:
     """Run the e-commerce order demo: embedded by default, or on RabbitMQ + PostgreSQL if configured."""
+    if blueprints:
+        from business_cases.blueprint_demo import run_blueprint_demo
+
+        _run(run_blueprint_demo(Settings(), count=count, workers=workers))
+        return
     from business_cases.demo import run_demo
 
     _run(run_demo(Settings(), count=count, workers=workers))
