@@ -21,7 +21,7 @@ from framework.operations import Operations
 from framework.settings import Settings
 from framework.store.base import ProcessStore
 from framework.taskid import TaskIdSigner
-from framework.wiring import broker_from_settings, load_cases, store_from_settings
+from framework.wiring import broker_from_settings, cases_from_settings, store_from_settings
 from framework.worker import Worker
 
 
@@ -63,7 +63,7 @@ class Stageflow:
                 "(e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`)",
             )
         return cls(
-            cases=cases if cases is not None else load_cases(settings.cases),
+            cases=cases if cases is not None else cases_from_settings(settings),
             store=store_from_settings(settings),
             broker=broker_from_settings(settings, connection_name=connection_name),
             signer=TaskIdSigner(keys),

@@ -108,8 +108,15 @@ def services(module: str, db_url: str | None) -> None:
 @click.option("-n", "--processes", "count", default=200, show_default=True, help="orders to run")
 @click.option("-w", "--workers", default=2, show_default=True,
               help="in-process workers (embedded broker only; with RabbitMQ run `stageflow worker`)")
-def demo(count: int, workers: int) -> None:
+@click.option("--blueprints", is_flag=True,
+              help="run the blueprint examples (orders and a product import) against local stand-in APIs")
+def demo(count: int, workers: int, blueprints: bool) -> None:
     """Run the e-commerce order demo: embedded by default, or on RabbitMQ + PostgreSQL if configured."""
+    if blueprints:
+        from business_cases.blueprint_demo import run_blueprint_demo
+
+        _run(run_blueprint_demo(Settings(), count=count, workers=workers))
+        return
     from business_cases.demo import run_demo
 
     _run(run_demo(Settings(), count=count, workers=workers))
@@ -266,15 +273,51 @@ def reprocess(case: str | None, status: str, failed_stage: str | None, created_a
 def cases() -> None:
     """List the registered cases (STAGEFLOW_CASES) with their versions and stages."""
     from framework.registry import CaseRegistry
-    from framework.wiring import load_cases
+    from framework.wiring import cases_from_settings
 
     try:
-        registry = CaseRegistry(load_cases(Settings().cases))
+        registry = CaseRegistry(cases_from_settings(Settings()))
     except StageflowError as exc:
         _exit_with(exc)
         return
     for case in registry:
         click.echo(f"{case.name} v{case.version}: {' -> '.join(s.name for s in case.stages)}")
+
+
+@cli.group()
+def blueprint() -> None:
+    """Check blueprints (processes written as JSON or YAML)."""
+
+
+@blueprint.command("validate")
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
+def validate_blueprint(files: tuple[str, ...]) -> None:
+    """Check blueprint FILES against the schema and their references; exit 1 listing every problem."""
+    from framework.blueprint import BlueprintError, load_blueprint, load_functions
+
+    settings = Settings()
+    try:
+        functions = load_functions(settings.blueprint_functions)
+    except StageflowError as exc:
+        _exit_with(exc)
+        return
+    failed = False
+    for path in files:
+        try:
+            case = load_blueprint(path, functions=functions)
+        except BlueprintError as exc:
+            failed = True
+            click.secho(f"{path}: {exc.message.splitlines()[0]}", fg="red", err=True)
+            for error in exc.errors:
+                click.echo(f"  {error}", err=True)
+            continue
+        except StageflowError as exc:
+            failed = True
+            click.secho(f"{path}: {exc}", fg="red", err=True)
+            continue
+        click.echo(f"{path}: ok, {case.name} v{case.version}: {' -> '.join(s.name for s in case.stages)}")
+    if failed:
+        sys.exit(1)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

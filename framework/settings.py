@@ -6,7 +6,7 @@ The defaults need no server: an in-memory broker and a SQLite file. Production s
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -53,10 +53,27 @@ class Settings(BaseSettings):
     )
     gateway_insecure: bool = Field(False, description="let the gateway run with no API keys (local use only)")
     gateway_max_body_bytes: int = Field(1024 * 1024, ge=1024, description="largest request body the gateway reads")
+    http_adapter: bool = Field(True, description="workers also serve the built-in `http` service (API calls)")
+    http_concurrency: int = Field(32, ge=1, le=1000, description="HTTP requests in flight per worker, at most")
+    http_timeout_s: float = Field(30.0, gt=0, description="default timeout of one HTTP request")
+    http_max_body_bytes: int = Field(
+        100_000, ge=1024, description="larger HTTP response bodies are an error (a reply must fit in a message)"
+    )
+    blueprints: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="blueprint files (JSON or YAML) or globs, comma-separated"
+    )
+    blueprint_functions: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="modules whose FUNCTIONS dict adds functions to blueprint expressions"
+    )
+    blueprint_constants: dict[str, Any] = Field(
+        default_factory=dict, description="JSON object overriding blueprints' declared constants (e.g. base URLs)"
+    )
     log_level: str = Field("INFO")
     log_json: bool = Field(False, description="JSON log lines instead of console lines")
 
-    @field_validator("secret_keys", "cases", "api_keys_read", "api_keys_operate", mode="before")
+    @field_validator(
+        "secret_keys", "cases", "api_keys_read", "api_keys_operate", "blueprints", "blueprint_functions", mode="before"
+    )
     @classmethod
     def _split_commas(cls, value: object) -> object:
         if isinstance(value, str):

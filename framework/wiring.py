@@ -1,4 +1,4 @@
-"""Building the parts from settings: store and broker from their URLs, cases from module names.
+"""Building the parts from settings: store and broker from their URLs, cases from module names and blueprints.
 
 Nothing here connects: it only constructs. ``Stageflow`` (in ``app.py``) opens the connections.
 """
@@ -71,4 +71,15 @@ def load_cases(specs: Iterable[str]) -> list[type[BusinessCase]]:
         if not found:
             raise ConfigurationError(f"no business cases found in {spec!r}", hint="name a module that defines cases")
         cases.extend(c for c in found if c not in cases)
+    return cases
+
+
+def cases_from_settings(settings: Settings) -> list[type[BusinessCase]]:
+    """The Python cases of ``STAGEFLOW_CASES`` and the blueprints of ``STAGEFLOW_BLUEPRINTS``."""
+    cases = load_cases(settings.cases) if settings.cases else []
+    if settings.blueprints:
+        from framework.blueprint import load_blueprints, load_functions
+
+        functions = load_functions(settings.blueprint_functions)
+        cases += load_blueprints(settings.blueprints, functions=functions, constants=settings.blueprint_constants)
     return cases

@@ -40,3 +40,9 @@ async def test_readme_failure_example_runs() -> None:
         doc = await env.run(product_import)
     assert doc.result == {"imported": 3}
     assert doc.failures[0]["stage"] == "enrich"  # the optional stage failed; the process went on
+
+
+async def test_readme_blueprint_runs() -> None:
+    section = README.read_text().split("## Blueprints", 1)[1].split("\n## ", 1)[0]
+    [blueprint_yaml] = re.findall(r"```yaml\n(.*?)```", section, flags=re.S)
+    await _run("Blueprints")["test_quote"](blueprint_yaml)  # type: ignore[operator]

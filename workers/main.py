@@ -1,5 +1,8 @@
 """Run one worker until SIGTERM/SIGINT, configured from ``STAGEFLOW_*`` environment variables.
 
+Unless ``STAGEFLOW_HTTP_ADAPTER=false``, the worker also serves the built-in ``http`` service (API calls from
+stages and blueprints), so no extra process is needed for them.
+
 On SIGTERM the worker stops consuming, finishes its in-flight transitions, then closes its connections,
 so a rolling deploy or ``docker compose down`` loses nothing and leaves nothing half-done.
 """
@@ -9,6 +12,7 @@ from __future__ import annotations
 import os
 
 from framework.app import Stageflow
+from framework.http import hosted_http_adapter
 from framework.logs import configure_logging
 from framework.runner import run_until_signalled
 from framework.settings import Settings
@@ -25,6 +29,18 @@ async def run_worker(settings: Settings | None = None) -> None:
             hint="set STAGEFLOW_BROKER_URL=amqp://... (or run `stageflow demo` for the embedded demo)",
         )
     flow = Stageflow.from_settings(settings, connection_name=f"stageflow-worker-{os.getpid()}")
-    async with flow:
+    async with flow, hosted_http_adapter(settings, flow.broker) as http:
         worker = flow.worker()
-        await run_until_signalled(worker.start, worker.stop)
+
+        async def start() -> None:
+            await worker.start()
+            if http is not None:
+                await http.start()
+
+        async def stop() -> None:
+            # In-flight HTTP requests finish and reply first; then the worker applies what it holds.
+            if http is not None:
+                await http.stop()
+            await worker.stop()
+
+        await run_until_signalled(start, stop)

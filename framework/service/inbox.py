@@ -212,3 +212,37 @@ class SqliteInbox(Inbox):
                 await self._db.execute("ROLLBACK")
                 raise
             await self._db.execute("COMMIT")
+
+
+class _NoTransaction(ServiceTransaction):
+    connection = None
+
+    async def execute(self, sql: str, *args: Any) -> None:
+        raise StoreError("this service has no database (StatelessInbox)")
+
+    async def fetch(self, sql: str, *args: Any) -> list[dict[str, Any]]:
+        raise StoreError("this service has no database (StatelessInbox)")
+
+    async def claim(self, task_id: str) -> str | None:
+        return None
+
+    async def record(self, task_id: str, reply: str) -> None:
+        return None
+
+
+class StatelessInbox(Inbox):
+    """An inbox that remembers nothing: every delivery runs the handler again.
+
+    For handlers whose effect is deduped elsewhere, such as the HTTP adapter (the API dedupes by the
+    ``Idempotency-Key`` derived from the taskId), where holding a database transaction open for the
+    length of a remote call would only cost connections."""
+
+    async def open(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[ServiceTransaction]:
+        yield _NoTransaction()

@@ -1,0 +1,359 @@
+"""Compiling a checked blueprint into a ``BusinessCase`` subclass that runs on the ordinary engine.
+
+Each level of steps becomes one stage, in order; the class is made with ``type(...)`` and goes through the
+same definition checks as a hand-written case, so a blueprint process has the same document, status API,
+retries, deadlines and guarantees. How each step kind runs:
+
+* ``api_call`` / ``call``: the stage sends ``ctx.call("http" | api, ...)`` and names *itself* as the stage
+  the reply resumes; resumed with the reply, it keeps the fields and goes on. A retry of the call re-sends
+  the same command (same taskId, so the same ``Idempotency-Key``); a failed reply takes the step's
+  ``on_failed``/``optional`` path. While it waits, the status shows the step's own name.
+* ``fan_out`` and a level of several independent steps: ``ctx.fan_out(...)`` resuming the same stage, which
+  then reads ``ctx.fan_in``. Independent steps run level by level: a level starts when the whole previous
+  level is done.
+* ``wait``, ``transform``, ``validate``, ``condition``, ``complete``, ``fail``: computed in the stage.
+
+An expression that fails at run time (a null in a URL, a wrong type) fails its step at once: running the
+same expression on the same data again cannot help, so it goes straight to ``on_failed``/``optional``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from framework.blueprint.expressions import ExpressionError, Expressions, truthy
+from framework.blueprint.fields import check_value, model_from_fields
+from framework.blueprint.loader import BlueprintError, CheckedBlueprint, Level, check_blueprint, read_blueprint
+from framework.case import BusinessCase, stage
+from framework.context import StageContext
+from framework.errors import NonRetryableError
+from framework.policies import Retry
+
+DEFAULT_RETRY = Retry(attempts=3, backoff_s=1.0, max_backoff_s=60.0)
+HTTP_API = "http"
+_MAX_ERRORS_SHOWN = 10
+
+StepBody = Callable[[StageContext], None]
+
+
+def fan_out_supported() -> bool:
+    """Whether this Stageflow's stages have ``ctx.fan_out`` (fan-out steps and parallel levels need it)."""
+    import framework
+
+    return hasattr(StageContext, "fan_out") and hasattr(framework, "FanItem")
+
+
+def compile_blueprint(
+    source: str | Any, *, functions: Mapping[str, Callable[..., Any]] | None = None,
+    constants: Mapping[str, Any] | None = None,
+) -> type[BusinessCase]:
+    """Read, check and compile a blueprint (a JSON/YAML file path or a dict) into a case class.
+
+    ``functions``: extra functions for expressions. ``constants``: overrides of the blueprint's declared
+    ``constants`` (names it does not declare are ignored, so one mapping can serve many blueprints).
+    """
+    data, origin = read_blueprint(source)
+    expressions = Expressions(functions)
+    checked = check_blueprint(data, expressions)
+    needs = [s["name"] for level in checked.levels for s in level.steps if level.parallel or s["kind"] == "fan_out"]
+    if needs and not fan_out_supported():
+        raise BlueprintError(f"blueprint {data['name']!r} needs fan-out, which this Stageflow does not have",
+                             errors=[f"step {name!r} runs as a fan-out" for name in needs])
+    declared = dict(data.get("constants") or {})
+    declared.update({k: v for k, v in (constants or {}).items() if k in declared})
+    return _build_class(checked, _Runtime(expressions, declared, checked), origin)
+
+
+class _Runtime:
+    """What every stage of one blueprint shares: its expressions, constants and stage names."""
+
+    def __init__(self, expressions: Expressions, constants: dict[str, Any], checked: CheckedBlueprint) -> None:
+        self.expressions = expressions
+        self.constants = constants
+        self.stage_of = checked.stage_of
+        self.result = checked.data.get("result")
+
+    def data(self, ctx: StageContext, **extra: Any) -> dict[str, Any]:
+        return {"input": ctx.input.model_dump(mode="json"), "store": ctx.store, "const": self.constants,
+                "failure": ctx.failure, **extra}
+
+    def evaluate(self, expression: str, data: Mapping[str, Any]) -> Any:
+        return self.expressions.evaluate(expression, data)
+
+    def render(self, template: Any, data: Mapping[str, Any]) -> Any:
+        return self.expressions.render(template, data)
+
+    def keep(self, ctx: StageContext, keep: Mapping[str, str], **extra: Any) -> None:
+        data = self.data(ctx, **extra)
+        ctx.store.update({name: self.evaluate(expression, data) for name, expression in keep.items()})
+
+    def go_on(self, ctx: StageContext, target: str | None) -> None:
+        if target is not None:
+            ctx.next(stage=target)
+        else:
+            ctx.complete(self.render(self.result, self.data(ctx)))
+
+    def http_request(self, request: Mapping[str, Any], data: Mapping[str, Any]) -> dict[str, Any]:
+        """The ``http`` command payload for a blueprint request (templates rendered, ``body`` sent as JSON)."""
+        payload: dict[str, Any] = {"method": request.get("method", "GET"), "url": self.render(request["url"], data)}
+        if not isinstance(payload["url"], str):
+            raise ExpressionError(f"the url is {payload['url']!r}, not a string")
+        for key, target in (("params", "params"), ("headers", "headers"), ("body", "json")):
+            if key in request:
+                payload[target] = self.render(request[key], data)
+        for key in ("timeout_s", "ok_statuses"):
+            if key in request:
+                payload[key] = request[key]
+        return payload
+
+
+def _build_class(checked: CheckedBlueprint, rt: _Runtime, origin: str) -> type[BusinessCase]:
+    data = checked.data
+    default_retry = Retry(**data["retry"]) if "retry" in data else DEFAULT_RETRY
+    attrs: dict[str, Any] = {
+        "__module__": __name__,
+        "__doc__": data.get("description") or f"Blueprint {data['name']} v{data['version']} ({origin})",
+        "name": data["name"],
+        "version": data["version"],
+        "Input": model_from_fields(f"{_camel(data['name'])}Input", data.get("input") or {}, extra="forbid"),
+        "retry": default_retry,
+        "reply_timeout_s": data.get("reply_timeout_s"),
+        "blueprint": data,
+        "blueprint_source": origin,
+    }
+    for index, level in enumerate(checked.levels):
+        following = checked.levels[index + 1].stage if index + 1 < len(checked.levels) else None
+        attrs[f"stage_{index}"] = _level_stage(level, following, rt, default_retry)
+    return type(_camel(data["name"]), (BusinessCase,), attrs)
+
+
+def _level_stage(level: Level, following: str | None, rt: _Runtime, default_retry: Retry) -> Any:
+    if level.parallel:
+        return stage(_guarded(level.stage, _parallel(level, following, rt)), name=level.stage, retry=default_retry)
+    step = level.steps[0]
+    target = rt.stage_of[step["next"]] if "next" in step else following
+    body = _BODIES[step["kind"]](step, level.stage, target, rt)
+    return stage(
+        _guarded(step["name"], body), name=level.stage,
+        retry=Retry(**step["retry"]) if "retry" in step else default_retry,
+        on_failed=rt.stage_of[step["on_failed"]] if "on_failed" in step else None,
+        optional=bool(step.get("optional")),
+        reply_timeout_s=step.get("reply_timeout_s") or _reply_timeout(step),
+    )
+
+
+def _guarded(step_name: str, body: StepBody) -> Callable[[Any, StageContext], Any]:
+    async def run(self: Any, ctx: StageContext) -> None:
+        try:
+            body(ctx)
+        except ExpressionError as exc:
+            raise NonRetryableError(f"step {step_name!r}: {exc.message}") from None
+
+    return run
+
+
+def _reply_timeout(step: Mapping[str, Any]) -> float | None:
+    """An API call's reply may take its request timeout, plus room for a queue and a retry by the broker."""
+    if step["kind"] != "api_call":
+        return None
+    return step["request"].get("timeout_s", 30.0) * 2 + 30.0
+
+
+# -- step kinds --------------------------------------------------------------------------------------------
+
+
+def _api_call(step: dict[str, Any], me: str, target: str | None, rt: _Runtime) -> StepBody:
+    def body(ctx: StageContext) -> None:
+        if ctx.reply is None:
+            ctx.call(HTTP_API, rt.http_request(step["request"], rt.data(ctx)), resume=me)
+            return
+        rt.keep(ctx, step.get("keep") or {}, reply=ctx.reply.data)
+        rt.go_on(ctx, target)
+
+    return body
+
+
+def _call(step: dict[str, Any], me: str, target: str | None, rt: _Runtime) -> StepBody:
+    def body(ctx: StageContext) -> None:
+        if ctx.reply is None:
+            ctx.call(step["api"], rt.render(step.get("payload"), rt.data(ctx)), resume=me)
+            return
+        rt.keep(ctx, step.get("keep") or {}, reply=ctx.reply.data)
+        rt.go_on(ctx, target)
+
+    return body
+
+
+def _wait(step: dict[str, Any], me: str, target: str | None, rt: _Runtime) -> StepBody:
+    def body(ctx: StageContext) -> None:
+        data = rt.data(ctx)
+        if "seconds" in step:
+            seconds = rt.render(step["seconds"], data)
+            if not isinstance(seconds, int | float) or isinstance(seconds, bool) or seconds < 0:
+                raise ExpressionError(f"seconds is {seconds!r}, not a number >= 0")
+            ctx.wait(seconds, then=target)
+        else:
+            ctx.wait(until=_instant(rt.render(step["until"], data)), then=target)
+
+    return body
+
+
+def _instant(value: Any) -> float:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            moment = datetime.fromisoformat(value)
+        except ValueError:
+            raise ExpressionError(f"until is {value!r}, not an ISO date-time") from None
+        return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
+    raise ExpressionError(f"until is {value!r}, not a date-time or epoch seconds")
+
+
+def _transform(step: dict[str, Any], me: str, target: str | None, rt: _Runtime) -> StepBody:
+    def body(ctx: StageContext) -> None:
+        if "from" in step:
+            data = rt.data(ctx)
+            items = rt.evaluate(step["from"], data)
+            if not isinstance(items, list):
+                raise ExpressionError(f"'from' gave {type(items).__name__}, not a list")
+            if "where" in step:
+                items = [item for item in items if truthy(rt.evaluate(step["where"], {**data, "item": item}))]
+            if "map" in step:
+                items = [{k: rt.evaluate(e, {**data, "item": item}) for k, e in step["map"].items()} for item in items]
+            elif "pick" in step:
+                items = [{k: item.get(k) for k in step["pick"]} if isinstance(item, dict) else item for item in items]
+            ctx.store[step["into"]] = items
+        if "set" in step:
+            data = rt.data(ctx)
+            ctx.store.update({name: rt.evaluate(e, data) for name, e in step["set"].items()})
+        rt.go_on(ctx, target)
+
+    return body
+
+
+def _validate(step: dict[str, Any], me: str, target: str | None, rt: _Runtime) -> StepBody:
+    model = model_from_fields(f"{_camel(step['name'])}Fields", step["fields"], extra="ignore")
+    drop = step.get("on_invalid") == "drop"
+
+    def body(ctx: StageContext) -> None:
+        value = rt.evaluate(step["target"], rt.data(ctx))
+        if isinstance(value, list):
+            found = [(i, check_value(model, item)) for i, item in enumerate(value)]
+            errors = [f"[{i}].{e}" for i, errs in found for e in errs]
+            if drop:
+                ctx.store[step["into"]] = [item for (i, errs), item in zip(found, value, strict=True) if not errs]
+                ctx.store[f"{step['into']}_rejected"] = [{"index": i, "errors": errs} for i, errs in found if errs]
+                errors = []
+        else:
+            errors = check_value(model, value)
+        if errors:
+            shown = "; ".join(errors[:_MAX_ERRORS_SHOWN])
+            more = f" (and {len(errors) - _MAX_ERRORS_SHOWN} more)" if len(errors) > _MAX_ERRORS_SHOWN else ""
+            raise NonRetryableError(f"step {step['name']!r}: invalid data: {shown}{more}")
+        rt.go_on(ctx, target)
+
+    return body
+
+
+def _condition(step: dict[str, Any], me: str, target: str | None, rt: _Runtime) -> StepBody:
+    def body(ctx: StageContext) -> None:
+        data = rt.data(ctx)
+        for branch in step["branches"]:
+            if truthy(rt.evaluate(branch["if"], data)):
+                ctx.next(stage=rt.stage_of[branch["goto"]])
+                return
+        rt.go_on(ctx, rt.stage_of[step["default"]] if "default" in step else target)
+
+    return body
+
+
+def _complete(step: dict[str, Any], me: str, target: str | None, rt: _Runtime) -> StepBody:
+    def body(ctx: StageContext) -> None:
+        ctx.complete(rt.render(step.get("result"), rt.data(ctx)))
+
+    return body
+
+
+def _fail(step: dict[str, Any], me: str, target: str | None, rt: _Runtime) -> StepBody:
+    def body(ctx: StageContext) -> None:
+        reason = rt.render(step["reason"], rt.data(ctx))
+        ctx.fail(reason if isinstance(reason, str) else str(reason))
+
+    return body
+
+
+def _fan_out(step: dict[str, Any], me: str, target: str | None, rt: _Runtime) -> StepBody:
+    options = {k: step[k] for k in ("max_in_flight", "tolerate", "first", "timeout_s") if k in step}
+
+    def body(ctx: StageContext) -> None:
+        fan_in = getattr(ctx, "fan_in", None)
+        if fan_in is None:
+            data = rt.data(ctx)
+            items = rt.evaluate(step["items"], data)
+            if not isinstance(items, list):
+                raise ExpressionError(f"items gave {type(items).__name__}, not a list")
+            each = [{**data, "item": item} for item in items]
+            if "request" in step:
+                ctx.fan_out([rt.http_request(step["request"], d) for d in each], api=HTTP_API, resume=me, **options)
+            elif "call" in step:
+                payloads = [rt.render(step["call"].get("payload"), d) for d in each]
+                ctx.fan_out(payloads, api=step["call"]["api"], resume=me, **options)
+            else:
+                inputs = [rt.render(step["case"].get("input"), d) for d in each]
+                ctx.fan_out(inputs, case=step["case"]["name"], resume=me, **options)
+            return
+        rt.keep(ctx, step.get("keep") or {}, fan_in=_fan_in_data(fan_in))
+        rt.go_on(ctx, target)
+
+    return body
+
+
+def _parallel(level: Level, following: str | None, rt: _Runtime) -> StepBody:
+    """Independent steps of one level as one fan-out of ``FanItem``s; the join keeps each step's fields."""
+
+    def body(ctx: StageContext) -> None:
+        from framework import FanItem  # type: ignore[attr-defined]  # present where fan-out is (checked at load)
+
+        fan_in = getattr(ctx, "fan_in", None)
+        if fan_in is None:
+            data = rt.data(ctx)
+            items = [
+                FanItem(api=HTTP_API, payload=rt.http_request(s["request"], data)) if s["kind"] == "api_call"
+                else FanItem(api=s["api"], payload=rt.render(s.get("payload"), data))
+                for s in level.steps
+            ]
+            # Every step's failure is judged below (optional or not), so the fan-out itself tolerates all.
+            ctx.fan_out(items, tolerate=len(items), resume=level.stage)
+            return
+        joined = _fan_in_data(fan_in)
+        for index, step in enumerate(level.steps):
+            error = joined["errors"].get(str(index))
+            if error is not None:
+                if step.get("optional"):
+                    continue
+                raise NonRetryableError(f"step {step['name']!r}: {error}")
+            rt.keep(ctx, step.get("keep") or {}, reply=joined["results"][index])
+        rt.go_on(ctx, following)
+
+    return body
+
+
+def _fan_in_data(fan_in: Any) -> dict[str, Any]:
+    return {
+        "total": fan_in.total, "succeeded": fan_in.succeeded, "failed": fan_in.failed,
+        "results": list(fan_in.results), "errors": {str(k): v for k, v in dict(fan_in.errors).items()},
+    }
+
+
+_BODIES: dict[str, Callable[[dict[str, Any], str, str | None, _Runtime], StepBody]] = {
+    "api_call": _api_call, "call": _call, "wait": _wait, "transform": _transform, "validate": _validate,
+    "condition": _condition, "complete": _complete, "fail": _fail, "fan_out": _fan_out,
+}
+
+
+def _camel(name: str) -> str:
+    return "".join(part.capitalize() for part in re.split(r"_+", name) if part) or "Blueprint"

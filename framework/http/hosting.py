@@ -1,0 +1,27 @@
+"""Hosting the HTTP adapter inside a worker, so API calls need no extra process."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from framework.broker.base import Broker
+from framework.http.adapter import HttpAdapter
+from framework.service.inbox import StatelessInbox
+from framework.service.sdk import Service
+from framework.settings import Settings
+
+
+@asynccontextmanager
+async def hosted_http_adapter(settings: Settings, broker: Broker) -> AsyncIterator[Service | None]:
+    """The ``http`` service on ``broker`` (not started), or None if ``STAGEFLOW_HTTP_ADAPTER`` is off.
+
+    Its HTTP client is closed when the block ends: start and stop the service inside it."""
+    if not settings.http_adapter:
+        yield None
+        return
+    adapter = HttpAdapter(default_timeout_s=settings.http_timeout_s, max_body_bytes=settings.http_max_body_bytes,
+                          max_connections=settings.http_concurrency)
+    async with adapter:
+        yield Service(HttpAdapter.api, adapter.handle, broker=broker, inbox=StatelessInbox(),
+                      prefetch=settings.http_concurrency, max_message_bytes=settings.max_message_bytes)
