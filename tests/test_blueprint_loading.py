@@ -18,7 +18,7 @@ from click.testing import CliRunner
 
 from business_cases.blueprint_functions import FUNCTIONS
 from framework import Engine, ServiceError, Status, TaskIdSigner
-from framework.blueprint import BlueprintError, blueprint_schema, fan_out_supported, load_blueprint
+from framework.blueprint import BlueprintError, blueprint_schema, load_blueprint
 from framework.broker.memory import MemoryBroker
 from framework.cli import cli
 from framework.messages import RunStage
@@ -200,14 +200,6 @@ def test_parallel_levels_only_hold_single_commands_and_cannot_be_jumped_into() -
     ]
 
 
-@pytest.mark.skipif(fan_out_supported(), reason="checks the refusal where ctx.fan_out does not exist yet")
-def test_without_fan_out_support_parallel_blueprints_are_refused_clearly() -> None:
-    with pytest.raises(BlueprintError) as raised:
-        load_blueprint(PARALLEL)
-    assert raised.value.errors == ["step 'price' runs as a fan-out", "step 'stock' runs as a fan-out"]
-
-
-@pytest.mark.skipif(not fan_out_supported(), reason="needs ctx.fan_out (the lead's fan-out branch)")
 async def test_independent_steps_run_as_one_fan_out_and_join() -> None:
     case = load_blueprint(PARALLEL)
     assert [s.name for s in case.stages] == ["parallel_price", "done"]
@@ -223,7 +215,6 @@ async def test_independent_steps_run_as_one_fan_out_and_join() -> None:
     assert done.result == {"price": 12, "stock": 3}
 
 
-@pytest.mark.skipif(not fan_out_supported(), reason="needs ctx.fan_out (the lead's fan-out branch)")
 async def test_fan_out_step_over_a_list() -> None:
     case = load_blueprint({
         "name": "fan", "version": 1, "input": {"skus": {"type": "array"}},

@@ -7,7 +7,7 @@ The format is published as a JSON Schema (``framework/blueprint/schema.json``); 
 validate FILE`` checks a file. Workers and the gateway load the files named by ``STAGEFLOW_BLUEPRINTS``.
 """
 
-from framework.blueprint.compiler import compile_blueprint, fan_out_supported
+from framework.blueprint.compiler import compile_blueprint
 from framework.blueprint.expressions import ExpressionError, Expressions
 from framework.blueprint.loader import BlueprintError, blueprint_schema
 from framework.blueprint.registry import load_blueprints, load_functions
@@ -23,5 +23,4 @@ __all__ = [
     "BlueprintError",
     "Expressions",
     "ExpressionError",
-    "fan_out_supported",
 ]

@@ -30,6 +30,7 @@ from framework.blueprint.loader import BlueprintError, CheckedBlueprint, Level, 
 from framework.case import BusinessCase, stage
 from framework.context import StageContext
 from framework.errors import NonRetryableError
+from framework.fanout import FanItem
 from framework.policies import Retry
 
 DEFAULT_RETRY = Retry(attempts=3, backoff_s=1.0, max_backoff_s=60.0)
@@ -37,13 +38,6 @@ HTTP_API = "http"
 _MAX_ERRORS_SHOWN = 10
 
 StepBody = Callable[[StageContext], None]
-
-
-def fan_out_supported() -> bool:
-    """Whether this Stageflow's stages have ``ctx.fan_out`` (fan-out steps and parallel levels need it)."""
-    import framework
-
-    return hasattr(StageContext, "fan_out") and hasattr(framework, "FanItem")
 
 
 def compile_blueprint(
@@ -58,10 +52,6 @@ def compile_blueprint(
     data, origin = read_blueprint(source)
     expressions = Expressions(functions)
     checked = check_blueprint(data, expressions)
-    needs = [s["name"] for level in checked.levels for s in level.steps if level.parallel or s["kind"] == "fan_out"]
-    if needs and not fan_out_supported():
-        raise BlueprintError(f"blueprint {data['name']!r} needs fan-out, which this Stageflow does not have",
-                             errors=[f"step {name!r} runs as a fan-out" for name in needs])
     declared = dict(data.get("constants") or {})
     declared.update({k: v for k, v in (constants or {}).items() if k in declared})
     return _build_class(checked, _Runtime(expressions, declared, checked), origin)
@@ -290,7 +280,7 @@ def _fan_out(step: dict[str, Any], me: str, target: str | None, rt: _Runtime) ->
     options = {k: step[k] for k in ("max_in_flight", "tolerate", "first", "timeout_s") if k in step}
 
     def body(ctx: StageContext) -> None:
-        fan_in = getattr(ctx, "fan_in", None)
+        fan_in = ctx.fan_in
         if fan_in is None:
             data = rt.data(ctx)
             items = rt.evaluate(step["items"], data)
@@ -316,9 +306,7 @@ def _parallel(level: Level, following: str | None, rt: _Runtime) -> StepBody:
     """Independent steps of one level as one fan-out of ``FanItem``s; the join keeps each step's fields."""
 
     def body(ctx: StageContext) -> None:
-        from framework import FanItem  # type: ignore[attr-defined]  # present where fan-out is (checked at load)
-
-        fan_in = getattr(ctx, "fan_in", None)
+        fan_in = ctx.fan_in
         if fan_in is None:
             data = rt.data(ctx)
             items = [
