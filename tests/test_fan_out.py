@@ -145,3 +145,28 @@ async def test_a_thousand_items_join_correctly_under_worker_sigkills(
         cluster.stop()
     assert len(killed) >= 3, f"the fan-out finished before the kills landed: {killed}"
     assert parked == 0
+
+
+async def test_ten_thousand_items_keep_the_document_and_every_message_small(
+    flow: Stageflow, settings: Settings, pg: asyncpg.Connection, tmp_path: Path
+) -> None:
+    items = 10_000
+    cluster = Cluster(settings, tmp_path, workers=2)
+    await cluster.start()
+    schema = settings.store_schema
+    try:
+        doc = await flow.start("spread", {"items": items, "max_in_flight": 200})
+        largest_doc = 0
+        while not (current := await flow.get(doc.process_id)).status.finished:
+            size = await pg.fetchval(f"SELECT octet_length(doc::text) FROM {schema}.processes WHERE process_id = $1",
+                                     doc.process_id)
+            largest_doc = max(largest_doc, size)
+            await asyncio.sleep(0.2)
+        await check_spread(flow, pg, schema, doc.process_id, items=items, children=0)
+        largest_item = await pg.fetchval(f"SELECT max(octet_length(spec::text)) FROM {schema}.fan_items")
+        print(f"\nFANOUT10K items={items} largest_doc_bytes={largest_doc} largest_item_bytes={largest_item}")
+    finally:
+        cluster.stop()
+    # The document holds the first window's messages, never the items: 200 commands of ~0.5 KB.
+    assert largest_doc < 200 * 1024, largest_doc
+    assert current.status is Status.COMPLETED

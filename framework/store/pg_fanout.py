@@ -37,43 +37,44 @@ class PostgresFanOuts:
     ) -> ItemCompletion | None:
         s = self._schema
         async with self._connection() as conn, conn.transaction():
-            # The counter row's lock serialises the completions of one fan-out.
-            row = await conn.fetchrow(self._sql_fan_state + " FOR UPDATE", process_id, group)
-            item = await conn.fetchrow(
-                f"SELECT status, released FROM {s}.fan_items WHERE process_id = $1 AND grp = $2 AND idx = $3",
+            # The counter row's lock serialises the completions of one fan-out: two statements hold it. The item
+            # row is locked too, so a duplicate that waited for the lock sees the item as its first copy left it.
+            row = await conn.fetchrow(
+                f"""SELECT f.grp, f.total, f.win, f.tolerate, f.first, f.next_index, f.done, f.failed, f.decided,
+                           i.status AS item_status, i.released
+                    FROM {s}.fanouts f JOIN {s}.fan_items i ON i.process_id = f.process_id AND i.grp = f.grp
+                    WHERE f.process_id = $1 AND f.grp = $2 AND i.idx = $3 FOR UPDATE""",
                 process_id, group, index,
             )
-            if row is None or item is None:
+            if row is None:
                 return None
             state = _fan_state(row)
-            if item["status"] != "dispatched":  # a duplicate: hand back what its first completion released
-                released = None
-                if item["released"] is not None:
-                    found = await conn.fetch(self._sql_fan_items, process_id, group, item["released"] - 1, "dispatched",
-                                             None, 1)
-                    released = _item_row(found[0]) if found and found[0]["idx"] == item["released"] else None
+            if row["item_status"] != "dispatched":  # a duplicate: hand back what its first completion released
+                found = [] if row["released"] is None else await conn.fetch(
+                    self._sql_fan_items, process_id, group, row["released"] - 1, "dispatched", None, 1)
+                released = _item_row(found[0]) if found and found[0]["idx"] == row["released"] else None
                 return ItemCompletion(False, state, released, False)
             new, release = complete(state, ok)
-            await conn.execute(
-                f"""UPDATE {s}.fan_items SET status = $4, result = $5::jsonb, error = $6, released = $7, updated_at = $8
-                    WHERE process_id = $1 AND grp = $2 AND idx = $3""",
+            written = await conn.fetchrow(
+                f"""WITH item AS (
+                        UPDATE {s}.fan_items SET status = $4, result = $5::jsonb, error = $6, released = $7,
+                                                 updated_at = $8
+                        WHERE process_id = $1 AND grp = $2 AND idx = $3 AND status = 'dispatched'
+                        RETURNING idx),
+                    fan AS (
+                        UPDATE {s}.fanouts SET next_index = $9, done = $10, failed = $11, decided = $12
+                        WHERE process_id = $1 AND grp = $2 AND EXISTS (SELECT 1 FROM item)),
+                    rel AS (
+                        UPDATE {s}.fan_items SET status = 'dispatched', updated_at = $8
+                        WHERE process_id = $1 AND grp = $2 AND idx = $7 AND EXISTS (SELECT 1 FROM item)
+                        RETURNING idx, status, spec, result, error, updated_at)
+                    SELECT EXISTS (SELECT 1 FROM item) AS applied, rel.* FROM (SELECT 1) AS one LEFT JOIN rel ON true""",
                 process_id, group, index, "done" if ok else "failed", orjson.dumps(result).decode() if ok else None,
-                error, release, now,
+                error, release, now, new.next_index, new.done, new.failed, new.decided,
             )
-            await conn.execute(
-                f"""UPDATE {s}.fanouts SET next_index = $3, done = $4, failed = $5, decided = $6
-                    WHERE process_id = $1 AND grp = $2""",
-                process_id, group, new.next_index, new.done, new.failed, new.decided,
-            )
-            released_row = None
-            if release is not None:
-                released_row = await conn.fetchrow(
-                    f"""UPDATE {s}.fan_items SET status = 'dispatched', updated_at = $4
-                        WHERE process_id = $1 AND grp = $2 AND idx = $3
-                        RETURNING idx, status, spec, result, error, updated_at""",
-                    process_id, group, release, now,
-                )
-        return ItemCompletion(True, new, _item_row(released_row) if released_row else None,
+            if not written["applied"]:  # belt and braces: the item was not dispatched after all; nothing written
+                return ItemCompletion(False, state, None, False)
+        return ItemCompletion(True, new, _item_row(written) if written["idx"] is not None else None,
                               new.decided is not None and state.decided is None)
 
     async def fan_out_state(self, process_id: str, group: int) -> FanOutState | None:
@@ -96,5 +97,5 @@ def _fan_state(row: Any) -> FanOutState:
 
 
 def _item_row(row: Any) -> ItemRow:
-    return ItemRow(row["idx"], row["status"], orjson.loads(row["spec"]), None if row["result"] is None else orjson.loads(row["result"]), row["error"],
-                   row["updated_at"])
+    result = None if row["result"] is None else orjson.loads(row["result"])
+    return ItemRow(row["idx"], row["status"], orjson.loads(row["spec"]), result, row["error"], row["updated_at"])
