@@ -13,6 +13,7 @@ from framework.document import ProcessDocument, Status
 from framework.engine import Engine
 from framework.operations import Operations
 from framework.policies import Retry
+from framework.schedules import Schedule
 from framework.store.base import ProcessFilter
 from framework.errors import (
     NonRetryableError,
@@ -25,6 +26,7 @@ from framework.errors import (
     MessageError,
     ProcessConflictError,
     ProcessNotFoundError,
+    ScheduleNotFoundError,
     ServiceError,
     StageError,
     StageflowError,
@@ -41,6 +43,7 @@ __all__ = [
     "BusinessCase",
     "stage",
     "Retry",
+    "Schedule",
     "StageContext",
     "ServiceReply",
     # running them
@@ -67,6 +70,7 @@ __all__ = [
     "InvalidInputError",
     "ProcessConflictError",
     "ProcessNotFoundError",
+    "ScheduleNotFoundError",
     "MessageError",
     "TaskIdError",
     "StageError",
