@@ -11,11 +11,13 @@ class is defined. Ticks are computed the same way by every worker, so a tick has
 (``schedule:<name>:<tick in UTC ISO 8601>``), which is the client key of the process it starts: however
 many workers see the tick, or however often one retries after a crash, one process exists per tick.
 
-Cron expressions are evaluated by ``cronsim`` (five fields, minute resolution, Debian cron semantics) in
-the schedule's time zone (``zoneinfo``). Across DST changes it behaves like Debian's cron: a time skipped
-when clocks go forward fires right after the change (02:30 becomes 03:00); when clocks go back, a job at a
-fixed hour fires once, while ``*``/step hour fields fire in both passes of the repeated hour. Intervals
-tick at whole multiples of ``every_s`` since the Unix epoch, so ``every_s=3600`` fires on the hour (UTC).
+Cron expressions are evaluated by ``cronsim`` in the schedule's time zone (``zoneinfo``): five fields
+(minute hour day-of-month month day-of-week), or six with seconds first (``*/10 * * * * *``). Across
+DST changes a five-field expression behaves like Debian's cron: a time skipped when clocks go forward
+fires right after the change (02:30 becomes 03:00); when clocks go back, a job at a fixed hour fires
+once, while ``*``/step hour fields fire in both passes of the repeated hour. (Six-field expressions get
+no such special case: they follow the wall clock.) Intervals tick at whole multiples of ``every_s``
+since the Unix epoch, so ``every_s=3600`` fires on the hour (UTC).
 """
 
 from __future__ import annotations
@@ -34,7 +36,6 @@ from framework.errors import ConfigurationError
 
 Missed = Literal["skip", "catch_up"]
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,99}$")
-_SCAN_LIMIT = 600_000  # cron ticks looked at in one computation, at most (a year of every-minute ticks)
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,7 +50,7 @@ class Timing:
         """The first tick strictly after ``t`` (epoch seconds)."""
         if self.every_s is not None:
             return float((math.floor(t) // self.every_s + 1) * self.every_s)
-        return next(self._cron_from(t)).timestamp()
+        return next(self._cron(t)).timestamp()
 
     def due_ticks(self, start: float, now: float, limit: int) -> list[float]:
         """The newest ``limit`` ticks in ``[start, now]``, oldest first (the ticks missed since ``start``)."""
@@ -59,14 +60,14 @@ class Timing:
             first = math.ceil(start / self.every_s)
             last = math.floor(now / self.every_s)
             return [float(k * self.every_s) for k in range(max(first, last - limit + 1), last + 1)]
-        # No reverse iteration in cron: scan a window back from now, widening it until it holds enough ticks.
-        width = 3600.0
-        while True:
-            low = max(start, now - width)
-            ticks = self._cron_between(low, now)
-            if len(ticks) >= limit or low == start:
-                return ticks[-limit:]
-            width *= 8
+        ticks: list[float] = []
+        # Backwards from now (ticks are whole seconds: strictly before floor(now) + 1 means at or before now).
+        for when in self._cron(math.floor(now) + 1, reverse=True):
+            tick = when.timestamp()
+            if tick < start or len(ticks) == limit:
+                break
+            ticks.append(tick)
+        return ticks[::-1]
 
     def describe(self) -> str:
         return f"cron {self.cron!r} in {self.timezone}" if self.cron else f"every {self.every_s} s"
@@ -78,25 +79,15 @@ class Timing:
     def from_json(cls, raw: str | bytes) -> Timing:
         return cls(**orjson.loads(raw))
 
-    def _cron_from(self, t: float) -> CronSim:
-        return CronSim(self.cron or "", datetime.fromtimestamp(t, ZoneInfo(self.timezone or "UTC")))
-
-    def _cron_between(self, low: float, high: float) -> list[float]:
-        ticks: list[float] = []
-        for scanned, when in enumerate(self._cron_from(low - 60)):  # cronsim starts strictly after a minute
-            tick = when.timestamp()
-            if tick > high or scanned > _SCAN_LIMIT:
-                break
-            if tick >= low:
-                ticks.append(tick)
-        return ticks
+    def _cron(self, t: float, *, reverse: bool = False) -> CronSim:
+        return CronSim(self.cron or "", datetime.fromtimestamp(t, ZoneInfo(self.timezone or "UTC")), reverse=reverse)
 
 
 @dataclass(frozen=True, slots=True)
 class Schedule:
     """Start a process of the case that declares it (in its ``schedules`` list) on every tick.
 
-    Give ``cron`` (five fields; ``timezone`` defaults to UTC) or ``every_s`` (whole seconds, at least 1).
+    Give ``cron`` (five fields, or six with seconds first; ``timezone`` defaults to UTC) or ``every_s`` (whole seconds, at least 1).
     ``missed`` says what happens to ticks that passed while no worker ran (or the store was down):
     ``"skip"`` fires once, for the newest missed tick; ``"catch_up"`` fires each missed tick, oldest first,
     but at most the newest ``max_catch_up`` of them. Ticks during a pause are never fired.
@@ -167,7 +158,8 @@ def _timing(where: str, cron: str | None, timezone: str | None, every_s: Any) ->
     except CronSimError as exc:
         raise ConfigurationError(
             f"{where}: invalid cron expression {cron!r}: {exc}",
-            hint="five fields: minute hour day-of-month month day-of-week, e.g. '*/5 * * * *' (no seconds field)",
+            hint="five fields: minute hour day-of-month month day-of-week, e.g. '*/5 * * * *'; "
+            "or six with seconds first, e.g. '*/10 * * * * *'",
         ) from None
     except StopIteration:
         raise ConfigurationError(f"{where}: cron expression {cron!r} never fires") from None

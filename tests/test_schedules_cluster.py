@@ -43,14 +43,14 @@ def _tick_of(client_key: str) -> float:
     return datetime.fromisoformat(iso).timestamp()
 
 
-def _assert_one_per_tick(ticks: list[float]) -> None:
-    """Each one-second tick has exactly one process, and the ticks are consecutive: none doubled, none skipped."""
+def _assert_one_per_tick(ticks: list[float], every_s: int = 1) -> None:
+    """Each tick has exactly one process, and the ticks are consecutive: none doubled, none skipped."""
     assert ticks, "no process was started"
-    per_second = Counter(math.floor(t) for t in ticks)
-    doubled = {t: n for t, n in per_second.items() if n > 1}
+    per_tick = Counter(math.floor(t / every_s) for t in ticks)  # a tick whose key varied still counts once
+    doubled = {t * every_s: n for t, n in per_tick.items() if n > 1}
     assert not doubled, f"ticks with more than one process: {doubled}"
-    first, last = min(per_second), max(per_second)
-    assert sorted(per_second) == list(range(first, last + 1)), "ticks were skipped"
+    first, last = min(per_tick), max(per_tick)
+    assert sorted(per_tick) == list(range(first, last + 1)), "ticks were skipped"
 
 
 def _cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
@@ -70,11 +70,15 @@ async def test_one_process_per_tick_with_three_workers_pause_and_resume(
         running = await _ticks(pg, schema, "ticked")
         assert len(running) >= 4, cluster.logs()
         _assert_one_per_tick(running)
+        cron_ticks = await _ticks(pg, schema, "cron_ticked")
+        assert len(cron_ticks) >= 2, cluster.logs()
+        _assert_one_per_tick(cron_ticks, every_s=2)
 
         async with open_gateway(settings) as gw:
             listed = (await gw.client.get("/schedules", headers={"X-API-Key": READ_KEY})).json()
             assert {s["name"]: s["schedule"] for s in listed} == {
-                "every-second": "every 1 s", "daily-skip": "every 86400 s", "daily-catch-up": "every 86400 s"}
+                "every-second": "every 1 s", "every-2-seconds": "cron '*/2 * * * * *' in Europe/Berlin",
+                "daily-skip": "every 86400 s", "daily-catch-up": "every 86400 s"}
             refused = await gw.client.post("/schedules/every-second/pause", headers={"X-API-Key": READ_KEY})
             assert refused.status_code == 403
             assert (await gw.client.post("/schedules/nope/pause")).status_code == 404
@@ -103,7 +107,8 @@ async def test_one_process_per_tick_with_three_workers_pause_and_resume(
         assert len(new) >= 3, cluster.logs()
         assert min(new) > resumed_at - 1, "ticks during the pause were fired (catch_up must not cover a pause)"
         _assert_one_per_tick(new)
-        statuses = await pg.fetch(f"SELECT DISTINCT status FROM {schema}.processes WHERE case_name = 'ticked'")
+        _assert_one_per_tick(await _ticks(pg, schema, "cron_ticked"), every_s=2)  # not paused: still ticking
+        statuses = await pg.fetch(f"SELECT DISTINCT status FROM {schema}.processes")
         assert {r["status"] for r in statuses} <= {"completed", "running"}
     finally:
         codes = cluster.stop()

@@ -24,6 +24,17 @@ class Ticked(BusinessCase):
         ctx.complete({"source": ctx.input.source})
 
 
+class CronTicked(BusinessCase):
+    """Started every two seconds by a cron expression with a seconds field, in a time zone with DST."""
+
+    name = "cron_ticked"
+    schedules = [Schedule("every-2-seconds", cron="*/2 * * * * *", timezone="Europe/Berlin", missed="catch_up")]
+
+    @stage
+    async def run(self, ctx: StageContext) -> None:
+        ctx.complete(None)
+
+
 class DailySkip(BusinessCase):
     name = "daily_skip"
     schedules = [Schedule("daily-skip", every_s=DAY_S)]
@@ -42,4 +53,4 @@ class DailyCatchUp(BusinessCase):
         ctx.complete(None)
 
 
-CASES = [Ticked, DailySkip, DailyCatchUp]
+CASES = [Ticked, CronTicked, DailySkip, DailyCatchUp]
