@@ -246,3 +246,15 @@ def test_cli_lists_pauses_and_resumes(tmp_path: Path, monkeypatch: pytest.Monkey
     assert "daily_skip  active" in runner.invoke(cli, ["schedules", "resume", "daily-skip"]).stdout
     missing = runner.invoke(cli, ["schedules", "resume", "nope"])
     assert missing.exit_code == 2 and "no schedule 'nope'" in missing.stderr and "Traceback" not in missing.output
+
+
+async def test_readme_schedules_example_runs() -> None:
+    from tests.test_readme import _run
+
+    nightly_import = _run("Schedules")["NightlyImport"]
+    clock = FakeClock(berlin(2024, 3, 30, 12))  # the night clocks go forward in Berlin
+    async with run_cases([nightly_import], clock=clock) as env:  # type: ignore[list-item]
+        await env.advance(24 * HOUR)
+        keys = sorted([(await env.get(pid)).client_key for pid in await env.flow.store.find_ids(ProcessFilter())])
+    assert [k for k in keys if "nightly" in k] == ["schedule:nightly-import:2024-03-31T01:00:00+00:00"]  # 03:00 CEST
+    assert len([k for k in keys if "hourly" in k]) == 24  # every missed hourly (UTC) tick caught up
