@@ -174,6 +174,23 @@ async def test_skip_fires_the_newest_missed_tick_and_catch_up_the_newest_few() -
         assert (await env.flow.store.count_by_status()) == {"completed": 6}
 
 
+async def test_a_tick_fired_again_after_a_lost_advance_makes_no_second_process() -> None:
+    clock = FakeClock(datetime.fromisoformat("2024-05-01T10:30:00+00:00").timestamp())
+    async with run_cases([Report], clock=clock) as env:
+        await env.advance(HOUR)
+        fired = await _client_keys(env)
+        row = {r.name: r for r in await env.flow.store.schedules()}["hourly-skip"]
+        # As if the worker died after starting the 11:00 process but before moving the schedule on:
+        assert await env.flow.store.advance_schedule(
+            "hourly-skip", expected_next_fire_at=row.next_fire_at, next_fire_at=row.last_tick, last_tick=row.last_tick,
+            fired_at=clock.now())
+        assert await env.flow.schedules.fire_due() == 0  # started again: the client key finds the process
+        assert await _client_keys(env) == fired == {
+            "skip": ["schedule:hourly-skip:2024-05-01T11:00:00+00:00"],
+            "catch_up": ["schedule:hourly-catch-up:2024-05-01T11:00:00+00:00"]}
+        assert (await env.flow.schedules.get("hourly-skip"))["next_fire_at"] == "2024-05-01T12:00:00+00:00"
+
+
 async def test_pause_stops_ticks_and_resume_starts_from_the_next_one() -> None:
     clock = FakeClock(datetime.fromisoformat("2024-05-01T10:30:00+00:00").timestamp())
     async with run_cases([Report], clock=clock) as env:
