@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -87,13 +87,15 @@ class Timing:
 class Schedule:
     """Start a process of the case that declares it (in its ``schedules`` list) on every tick.
 
-    Give ``cron`` (five fields, or six with seconds first; ``timezone`` defaults to UTC) or ``every_s`` (whole seconds, at least 1).
+    Give ``cron`` (five fields, or six with seconds first; ``timezone`` defaults to UTC) or ``every_s``
+    (whole seconds, at least 1).
     ``missed`` says what happens to ticks that passed while no worker ran (or the store was down):
     ``"skip"`` fires once, for the newest missed tick; ``"catch_up"`` fires each missed tick, oldest first,
     but at most the newest ``max_catch_up`` of them. Ticks during a pause are never fired.
     """
 
     name: str
+    _: KW_ONLY
     input: dict[str, Any] = field(default_factory=dict)
     cron: str | None = None
     timezone: str | None = None

@@ -102,7 +102,9 @@ class PostgresStore(ProcessStore):
                 next_fire_at = CASE WHEN schedules.timing = EXCLUDED.timing THEN schedules.next_fire_at
                                     ELSE EXCLUDED.next_fire_at END
             WHERE schedules.definition <> EXCLUDED.definition"""
-        self._sql_schedule_columns = "name, definition, timing, next_fire_at, paused, last_tick, last_fired_at, updated_at"
+        self._sql_schedule_columns = (
+            "name, definition, timing, next_fire_at, paused, last_tick, last_fired_at, updated_at"
+        )
         self._sql_due_schedules = f"""
             SELECT {self._sql_schedule_columns} FROM {s}.schedules
             WHERE name = ANY($1::text[]) AND NOT paused AND next_fire_at <= $2 ORDER BY next_fire_at"""
