@@ -73,6 +73,9 @@ async def test_one_process_per_tick_with_three_workers_pause_and_resume(
         cron_ticks = await _ticks(pg, schema, "cron_ticked")
         assert len(cron_ticks) >= 2, cluster.logs()
         _assert_one_per_tick(cron_ticks, every_s=2)
+        cluster.workers[0].kill()  # SIGKILL, maybe between a start and its advance: the others go on
+        await asyncio.sleep(3)
+        _assert_one_per_tick(await _ticks(pg, schema, "ticked"))
 
         async with open_gateway(settings) as gw:
             listed = (await gw.client.get("/schedules", headers={"X-API-Key": READ_KEY})).json()
@@ -108,10 +111,15 @@ async def test_one_process_per_tick_with_three_workers_pause_and_resume(
         assert min(new) > resumed_at - 1, "ticks during the pause were fired (catch_up must not cover a pause)"
         _assert_one_per_tick(new)
         _assert_one_per_tick(await _ticks(pg, schema, "cron_ticked"), every_s=2)  # not paused: still ticking
+        every_second, every_2 = await _ticks(pg, schema, "ticked"), await _ticks(pg, schema, "cron_ticked")
+        print(f"SCHEDULES workers=3 killed=1 every_1s_processes={len(every_second)} "
+              f"every_1s_distinct_ticks={len(set(every_second))} cron_2s_processes={len(every_2)} "
+              f"cron_2s_distinct_ticks={len(set(every_2))} paused_s={resumed_at - paused_at:.1f}")
         statuses = await pg.fetch(f"SELECT DISTINCT status FROM {schema}.processes")
         assert {r["status"] for r in statuses} <= {"completed", "running"}
     finally:
         codes = cluster.stop()
+    del codes["worker-0"]  # killed
     assert all(code == 0 for code in codes.values()), f"unclean shutdown {codes}\n{cluster.logs()}"
 
 
