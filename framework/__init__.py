@@ -14,6 +14,7 @@ from framework.fanout import FanIn, FanItem
 from framework.engine import Engine
 from framework.operations import Operations
 from framework.policies import Retry
+from framework.schedules import Schedule
 from framework.store.base import ProcessFilter
 from framework.errors import (
     NonRetryableError,
@@ -26,6 +27,7 @@ from framework.errors import (
     MessageError,
     ProcessConflictError,
     ProcessNotFoundError,
+    ScheduleNotFoundError,
     ServiceError,
     StageError,
     StageflowError,
@@ -42,6 +44,7 @@ __all__ = [
     "BusinessCase",
     "stage",
     "Retry",
+    "Schedule",
     "StageContext",
     "ServiceReply",
     "FanItem",
@@ -70,6 +73,7 @@ __all__ = [
     "InvalidInputError",
     "ProcessConflictError",
     "ProcessNotFoundError",
+    "ScheduleNotFoundError",
     "MessageError",
     "TaskIdError",
     "StageError",

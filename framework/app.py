@@ -18,6 +18,7 @@ from framework.document import ProcessDocument
 from framework.engine import Engine
 from framework.errors import ConfigurationError, ProcessNotFoundError
 from framework.operations import Operations
+from framework.scheduler import Scheduler
 from framework.settings import Settings
 from framework.store.base import ProcessStore
 from framework.taskid import TaskIdSigner
@@ -103,6 +104,11 @@ class Stageflow:
         if doc is None:
             raise ProcessNotFoundError(f"no process {process_id!r}", process_id=process_id)
         return doc
+
+    @property
+    def schedules(self) -> Scheduler:
+        """List, pause and resume schedules (``flow.schedules.pause("nightly-import")``)."""
+        return self.engine.schedules
 
     def worker(self, **options: Any) -> Worker:
         defaults = {

@@ -8,11 +8,12 @@ not in production at 3 a.m. when a process first reaches that line.
 from __future__ import annotations
 
 import ast
+import dataclasses
 import difflib
 import inspect
 import re
 import textwrap
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -20,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from framework.errors import CaseDefinitionError, InvalidInputError
 from framework.policies import NO_RETRY, Retry
+from framework.schedules import Schedule
 
 if TYPE_CHECKING:
     from framework.context import StageContext
@@ -117,6 +119,7 @@ class BusinessCase:
     retry: ClassVar[Retry] = NO_RETRY  # default policy of every stage without its own
     reply_timeout_s: ClassVar[float | None] = None  # default wait for a service reply (None: no limit)
     stages: ClassVar[tuple[StageSpec, ...]] = ()
+    schedules: ClassVar[Sequence[Schedule]] = ()  # start a process on each tick (see framework.schedules)
     _stage_by_name: ClassVar[dict[str, StageSpec]] = {}
 
     def __init_subclass__(cls, *, abstract: bool = False, **kwargs: Any) -> None:
@@ -127,6 +130,7 @@ class BusinessCase:
         cls.stages = _collect_stages(cls)
         _validate_case(cls)
         cls._stage_by_name = {spec.name: spec for spec in cls.stages}
+        cls.schedules = tuple(_bind_schedule(cls, schedule) for schedule in cls.schedules)
 
     @classmethod
     def stage_named(cls, name: str) -> StageSpec | None:
@@ -154,6 +158,18 @@ class BusinessCase:
             raise InvalidInputError(
                 f"invalid input for case {cls.name!r}: {fields}", errors=errors, case=cls.name
             ) from None
+
+
+def _bind_schedule(cls: type[BusinessCase], schedule: Any) -> Schedule:
+    """A schedule declared on ``cls``: it starts ``cls``, with input that ``cls`` accepts (checked now)."""
+    where = f"case {cls.__name__}"
+    if not isinstance(schedule, Schedule):
+        raise CaseDefinitionError(f"{where}: schedules must hold Schedule(...) objects, got {schedule!r}")
+    try:
+        data = cls.validate_input(schedule.input).model_dump(mode="json")
+    except InvalidInputError as exc:
+        raise CaseDefinitionError(f"{where}: schedule {schedule.name!r} has {exc.message}") from None
+    return dataclasses.replace(schedule, case=cls.name, input=data)
 
 
 def _snake_case(name: str) -> str:

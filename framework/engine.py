@@ -44,6 +44,7 @@ from framework.messages import (
     DEFAULT_MAX_MESSAGE_BYTES, ItemDone, RunStage, ServiceReplyMessage, StartChild, parse_inner,
 )
 from framework.registry import CaseRegistry
+from framework.scheduler import Scheduler, collect_schedules
 from framework.store.base import ProcessStore
 from framework.taskid import TaskIdSigner
 from framework.transitions import Plan, Planner, fire_target, run_stage_message
@@ -76,6 +77,9 @@ class Engine:
         self.max_message_bytes = max_message_bytes
         self.process_ttl_s = process_ttl_s
         self.planner = Planner(signer, max_message_bytes=max_message_bytes)
+        self.schedules = Scheduler(
+            store=store, clock=self.clock, start=self.start_process, schedules=collect_schedules(self.cases)
+        )
 
     # -- starting --------------------------------------------------------------------------------------
 
@@ -458,7 +462,8 @@ class Engine:
             log.warning("outbox left for the relay", process_id=process_id, error=str(exc))
 
     async def fire_due(self, *, limit: int = 200) -> int:
-        """Do the work that is due: fire timers whose time has come, re-publish overdue outboxes, sweep fan-outs.
+        """Do the work that is due: fire timers whose time has come, re-publish overdue outboxes, sweep fan-outs,
+        and start the processes of due schedule ticks (see ``framework.scheduler``).
 
         Each due document is claimed with a compare-and-set on its due time, so with many workers one
         acts on it. The claim pushes the due time out (doubling, capped at an hour) in case the message
@@ -490,7 +495,7 @@ class Engine:
                 acted += 1
         if acted:
             log.info("due work published", count=acted)
-        return acted
+        return acted + await self.schedules.fire_due()
 
     async def expire(self, *, limit: int = 1000) -> int:
         """Delete finished processes whose time to live has passed; returns how many."""

@@ -48,6 +48,10 @@ class ProcessNotFoundError(StageflowError):
     """No process has that id."""
 
 
+class ScheduleNotFoundError(StageflowError):
+    """No schedule has that name."""
+
+
 class MessageError(StageflowError):
     """A message that cannot be read: bad JSON, wrong shape, oversize, unknown case or stage."""
 

@@ -92,6 +92,7 @@ class Worker:
         self._isolation = _Isolation()
 
     async def start(self) -> None:
+        await self.engine.schedules.sync()  # this deployment's schedule definitions win from now on
         broker = self.engine.broker
         self._consumers = [
             await broker.consume(INNER, self._on_inner, prefetch=self.prefetch),

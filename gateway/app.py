@@ -16,7 +16,7 @@ from framework.settings import Settings
 from gateway import problems
 from gateway.auth import ApiKeys
 from gateway.limits import BodySizeLimit
-from gateway.routes import actions, admin, processes, system
+from gateway.routes import actions, admin, processes, schedules, system
 
 
 def create_app(flow: Stageflow | None = None, settings: Settings | None = None) -> FastAPI:
@@ -41,6 +41,6 @@ def create_app(flow: Stageflow | None = None, settings: Settings | None = None) 
         app.state.flow = flow
     problems.install(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.gateway_max_body_bytes)
-    for module in (processes, actions, system, admin):
+    for module in (processes, actions, system, admin, schedules):
         app.include_router(module.router(keys))
     return app

@@ -49,6 +49,21 @@ def summary(
     }
 
 
+@dataclass(frozen=True, slots=True)
+class ScheduleRow:
+    """A schedule's state in the store. ``definition`` and ``timing`` are canonical JSON written by the
+    workers' sync (see ``framework.scheduler``); ``next_fire_at`` is the oldest tick not fired yet."""
+
+    name: str
+    definition: str
+    timing: str
+    next_fire_at: float
+    paused: bool
+    last_tick: float | None
+    last_fired_at: float | None
+    updated_at: float
+
+
 class ProcessStore(ABC):
     """Async contract every store implements. Constructors do no I/O: call ``open()`` (or ``async with``)."""
 
@@ -174,3 +189,31 @@ class ProcessStore(ABC):
         """Items of a fan-out in index order, after index ``after``; optionally only those in ``status`` and last
         changed before ``updated_before`` (the sweep's stale dispatched items)."""
 
+    # -- schedules (see framework/scheduler.py) ---------------------------------------------------------
+
+    @abstractmethod
+    async def sync_schedule(self, name: str, definition: str, timing: str, next_fire_at: float, now: float) -> None:
+        """Insert the schedule, or update its definition. Only a changed ``timing`` resets ``next_fire_at``;
+        ``paused`` and the fire history are kept."""
+
+    @abstractmethod
+    async def due_schedules(self, names: list[str], now: float) -> list[ScheduleRow]:
+        """Schedules among ``names`` that are not paused and whose ``next_fire_at`` is at or before ``now``."""
+
+    @abstractmethod
+    async def advance_schedule(
+        self, name: str, *, expected_next_fire_at: float, next_fire_at: float, last_tick: float, fired_at: float
+    ) -> bool:
+        """Compare-and-set: move ``next_fire_at`` on if it is still ``expected_next_fire_at``; True if this
+        caller won (with many workers, exactly one does)."""
+
+    @abstractmethod
+    async def schedules(self) -> list[ScheduleRow]:
+        """Every schedule row, by name."""
+
+    @abstractmethod
+    async def set_schedule_paused(
+        self, name: str, paused: bool, *, now: float, next_fire_at: float | None = None
+    ) -> bool:
+        """Pause or resume; a resume also sets ``next_fire_at`` (ticks during the pause are not fired).
+        False if there is no such schedule."""

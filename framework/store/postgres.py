@@ -19,7 +19,7 @@ import orjson
 from framework.document import ProcessDocument
 from framework.errors import ConfigurationError, StoreError
 from framework.store.pg_fanout import PostgresFanOuts
-from framework.store.base import RETRYING, PageKey, ProcessFilter, ProcessStore, summary
+from framework.store.base import RETRYING, PageKey, ProcessFilter, ProcessStore, ScheduleRow, summary
 
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
@@ -122,6 +122,26 @@ class PostgresStore(PostgresFanOuts, ProcessStore):
             WHERE process_id = $1 AND grp = $2 AND idx > $3 AND ($4::text IS NULL OR status = $4)
               AND ($5::float8 IS NULL OR updated_at < $5)
             ORDER BY idx LIMIT $6"""
+        self._sql_sync_schedule = f"""
+            INSERT INTO {s}.schedules (name, definition, timing, next_fire_at, paused, updated_at)
+            VALUES ($1, $2, $3, $4, false, $5)
+            ON CONFLICT (name) DO UPDATE SET
+                definition = EXCLUDED.definition, timing = EXCLUDED.timing, updated_at = EXCLUDED.updated_at,
+                next_fire_at = CASE WHEN schedules.timing = EXCLUDED.timing THEN schedules.next_fire_at
+                                    ELSE EXCLUDED.next_fire_at END
+            WHERE schedules.definition <> EXCLUDED.definition"""
+        self._sql_schedule_columns = (
+            "name, definition, timing, next_fire_at, paused, last_tick, last_fired_at, updated_at"
+        )
+        self._sql_due_schedules = f"""
+            SELECT {self._sql_schedule_columns} FROM {s}.schedules
+            WHERE name = ANY($1::text[]) AND NOT paused AND next_fire_at <= $2 ORDER BY next_fire_at"""
+        self._sql_advance_schedule = f"""
+            UPDATE {s}.schedules SET next_fire_at = $3, last_tick = $4, last_fired_at = $5, updated_at = $5
+            WHERE name = $1 AND next_fire_at = $2"""
+        self._sql_pause_schedule = f"""
+            UPDATE {s}.schedules SET paused = $2, next_fire_at = coalesce($3, next_fire_at), updated_at = $4
+            WHERE name = $1"""
 
     @property
     def schema(self) -> str:
@@ -285,6 +305,38 @@ class PostgresStore(PostgresFanOuts, ProcessStore):
         async with self._connection() as conn:
             await conn.execute(self._sql_forget_runs, key)
 
+    async def sync_schedule(self, name: str, definition: str, timing: str, next_fire_at: float, now: float) -> None:
+        async with self._connection() as conn:
+            await conn.execute(self._sql_sync_schedule, name, definition, timing, next_fire_at, now)
+
+    async def due_schedules(self, names: list[str], now: float) -> list[ScheduleRow]:
+        if not names:
+            return []
+        async with self._connection() as conn:
+            rows = await conn.fetch(self._sql_due_schedules, names, now)
+        return [ScheduleRow(*r) for r in rows]
+
+    async def advance_schedule(
+        self, name: str, *, expected_next_fire_at: float, next_fire_at: float, last_tick: float, fired_at: float
+    ) -> bool:
+        async with self._connection() as conn:
+            status = await conn.execute(
+                self._sql_advance_schedule, name, expected_next_fire_at, next_fire_at, last_tick, fired_at
+            )
+        return status.endswith(" 1")
+
+    async def schedules(self) -> list[ScheduleRow]:
+        async with self._connection() as conn:
+            rows = await conn.fetch(f"SELECT {self._sql_schedule_columns} FROM {self._schema}.schedules ORDER BY name")
+        return [ScheduleRow(*r) for r in rows]
+
+    async def set_schedule_paused(
+        self, name: str, paused: bool, *, now: float, next_fire_at: float | None = None
+    ) -> bool:
+        async with self._connection() as conn:
+            status = await conn.execute(self._sql_pause_schedule, name, paused, next_fire_at, now)
+        return status.endswith(" 1")
+
 
 def _conditions(where: ProcessFilter) -> tuple[list[str], list[Any]]:
     conditions: list[str] = []
@@ -367,6 +419,16 @@ def _schema_sql(s: str) -> str:
         released    integer,
         updated_at  double precision NOT NULL,
         PRIMARY KEY (process_id, grp, idx)
+    );
+    CREATE TABLE IF NOT EXISTS {s}.schedules (
+        name          text PRIMARY KEY,
+        definition    text NOT NULL,
+        timing        text NOT NULL,
+        next_fire_at  double precision NOT NULL,
+        paused        boolean NOT NULL,
+        last_tick     double precision,
+        last_fired_at double precision,
+        updated_at    double precision NOT NULL
     );
     CREATE TABLE IF NOT EXISTS {s}.history (
         process_id  text NOT NULL,

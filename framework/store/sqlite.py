@@ -18,7 +18,7 @@ import orjson
 from framework.document import ProcessDocument
 from framework.fanout import FanOutState, ItemCompletion, ItemRow, NewFanOut, complete
 from framework.errors import StoreError
-from framework.store.base import RETRYING, PageKey, ProcessFilter, ProcessStore, summary
+from framework.store.base import RETRYING, PageKey, ProcessFilter, ProcessStore, ScheduleRow, summary
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS processes (
@@ -67,6 +67,16 @@ CREATE TABLE IF NOT EXISTS fan_items (
     released    INTEGER,
     updated_at  REAL NOT NULL,
     PRIMARY KEY (process_id, grp, idx)
+);
+CREATE TABLE IF NOT EXISTS schedules (
+    name          TEXT PRIMARY KEY,
+    definition    TEXT NOT NULL,
+    timing        TEXT NOT NULL,
+    next_fire_at  REAL NOT NULL,
+    paused        INTEGER NOT NULL,
+    last_tick     REAL,
+    last_fired_at REAL,
+    updated_at    REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS history (
     process_id  TEXT NOT NULL,
@@ -340,6 +350,50 @@ class SqliteStore(ProcessStore):
             (process_id, group, after, status, updated_before, -1 if limit is None else limit),
         )
         return [_item_row(r) for r in rows]
+    async def sync_schedule(self, name: str, definition: str, timing: str, next_fire_at: float, now: float) -> None:
+        async with self._transaction() as db:
+            await db.execute(
+                "INSERT INTO schedules (name, definition, timing, next_fire_at, paused, updated_at)"
+                " VALUES (?, ?, ?, ?, 0, ?) ON CONFLICT (name) DO UPDATE SET"
+                " definition = excluded.definition, timing = excluded.timing, updated_at = excluded.updated_at,"
+                " next_fire_at = CASE WHEN schedules.timing = excluded.timing THEN schedules.next_fire_at"
+                " ELSE excluded.next_fire_at END WHERE schedules.definition <> excluded.definition",
+                (name, definition, timing, next_fire_at, now),
+            )
+
+    async def due_schedules(self, names: list[str], now: float) -> list[ScheduleRow]:
+        rows = await self._fetch(
+            f"SELECT {_SCHEDULE_COLUMNS} FROM schedules WHERE name IN (SELECT value FROM json_each(?))"
+            " AND NOT paused AND next_fire_at <= ? ORDER BY next_fire_at",
+            (orjson.dumps(names).decode(), now),
+        )
+        return [_schedule_row(r) for r in rows]
+
+    async def advance_schedule(
+        self, name: str, *, expected_next_fire_at: float, next_fire_at: float, last_tick: float, fired_at: float
+    ) -> bool:
+        async with self._transaction() as db:
+            cursor = await db.execute(
+                "UPDATE schedules SET next_fire_at = ?, last_tick = ?, last_fired_at = ?, updated_at = ?"
+                " WHERE name = ? AND next_fire_at = ?",
+                (next_fire_at, last_tick, fired_at, fired_at, name, expected_next_fire_at),
+            )
+            return cursor.rowcount == 1
+
+    async def schedules(self) -> list[ScheduleRow]:
+        rows = await self._fetch(f"SELECT {_SCHEDULE_COLUMNS} FROM schedules ORDER BY name", ())
+        return [_schedule_row(r) for r in rows]
+
+    async def set_schedule_paused(
+        self, name: str, paused: bool, *, now: float, next_fire_at: float | None = None
+    ) -> bool:
+        async with self._transaction() as db:
+            cursor = await db.execute(
+                "UPDATE schedules SET paused = ?, next_fire_at = coalesce(?, next_fire_at), updated_at = ?"
+                " WHERE name = ?",
+                (int(paused), next_fire_at, now, name),
+            )
+            return cursor.rowcount == 1
 
     async def _fetch(self, sql: str, params: tuple[Any, ...]) -> list[Any]:
         if self._db is None:
@@ -363,6 +417,11 @@ def _fan_state(row: Any) -> FanOutState:
 def _item_row(row: Any) -> ItemRow:
     idx, status, spec, result, error, updated_at = row
     return ItemRow(idx, status, orjson.loads(spec), _json(result), error, updated_at)
+_SCHEDULE_COLUMNS = "name, definition, timing, next_fire_at, paused, last_tick, last_fired_at, updated_at"
+
+
+def _schedule_row(r: Any) -> ScheduleRow:
+    return ScheduleRow(r[0], r[1], r[2], r[3], bool(r[4]), r[5], r[6], r[7])
 
 
 def _conditions(where: ProcessFilter) -> tuple[list[str], list[Any]]:
