@@ -53,6 +53,9 @@ class Settings(BaseSettings):
     )
     gateway_insecure: bool = Field(False, description="let the gateway run with no API keys (local use only)")
     gateway_max_body_bytes: int = Field(1024 * 1024, ge=1024, description="largest request body the gateway reads")
+    gateway_stats_fresh_s: float = Field(
+        5.0, ge=0, description="the gateway re-counts processes for /stats and /metrics at most this often"
+    )
     log_level: str = Field("INFO")
     log_json: bool = Field(False, description="JSON log lines instead of console lines")
 

@@ -38,8 +38,12 @@ async def open_gateway(settings: Settings, **overrides: object) -> AsyncIterator
 
     settings = with_keys(settings, **overrides)
     async with Stageflow.from_settings(settings, cases=ALL_CASES) as flow:
-        transport = httpx.ASGITransport(app=create_app(flow, settings))
-        async with httpx.AsyncClient(
-            transport=transport, base_url="http://gateway", headers={"X-API-Key": OPERATE_KEY}, timeout=60
-        ) as client:
-            yield Gateway(flow, client)
+        app = create_app(flow, settings)
+        try:
+            async with httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=app), base_url="http://gateway", headers={"X-API-Key": OPERATE_KEY},
+                timeout=60,
+            ) as client:
+                yield Gateway(flow, client)
+        finally:
+            await app.state.shutdown()  # httpx runs no lifespan: stop the app's jobs ourselves
