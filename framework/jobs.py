@@ -28,6 +28,7 @@ log = structlog.get_logger("stageflow.jobs")
 
 REPROCESS = "reprocess"
 KEEP_ERRORS = 20  # the newest errors kept in a job (the log has all of them)
+SAVE_EVERY_S = 5.0  # progress (and the heartbeat) is saved after every page, or this often if pages are slow
 COUNT_TIMEOUT_S = 2.0  # the total is shown only if counting the matches is this cheap
 
 
@@ -42,6 +43,7 @@ class Jobs:
         self.stale_after_s = stale_after_s
         self.page_size = page_size
         self._tasks: dict[str, asyncio.Task[Job]] = {}
+        self._stopping = asyncio.Event()
 
     def _owner(self) -> str:
         return f"{self.name}/{uuid.uuid4().hex[:8]}"  # one token per run: see the module docstring
@@ -96,17 +98,24 @@ class Jobs:
             if job.total is None and job.cursor is None:  # counted once, at the start
                 job.total = await self.store.count_matching(where, timeout_s=COUNT_TIMEOUT_S)
                 await self._save(job, progress)
-            pages = self.operations.reprocess_pages(
+            walk = self.operations.reprocess_each(
                 where, from_stage=job.params.get("from_stage"), after=job.cursor, page_size=self.page_size
             )
-            async for page in pages:
-                job.done += page.retried
-                job.failed += len(page.skipped)
-                job.errors = (job.errors + [{"process_id": p, "reason": r} for p, r in page.skipped])[-KEEP_ERRORS:]
-                job.cursor = page.cursor
-                await self._save(job, progress)
+            async for process_id, reason in walk:
+                if reason is None:
+                    job.done += 1
+                else:
+                    job.failed += 1
+                    job.errors = [*job.errors, {"process_id": process_id, "reason": reason}][-KEEP_ERRORS:]
+                job.cursor = process_id
+                if (job.done + job.failed) % self.page_size == 0 or self.clock.now() - job.updated_at > SAVE_EVERY_S:
+                    await self._save(job, progress)
+                if self._stopping.is_set():
+                    raise _Stopped
             job.status = "completed"
-        except asyncio.CancelledError:
+        except _Stopped:
+            job.status, job.error = "interrupted", "its gateway stopped while it ran"
+        except asyncio.CancelledError:  # cut off mid-retry: the process in flight may be retried but not counted
             job.status, job.error = "interrupted", "its gateway stopped while it ran"
             await asyncio.shield(self._end(job, progress))
             raise
@@ -123,12 +132,16 @@ class Jobs:
         await self._end(job, progress)
         return job
 
-    async def shutdown(self) -> None:
-        """Stop the jobs running here; each is saved as interrupted (resumable)."""
+    async def shutdown(self, *, grace_s: float = 5.0) -> None:
+        """Stop the jobs running here after the process each is retrying, saved as interrupted (resumable);
+        cancel those that take longer than ``grace_s``."""
+        self._stopping.set()
         tasks = list(self._tasks.values())
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        if tasks:
+            _, late = await asyncio.wait(tasks, timeout=grace_s)
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
 
     def _spawn(self, job: Job) -> None:
         task = asyncio.create_task(self.run(job), name=f"job {job.job_id}")
@@ -158,6 +171,10 @@ class Jobs:
 
 class _Lost(Exception):
     """This runner's job was claimed by another one."""
+
+
+class _Stopped(Exception):
+    """This runner is shutting down."""
 
 
 def job_view(job: Job) -> dict[str, Any]:

@@ -43,13 +43,6 @@ def reprocess_filter(where: ProcessFilter) -> ProcessFilter:
     return where
 
 
-@dataclasses.dataclass
-class ReprocessPage:
-    cursor: str  # the last process id of the page
-    retried: int = 0
-    skipped: list[tuple[str, str]] = dataclasses.field(default_factory=list)  # (process id, reason)
-
-
 class Operations:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
@@ -117,41 +110,42 @@ class Operations:
 
         Works page by page (keyset pagination), so it is safe on millions of processes; ``progress`` is
         called after each page with (retried so far, skipped so far). The gateway and the CLI run this as a
-        recorded background job instead (``framework.jobs``), page by page with ``reprocess_pages``.
+        recorded background job instead (``framework.jobs``), with ``reprocess_each``.
         """
         retried = skipped = 0
-        async for page in self.reprocess_pages(where, from_stage=from_stage, page_size=page_size):
-            retried += page.retried
-            skipped += len(page.skipped)
-            if progress is not None:
+        async for _, reason in self.reprocess_each(where, from_stage=from_stage, page_size=page_size):
+            retried, skipped = (retried + 1, skipped) if reason is None else (retried, skipped + 1)
+            if progress is not None and (retried + skipped) % page_size == 0:
                 progress(retried, skipped)
+        if progress is not None and (retried + skipped) % page_size:
+            progress(retried, skipped)
         return {"retried": retried, "skipped": skipped}
 
-    async def reprocess_pages(
+    async def reprocess_each(
         self, where: ProcessFilter, *, from_stage: str | None = None, after: str | None = None, page_size: int = 500
-    ) -> AsyncIterator[ReprocessPage]:
-        """``reprocess`` one page at a time, in process id order, starting after the id ``after``.
+    ) -> AsyncIterator[tuple[str, str | None]]:
+        """Retry the matches of ``where`` one by one, in process id order, after the id ``after``; yield each
+        id with None (retried) or why it was skipped (not failed any more, no such stage in its version).
 
-        A process that cannot be retried (not failed any more, no such stage in its version) is skipped
-        with its reason; a store or broker outage ends the walk with its error (resume after the last page).
+        Ids are read a page at a time with the store's keyset cursor. A store or broker outage ends the walk
+        with its error: go on later after the last id yielded.
         """
         where = reprocess_filter(where)
         while True:
             ids = await self.engine.store.find_ids(where, after=after, limit=page_size)
             if not ids:
                 return
-            page = ReprocessPage(cursor=ids[-1])
             for process_id in ids:
+                reason = None
                 try:
                     await self.retry(process_id, from_stage=from_stage)
-                    page.retried += 1
                 except InfrastructureError:
                     raise
                 except StageflowError as exc:
                     log.info("not reprocessed", process_id=process_id, reason=exc.message)
-                    page.skipped.append((process_id, exc.message))
-            after = page.cursor
-            yield page
+                    reason = exc.message
+                yield process_id, reason
+            after = ids[-1]
 
     async def _transition(self, process_id: str, plan: Callable[[ProcessDocument], Plan]) -> ProcessDocument:
         # A worker may commit between our read and our write: read again and re-plan until we win.
