@@ -320,6 +320,12 @@ class PostgresStore(ProcessStore):
             await conn.execute(self._sql_forget_runs, key)
 
 
+_RETRYING_SQL = (
+    "status = 'waiting' AND (doc->'waiting'->>'kind' = 'resend'"
+    " OR (doc->'waiting'->>'kind' = 'timer' AND doc->'waiting'->>'reason' = 'retry'))"
+)
+
+
 def _conditions(where: ProcessFilter) -> tuple[list[str], list[Any]]:
     conditions: list[str] = []
     params: list[Any] = []
@@ -331,10 +337,7 @@ def _conditions(where: ProcessFilter) -> tuple[list[str], list[Any]]:
     if where.case is not None:
         add("case_name = ?", where.case)
     if where.status == RETRYING:
-        conditions.append(
-            "status = 'waiting' AND (doc->'waiting'->>'kind' = 'resend'"
-            " OR (doc->'waiting'->>'kind' = 'timer' AND doc->'waiting'->>'reason' = 'retry'))"
-        )
+        conditions.append(_RETRYING_SQL)
     elif where.status is not None:
         add("status = ?", where.status)
     if where.failed_stage is not None:
@@ -372,6 +375,10 @@ def _schema_sql(s: str) -> str:
     CREATE INDEX IF NOT EXISTS processes_created ON {s}.processes (created_at DESC, process_id DESC);
     CREATE INDEX IF NOT EXISTS processes_status_created
         ON {s}.processes (status, created_at DESC, process_id DESC);
+    -- status=retrying lists: the few waiting processes in a retry backoff or re-send (same predicate as
+    -- _conditions), so the list need not read every waiting document when there are none or few
+    CREATE INDEX IF NOT EXISTS processes_retrying ON {s}.processes (created_at DESC, process_id DESC)
+        WHERE {_RETRYING_SQL};
     CREATE TABLE IF NOT EXISTS {s}.isolated_runs (
         key         text PRIMARY KEY,
         runs        integer NOT NULL,
