@@ -244,17 +244,20 @@ def retry(process_id: str, from_stage: str | None, input_json: str | None) -> No
 
 @cli.command()
 @click.option("--case", default=None)
-@click.option("--status", default="failed", show_default=True)
+@click.option("--status", default="failed", show_default=True, type=click.Choice(["failed", "cancelled"]))
 @click.option("--failed-stage", default=None)
 @click.option("--created-after", type=click.DateTime(), default=None, help="UTC")
 @click.option("--created-before", type=click.DateTime(), default=None, help="UTC")
 @click.option("--from-stage", default=None, help="restart every match here instead of at its failed stage")
+@click.option("--resume", "resume_id", default=None, metavar="JOB_ID",
+              help="go on with an interrupted job (its own filter) instead of starting one")
 def reprocess(case: str | None, status: str, failed_stage: str | None, created_after: Any, created_before: Any,
-              from_stage: str | None) -> None:
-    """Retry every process matching the filter, showing progress."""
+              from_stage: str | None, resume_id: str | None) -> None:
+    """Retry every process matching the filter, as a recorded job (the gateway's GET /jobs shows it too),
+    showing progress. Ctrl-C leaves it interrupted; --resume JOB_ID goes on after the last process it handled."""
     from datetime import UTC
 
-    from framework.store.base import ProcessFilter
+    from framework.store.base import Job, ProcessFilter
 
     def epoch(value: Any) -> float | None:
         return value.replace(tzinfo=UTC).timestamp() if value is not None else None
@@ -262,11 +265,48 @@ def reprocess(case: str | None, status: str, failed_stage: str | None, created_a
     where = ProcessFilter(case=case, status=status, failed_stage=failed_stage,
                           created_after=epoch(created_after), created_before=epoch(created_before))
 
-    def progress(retried: int, skipped: int) -> None:
-        click.echo(f"retried {retried}, skipped {skipped}...", err=True)
+    def progress(job: Job) -> None:
+        of = f"/{job.total} ({100 * (job.done + job.failed) // job.total} %)" if job.total else ""
+        click.echo(f"{job.job_id}: {job.done + job.failed}{of} handled, {job.done} retried, {job.failed} not", err=True)
 
-    counts = _run(_operate("reprocess", where=where, from_stage=from_stage, progress=progress))
-    click.echo(json.dumps(counts))
+    async def main() -> Job:
+        from framework.app import Stageflow
+        from framework.jobs import Jobs
+
+        async with Stageflow.from_settings(Settings()) as flow:
+            jobs = Jobs(flow.operations, name="cli")
+            if resume_id:
+                job = await jobs.claim(resume_id)
+            else:
+                job = await jobs.create_reprocess(where, from_stage=from_stage)
+            click.echo(f"{job.job_id}: started", err=True)
+            return await jobs.run(job, progress=progress)
+
+    job = _run(main())
+    for error in job.errors:
+        click.echo(f"not retried: {error['process_id']}: {error['reason']}", err=True)
+    click.echo(json.dumps({"job_id": job.job_id, "status": job.status, "total": job.total, "retried": job.done,
+                           "skipped": job.failed, "error": job.error}))
+    if job.status != "completed":
+        sys.exit(1)
+
+
+@cli.command()
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 200))
+def jobs(limit: int) -> None:
+    """List the newest background jobs (bulk reprocess) with their progress."""
+
+    async def main() -> list[Any]:
+        from framework.app import Stageflow
+        from framework.jobs import Jobs
+
+        async with Stageflow.from_settings(Settings()) as flow:
+            return await Jobs(flow.operations, name="cli").recent(limit=limit)
+
+    for job in _run(main()):
+        total = "?" if job.total is None else job.total
+        click.echo(f"{job.job_id}  {job.kind}  {job.status:<11}  {job.done + job.failed}/{total}  "
+                   f"retried {job.done}  not {job.failed}  {job.error or ''}".rstrip())
 
 
 @cli.command()

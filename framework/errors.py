@@ -86,6 +86,14 @@ class ProcessStateError(StageflowError):
     """An operator action that the process's status does not allow (cancel a completed process...)."""
 
 
+class JobNotFoundError(StageflowError):
+    """No background job has that id."""
+
+
+class JobStateError(StageflowError):
+    """A job action its status does not allow (resume a job that is running or completed)."""
+
+
 class InfrastructureError(StageflowError):
     """The broker or the store is unreachable; the operation may succeed if tried again."""
 

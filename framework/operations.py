@@ -8,14 +8,21 @@ races a worker into a half-written state; messages still in flight for the old v
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import structlog
 
 from framework.document import ProcessDocument, Status
 from framework.engine import Engine
-from framework.errors import ProcessNotFoundError, ProcessStateError, StageError, StageflowError
+from framework.errors import (
+    InfrastructureError,
+    InvalidInputError,
+    ProcessNotFoundError,
+    ProcessStateError,
+    StageError,
+    StageflowError,
+)
 from framework.store.base import ProcessFilter
 from framework.transitions import Plan, run_stage_message
 
@@ -23,6 +30,17 @@ log = structlog.get_logger("stageflow.operations")
 
 _CAS_ATTEMPTS = 20
 RETRYABLE_STATUSES = (Status.FAILED, Status.CANCELLED)
+
+
+def reprocess_filter(where: ProcessFilter) -> ProcessFilter:
+    """The filter of a reprocess: failed processes unless it names another retryable status."""
+    if where.status is None:
+        return dataclasses.replace(where, status=Status.FAILED.value)
+    if where.status not in {s.value for s in RETRYABLE_STATUSES}:
+        message = f"only {' or '.join(s.value for s in RETRYABLE_STATUSES)} processes can be reprocessed"
+        raise InvalidInputError(f"cannot reprocess status {where.status!r}: {message}",
+                                errors=[{"field": "status", "message": message}])
+    return where
 
 
 class Operations:
@@ -91,27 +109,43 @@ class Operations:
         """Retry every process that matches ``where`` (status ``failed`` unless it says otherwise).
 
         Works page by page (keyset pagination), so it is safe on millions of processes; ``progress`` is
-        called after each page with (retried so far, skipped so far).
+        called after each page with (retried so far, skipped so far). The gateway and the CLI run this as a
+        recorded background job instead (``framework.jobs``), with ``reprocess_each``.
         """
-        if where.status is None:
-            where = dataclasses.replace(where, status=Status.FAILED.value)
         retried = skipped = 0
-        after: str | None = None
+        async for _, reason in self.reprocess_each(where, from_stage=from_stage, page_size=page_size):
+            retried, skipped = (retried + 1, skipped) if reason is None else (retried, skipped + 1)
+            if progress is not None and (retried + skipped) % page_size == 0:
+                progress(retried, skipped)
+        if progress is not None and (retried + skipped) % page_size:
+            progress(retried, skipped)
+        return {"retried": retried, "skipped": skipped}
+
+    async def reprocess_each(
+        self, where: ProcessFilter, *, from_stage: str | None = None, after: str | None = None, page_size: int = 500
+    ) -> AsyncIterator[tuple[str, str | None]]:
+        """Retry the matches of ``where`` one by one, in process id order, after the id ``after``; yield each
+        id with None (retried) or why it was skipped (not failed any more, no such stage in its version).
+
+        Ids are read a page at a time with the store's keyset cursor. A store or broker outage ends the walk
+        with its error: go on later after the last id yielded.
+        """
+        where = reprocess_filter(where)
         while True:
             ids = await self.engine.store.find_ids(where, after=after, limit=page_size)
             if not ids:
-                break
+                return
             for process_id in ids:
+                reason = None
                 try:
                     await self.retry(process_id, from_stage=from_stage)
-                    retried += 1
-                except StageflowError as exc:  # not retryable (any more), or no such stage in its version
+                except InfrastructureError:
+                    raise
+                except StageflowError as exc:
                     log.info("not reprocessed", process_id=process_id, reason=exc.message)
-                    skipped += 1
+                    reason = exc.message
+                yield process_id, reason
             after = ids[-1]
-            if progress is not None:
-                progress(retried, skipped)
-        return {"retried": retried, "skipped": skipped}
 
     async def _transition(self, process_id: str, plan: Callable[[ProcessDocument], Plan]) -> ProcessDocument:
         # A worker may commit between our read and our write: read again and re-plan until we win.

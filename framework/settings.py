@@ -68,6 +68,9 @@ class Settings(BaseSettings):
     blueprint_constants: dict[str, Any] = Field(
         default_factory=dict, description="JSON object overriding blueprints' declared constants (e.g. base URLs)"
     )
+    gateway_stats_fresh_s: float = Field(
+        5.0, ge=0, description="the gateway re-counts processes for /stats and /metrics at most this often"
+    )
     log_level: str = Field("INFO")
     log_json: bool = Field(False, description="JSON log lines instead of console lines")
 

@@ -1,46 +1,83 @@
-"""The HTTP gateway (FastAPI): start processes, read and list them, operator actions, stats, health.
+"""The HTTP gateway (FastAPI): start processes, read and list them, operator actions, jobs, stats, health.
 
 Everything is wired here, explicitly: ``create_app(flow=..., settings=...)``. Errors are RFC 9457 problem
-details (see ``problems``); request bodies are limited (``limits``); keys are checked (``auth``).
+details (see ``problems``); request bodies are limited (``limits``); keys are checked (``auth``); each app
+has its own metrics registry (``metrics``), stats cache (``cache``) and job runner (``framework.jobs``).
 """
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 
 from framework.app import Stageflow
+from framework.jobs import Jobs
 from framework.settings import Settings
 from gateway import problems
 from gateway.auth import ApiKeys
+from gateway.cache import Refreshed
 from gateway.limits import BodySizeLimit
-from gateway.routes import actions, admin, processes, schedules, system
+from gateway.metrics import GatewayMetrics, RequestMetrics
+from gateway.routes import actions, admin, jobs, processes, schedules, system
+from gateway.views import STATS_SAMPLE
+
+STATS_MAX_AGE_S = 60.0  # an older cached count is not served: the request waits for a new one
 
 
 def create_app(flow: Stageflow | None = None, settings: Settings | None = None) -> FastAPI:
     """Build the app. Pass an open ``flow`` (tests, embedding), or let the app open one from ``settings``.
 
     Raises ``ConfigurationError`` if no API key is configured and ``STAGEFLOW_GATEWAY_INSECURE`` is not set.
+    With a ``flow`` passed in and no ASGI lifespan run (httpx's ASGI transport), call
+    ``await app.state.shutdown()`` when done: it stops the jobs running in this app.
     """
     settings = settings or (flow.settings if flow is not None else Settings())
     keys = ApiKeys.from_settings(settings)
+    name = f"gateway-{uuid.uuid4().hex[:6]}"
+
+    def attach(app: FastAPI, opened: Stageflow) -> None:
+        async def read_stats() -> dict[str, Any]:
+            return {
+                "counts": await opened.store.count_by_case_and_status(),
+                "durations": await opened.store.recent_stage_durations(STATS_SAMPLE),
+            }
+
+        app.state.flow = opened
+        app.state.jobs = Jobs(opened.operations, name=name)
+        app.state.stats = Refreshed(read_stats, fresh_s=settings.gateway_stats_fresh_s, max_age_s=STATS_MAX_AGE_S)
+
+        async def shutdown() -> None:
+            await app.state.jobs.shutdown()
+            await app.state.stats.close()
+
+        app.state.shutdown = shutdown
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if flow is not None:
-            yield
+            try:
+                yield
+            finally:
+                await app.state.shutdown()
             return
         async with Stageflow.from_settings(settings, connection_name="stageflow-gateway") as opened:
-            app.state.flow = opened
-            yield
+            attach(app, opened)
+            try:
+                yield
+            finally:  # jobs save themselves as interrupted while the store is still open
+                await app.state.shutdown()
 
-    app = FastAPI(title="Stageflow gateway", version="0.2.0", lifespan=lifespan)
+    app = FastAPI(title="Stageflow gateway", version="0.3.0", lifespan=lifespan)
     if flow is not None:
-        app.state.flow = flow
+        attach(app, flow)
+    app.state.metrics = GatewayMetrics()
     problems.install(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.gateway_max_body_bytes)
-    for module in (processes, actions, system, admin, schedules):
+    app.add_middleware(RequestMetrics, metrics=app.state.metrics)  # outermost: refused requests count too
+    for module in (processes, actions, jobs, system, admin, schedules):
         app.include_router(module.router(keys))
     return app

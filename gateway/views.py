@@ -16,6 +16,7 @@ from framework.errors import InvalidInputError
 from framework.fanout import ItemRow, child_process_id
 from framework.store.base import PageKey
 
+STATS_SAMPLE = 1000  # stage durations come from the history of this many newest processes
 _HIDDEN_WAITING = ("command", "task_id")  # the raw command and its taskId are a capability, not status
 
 

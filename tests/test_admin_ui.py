@@ -2,7 +2,8 @@
 worker and service subprocesses, Debian's chromium driven by Playwright.
 
 An operator enters the key, watches a process complete, opens a failed one, retries it with corrected
-input and sees it complete. Without /usr/bin/chromium the test is skipped on a developer's machine, but
+input and sees it complete; cancels a waiting process; reprocesses the failed ones of a case as a background
+job and watches its progress bar; loads more of a long list. What the page shows is checked in the store too. Without /usr/bin/chromium the test is skipped on a developer's machine, but
 fails under CI (``CI`` set), where .ci/run installs chromium first.
 Set ``STAGEFLOW_UPDATE_SCREENSHOT=1`` to refresh docs/admin.png (the README's picture) from this run.
 """
@@ -16,12 +17,14 @@ import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx
 import pytest
 
 from framework import Settings
+from framework.store.postgres import PostgresStore
 from tests.support.cluster import CASE_MODULES, Cluster
 from tests.support.gateway import OPERATE_KEY, with_keys
 
@@ -41,6 +44,14 @@ def require_chromium() -> None:
         pytest.fail(f"{CHROMIUM} is missing, and CI is set: the admin page must be tested in a browser here. "
                     "Install it first (`apt-get install -y chromium`; .ci/run does this when run as root).")
     pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium); CI runs this test")
+
+
+@asynccontextmanager
+async def store_of(settings: Settings) -> AsyncIterator[PostgresStore]:
+    """The test's store, opened on its own: what the page shows must be what is stored."""
+    store = PostgresStore(settings.store_url, schema=settings.store_schema, min_size=1, max_size=1)
+    async with store:
+        yield store
 
 
 @pytest.fixture
@@ -148,7 +159,7 @@ async def test_admin_page_shows_progress_and_retries_a_failed_process(
                 # some company for the picture: orders, a wait, a retry backoff, another failure
                 for i in range(3):
                     await start(api, "ecommerce_order", {"order_id": f"A-{i}", "desired_date": "2026-12-02"})
-                await start(api, "waiter", {"until": time.time() + 3600})
+                waiter_id = await start(api, "waiter", {"until": time.time() + 3600})
                 await start(api, "flaky", {"succeed_on": 3})
                 await start(api, "five_calls", {"n": 7})
                 failed_id = await start(api, "fixable", {"quantity": 0})
@@ -167,10 +178,6 @@ async def test_admin_page_shows_progress_and_retries_a_failed_process(
 
                 await page.check("#r-edit")
                 await page.fill("#r-input", '{"quantity": 5}')
-                await page.screenshot(path=str(tmp_path / "admin.png"))  # the operator about to fix it
-                if os.environ.get("STAGEFLOW_UPDATE_SCREENSHOT"):
-                    SCREENSHOT.parent.mkdir(exist_ok=True)
-                    SCREENSHOT.write_bytes((tmp_path / "admin.png").read_bytes())
                 await page.click("#r-go")
                 message = page.locator("#a-msg")
                 await expect(message).to_be_visible()
@@ -187,6 +194,61 @@ async def test_admin_page_shows_progress_and_retries_a_failed_process(
                 await expect(page.locator("#d-result")).to_contain_text('"quantity": 5')
                 await expect(page.locator("#d-history")).to_contain_text("retried")
                 await expect(page.locator('#rows tr[data-status="waiting"]').first).to_be_visible()
+
+                # cancel a waiting process: the button asks for a second click
+                waiter_row = page.locator(f'#rows tr[data-id="{waiter_id}"]')
+                await expect(waiter_row).to_have_attribute("data-status", "waiting")
+                await waiter_row.click()
+                await expect(page.locator("#d-sub")).to_have_attribute("data-status", "waiting")
+                await page.click("#c-go")
+                await expect(page.locator("#c-go")).to_contain_text("Click again")
+                await page.click("#c-go")
+                await expect(message).to_contain_text("cancelled")
+                await expect(page.locator("#d-sub")).to_have_attribute("data-status", "cancelled")
+                await expect(waiter_row).to_have_attribute("data-status", "cancelled")
+                async with store_of(cluster_settings) as store:
+                    cancelled = await store.load(waiter_id)
+                    assert cancelled is not None and cancelled.status.value == "cancelled"
+                    assert cancelled.error["reason"] == "cancelled from the admin page"
+
+                # bulk reprocess of the failed crashers: a background job with a progress bar
+                crashers = [await start(api, "crasher", {}) for _ in range(3)]
+                for crasher in crashers:
+                    crasher_row = page.locator(f'#rows tr[data-id="{crasher}"]')
+                    await expect(crasher_row).to_have_attribute("data-status", "failed", timeout=TIMEOUT_MS)
+                await page.select_option("#f-case", "crasher")
+                await expect(page.locator("#rows tr[data-id]")).to_have_count(3)
+                await page.click("#reprocess")
+                await page.click("#reprocess")
+                job = page.locator("#jobs .job").first
+                await expect(job).to_contain_text("Reprocess case crasher")
+                await expect(job).to_have_attribute("data-status", "completed", timeout=TIMEOUT_MS)
+                await expect(job).to_contain_text("3/3 · retried 3")
+                job_id = await job.get_attribute("data-id")
+                async with store_of(cluster_settings) as store:
+                    stored = await store.load_job(job_id or "")
+                    assert stored is not None and (stored.status, stored.total, stored.done) == ("completed", 3, 3)
+                    for crasher in crashers:
+                        assert [h["event"] for h in await store.history(crasher)].count("retried") == 1
+
+                # "load more": with over 50 processes the list shows 50, then the older ones
+                await page.select_option("#f-case", "")
+                await expect(row).to_be_visible()
+                await page.click(f'#rows tr[data-id="{crashers[0]}"]')  # the picture: a reprocessed one, open
+                await expect(page.locator("#d-history")).to_contain_text("retried")
+                await page.screenshot(path=str(tmp_path / "admin.png"))
+                if os.environ.get("STAGEFLOW_UPDATE_SCREENSHOT"):
+                    SCREENSHOT.parent.mkdir(exist_ok=True)
+                    SCREENSHOT.write_bytes((tmp_path / "admin.png").read_bytes())
+                for i in range(45):
+                    await start(api, "waiter", {"until": time.time() + 3600})
+                await expect(page.locator("#rows tr[data-id]")).to_have_count(50)
+                await expect(page.locator("#more")).to_be_visible()
+                await expect(row).to_have_count(0)  # the first process is the oldest: not on the first page
+                await page.click("#more")
+                await expect(row).to_have_attribute("data-status", "completed")
+                assert await page.locator("#rows tr[data-id]").count() > 50
+                await expect(page.locator("#more")).to_be_hidden()
 
                 assert not problems, problems
             finally:

@@ -39,8 +39,18 @@ def test_start_show_cancel_retry_reprocess(runner: CliRunner) -> None:
     assert json.loads(runner.invoke(cli, ["show", process_id]).stdout)["status"] == "cancelled"
 
     counts = runner.invoke(cli, ["reprocess", "--status", "cancelled", "--case", "ecommerce_order"])
-    assert json.loads(counts.stdout) == {"retried": 1, "skipped": 0}
+    assert counts.exit_code == 0, counts.output
+    job = json.loads(counts.stdout)
+    assert {k: job[k] for k in ("status", "total", "retried", "skipped")} == {
+        "status": "completed", "total": 1, "retried": 1, "skipped": 0}
+    assert f"{job['job_id']}: 1/1 (100 %) handled, 1 retried, 0 not" in counts.stderr  # progress as it goes
     assert json.loads(runner.invoke(cli, ["show", process_id]).stdout)["status"] == "running"
+    listed = runner.invoke(cli, ["jobs"]).stdout.split()
+    assert listed[:4] == [job["job_id"], "reprocess", "completed", "1/1"]
+    again = runner.invoke(cli, ["reprocess", "--resume", job["job_id"]])
+    assert again.exit_code == 2 and "is completed" in again.stderr  # only interrupted jobs resume
+    bad = runner.invoke(cli, ["reprocess", "--status", "running"])
+    assert bad.exit_code == 2 and "running" in bad.output
 
 
 def test_list_filters_and_limits(runner: CliRunner) -> None:

@@ -167,7 +167,7 @@ async def test_cases_and_stats_shape(gw: Gateway) -> None:
     assert order["versions"] == [1] and order["webhook"] is True and cases["crasher"]["webhook"] is False
     assert "order_id" in order["input_schema"]["properties"]
     stats = (await gw.client.get("/stats")).json()
-    assert stats == {"total": 0, "by_status": {}, "success_rate": None, "cases": {},
+    assert stats == {"total": 0, "by_status": {}, "success_rate": None, "cases": {}, "age_s": 0.0,
                      "stage_durations": {"sample_processes": 1000, "by_case": {}}}
 
 

@@ -31,6 +31,15 @@ async def wait_status(gw: Gateway, process_id: str, statuses: tuple[str, ...], t
         await asyncio.sleep(0.2)
 
 
+async def wait_job(gw: Gateway, job_id: str, timeout_s: float = 60.0) -> dict:
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while True:
+        job = (await gw.client.get(f"/jobs/{job_id}")).json()
+        if job["status"] != "running" or asyncio.get_running_loop().time() > deadline:
+            return job
+        await asyncio.sleep(0.1)
+
+
 async def all_pages(gw: Gateway, limit: int, **params: str) -> list[list[dict]]:
     pages, cursor = [], None
     while True:
@@ -125,8 +134,11 @@ async def test_retry_cancel_reprocess(gw: Gateway, settings: Settings, tmp_path:
                     for _ in range(3)]
         for process_id in crashers:
             assert (await wait_status(gw, process_id, ("failed",)))["status"] == "failed"
-        counts = await gw.client.post("/processes/reprocess", json={"case": "crasher", "failed_stage": "boom"})
-        assert counts.status_code == 200 and counts.json() == {"retried": 3, "skipped": 0}
+        started = await gw.client.post("/processes/reprocess", json={"case": "crasher", "failed_stage": "boom"})
+        assert started.status_code == 202 and started.headers["location"] == f"/jobs/{started.json()['job_id']}"
+        job = await wait_job(gw, started.json()["job_id"])
+        assert {k: job[k] for k in ("status", "total", "done", "failed", "progress", "errors")} == {
+            "status": "completed", "total": 3, "done": 3, "failed": 0, "progress": 1.0, "errors": []}
         for process_id in crashers:
             view = await wait_status(gw, process_id, ("failed",))
             events = [h["event"] for h in view["history"]]

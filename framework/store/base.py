@@ -8,8 +8,10 @@ with the transition's history entry, applied only if the document is still at ``
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any, Self
+
+import orjson
 
 from framework.document import ProcessDocument
 from framework.fanout import FanOutState, ItemCompletion, ItemRow, NewFanOut
@@ -31,6 +33,34 @@ RETRYING = "retrying"
 
 # A list page's position: the (created_at, process_id) of its last row. Lists are ordered newest first.
 PageKey = tuple[float, str]
+
+
+@dataclass(slots=True)
+class Job:
+    """A background operation (bulk reprocess) and its progress, kept in the store so that any gateway (or
+    the CLI) can show it. ``owner`` is the gateway or CLI running it; ``updated_at`` is its heartbeat."""
+
+    job_id: str
+    kind: str
+    params: dict[str, Any]
+    owner: str
+    created_at: float
+    updated_at: float
+    status: str = "running"  # running, completed, failed, interrupted
+    total: int | None = None  # matches when the job started, if counted in time
+    done: int = 0  # processes the job acted on
+    failed: int = 0  # processes it could not act on (see ``errors``)
+    cursor: str | None = None  # the last process id handled: a resumed job goes on after it
+    errors: list[dict[str, Any]] = field(default_factory=list)  # the newest few {process_id, reason}
+    error: str | None = None  # why the job itself stopped early
+    ended_at: float | None = None
+
+    def to_json(self) -> str:
+        return orjson.dumps(asdict(self)).decode()
+
+    @classmethod
+    def from_json(cls, raw: str | bytes) -> Job:
+        return cls(**orjson.loads(raw))
 
 
 def summary(
@@ -139,6 +169,36 @@ class ProcessStore(ABC):
     async def recent_stage_durations(self, processes: int) -> list[tuple[str, str, float]]:
         """(case, stage, duration_ms) of every stage run in the history of the ``processes`` newest processes:
         bounded work whatever the table size."""
+
+    @abstractmethod
+    async def count_matching(self, where: ProcessFilter, *, timeout_s: float) -> int | None:
+        """How many processes match ``where``; None if counting would take longer than ``timeout_s``."""
+
+    # -- background jobs (see framework.jobs) ---------------------------------------------------------------
+
+    @abstractmethod
+    async def create_job(self, job: Job) -> None: ...
+
+    @abstractmethod
+    async def save_job(self, job: Job) -> bool:
+        """Write the job's progress if ``job.owner`` still owns it; False if another one took it over."""
+
+    @abstractmethod
+    async def load_job(self, job_id: str) -> Job | None: ...
+
+    @abstractmethod
+    async def list_jobs(self, *, limit: int) -> list[Job]:
+        """The newest jobs first."""
+
+    @abstractmethod
+    async def claim_job(self, job_id: str, *, owner: str, now: float, from_statuses: tuple[str, ...]) -> Job | None:
+        """Make ``owner`` run the job if its status is in ``from_statuses`` (status becomes running); the job,
+        or None if it is not in one of them (with many gateways, one claim wins)."""
+
+    @abstractmethod
+    async def interrupt_stale_jobs(self, *, stale_before: float, now: float) -> int:
+        """Mark running jobs whose heartbeat (``updated_at``) is older than ``stale_before`` interrupted: the
+        gateway or CLI running them is gone. How many."""
 
     @abstractmethod
     async def ping(self) -> None:

@@ -19,7 +19,7 @@ import orjson
 from framework.document import ProcessDocument
 from framework.errors import ConfigurationError, StoreError
 from framework.store.pg_fanout import PostgresFanOuts
-from framework.store.base import RETRYING, PageKey, ProcessFilter, ProcessStore, ScheduleRow, summary
+from framework.store.base import RETRYING, Job, PageKey, ProcessFilter, ProcessStore, ScheduleRow, summary
 
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
@@ -289,6 +289,68 @@ class PostgresStore(PostgresFanOuts, ProcessStore):
             )
         return [(r["case_name"], r["stage"], r["ms"]) for r in rows]
 
+    async def count_matching(self, where: ProcessFilter, *, timeout_s: float) -> int | None:
+        conditions, params = _conditions(where)
+        sql = f"SELECT count(*) FROM {self._schema}.processes {'WHERE ' + ' AND '.join(conditions) if conditions else ''}"
+        async with self._connection() as conn, conn.transaction():
+            await conn.execute(f"SET LOCAL statement_timeout = {max(1, int(timeout_s * 1000))}")
+            try:
+                return await conn.fetchval(sql, *params)
+            except asyncpg.QueryCanceledError:
+                return None
+
+    async def create_job(self, job: Job) -> None:
+        async with self._connection() as conn:
+            await conn.execute(
+                f"INSERT INTO {self._schema}.jobs (job_id, status, owner, job, created_at, updated_at)"
+                " VALUES ($1, $2, $3, $4::jsonb, $5, $6)",
+                job.job_id, job.status, job.owner, job.to_json(), job.created_at, job.updated_at,
+            )
+
+    async def save_job(self, job: Job) -> bool:
+        async with self._connection() as conn:
+            status = await conn.execute(
+                f"UPDATE {self._schema}.jobs SET status = $2, job = $3::jsonb, updated_at = $4"
+                " WHERE job_id = $1 AND owner = $5",
+                job.job_id, job.status, job.to_json(), job.updated_at, job.owner,
+            )
+        return status.endswith(" 1")
+
+    async def load_job(self, job_id: str) -> Job | None:
+        async with self._connection() as conn:
+            raw = await conn.fetchval(f"SELECT job FROM {self._schema}.jobs WHERE job_id = $1", job_id)
+        return None if raw is None else Job.from_json(raw)
+
+    async def list_jobs(self, *, limit: int) -> list[Job]:
+        async with self._connection() as conn:
+            rows = await conn.fetch(
+                f"SELECT job FROM {self._schema}.jobs ORDER BY created_at DESC, job_id DESC LIMIT $1", limit
+            )
+        return [Job.from_json(r["job"]) for r in rows]
+
+    async def claim_job(self, job_id: str, *, owner: str, now: float, from_statuses: tuple[str, ...]) -> Job | None:
+        async with self._connection() as conn:
+            raw = await conn.fetchval(
+                f"""UPDATE {self._schema}.jobs SET status = 'running', owner = $2, updated_at = $3,
+                        job = job || jsonb_build_object('status', 'running', 'owner', $2::text, 'updated_at', $3::float8,
+                                                        'error', NULL, 'ended_at', NULL)
+                    WHERE job_id = $1 AND status = ANY($4::text[]) RETURNING job""",
+                job_id, owner, now, list(from_statuses),
+            )
+        return None if raw is None else Job.from_json(raw)
+
+    async def interrupt_stale_jobs(self, *, stale_before: float, now: float) -> int:
+        async with self._connection() as conn:
+            return await conn.fetchval(
+                f"""WITH stale AS (
+                        UPDATE {self._schema}.jobs SET status = 'interrupted',
+                            job = job || jsonb_build_object('status', 'interrupted', 'ended_at', $2::float8,
+                                                            'error', 'its gateway stopped while it ran')
+                        WHERE status = 'running' AND updated_at < $1 RETURNING 1)
+                    SELECT count(*) FROM stale""",
+                stale_before, now,
+            )
+
     async def ping(self) -> None:
         async with self._connection() as conn:
             await conn.fetchval("SELECT 1", timeout=5)
@@ -338,6 +400,12 @@ class PostgresStore(PostgresFanOuts, ProcessStore):
         return status.endswith(" 1")
 
 
+_RETRYING_SQL = (
+    "status = 'waiting' AND (doc->'waiting'->>'kind' = 'resend'"
+    " OR (doc->'waiting'->>'kind' = 'timer' AND doc->'waiting'->>'reason' = 'retry'))"
+)
+
+
 def _conditions(where: ProcessFilter) -> tuple[list[str], list[Any]]:
     conditions: list[str] = []
     params: list[Any] = []
@@ -349,10 +417,7 @@ def _conditions(where: ProcessFilter) -> tuple[list[str], list[Any]]:
     if where.case is not None:
         add("case_name = ?", where.case)
     if where.status == RETRYING:
-        conditions.append(
-            "status = 'waiting' AND (doc->'waiting'->>'kind' = 'resend'"
-            " OR (doc->'waiting'->>'kind' = 'timer' AND doc->'waiting'->>'reason' = 'retry'))"
-        )
+        conditions.append(_RETRYING_SQL)
     elif where.status is not None:
         add("status = ?", where.status)
     if where.failed_stage is not None:
@@ -390,6 +455,10 @@ def _schema_sql(s: str) -> str:
     CREATE INDEX IF NOT EXISTS processes_created ON {s}.processes (created_at DESC, process_id DESC);
     CREATE INDEX IF NOT EXISTS processes_status_created
         ON {s}.processes (status, created_at DESC, process_id DESC);
+    -- status=retrying lists: the few waiting processes in a retry backoff or re-send (same predicate as
+    -- _conditions), so the list need not read every waiting document when there are none or few
+    CREATE INDEX IF NOT EXISTS processes_retrying ON {s}.processes (created_at DESC, process_id DESC)
+        WHERE {_RETRYING_SQL};
     CREATE TABLE IF NOT EXISTS {s}.isolated_runs (
         key         text PRIMARY KEY,
         runs        integer NOT NULL,
@@ -430,6 +499,16 @@ def _schema_sql(s: str) -> str:
         last_fired_at double precision,
         updated_at    double precision NOT NULL
     );
+    -- background jobs (bulk reprocess): the job as JSON plus what claims and staleness checks need
+    CREATE TABLE IF NOT EXISTS {s}.jobs (
+        job_id      text PRIMARY KEY,
+        status      text NOT NULL,
+        owner       text NOT NULL,
+        job         jsonb NOT NULL,
+        created_at  double precision NOT NULL,
+        updated_at  double precision NOT NULL
+    );
+    CREATE INDEX IF NOT EXISTS jobs_created ON {s}.jobs (created_at DESC, job_id DESC);
     CREATE TABLE IF NOT EXISTS {s}.history (
         process_id  text NOT NULL,
         version     integer NOT NULL,

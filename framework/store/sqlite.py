@@ -18,7 +18,7 @@ import orjson
 from framework.document import ProcessDocument
 from framework.fanout import FanOutState, ItemCompletion, ItemRow, NewFanOut, complete
 from framework.errors import StoreError
-from framework.store.base import RETRYING, PageKey, ProcessFilter, ProcessStore, ScheduleRow, summary
+from framework.store.base import RETRYING, Job, PageKey, ProcessFilter, ProcessStore, ScheduleRow, summary
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS processes (
@@ -78,6 +78,15 @@ CREATE TABLE IF NOT EXISTS schedules (
     last_fired_at REAL,
     updated_at    REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS jobs (
+    job_id      TEXT PRIMARY KEY,
+    status      TEXT NOT NULL,
+    owner       TEXT NOT NULL,
+    job         TEXT NOT NULL,
+    created_at  REAL NOT NULL,
+    updated_at  REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS jobs_created ON jobs (created_at DESC, job_id DESC);
 CREATE TABLE IF NOT EXISTS history (
     process_id  TEXT NOT NULL,
     version     INTEGER NOT NULL,
@@ -246,6 +255,59 @@ class SqliteStore(ProcessStore):
             (processes,),
         )
         return [(c, s, float(ms)) for c, s, ms in rows]
+
+    async def count_matching(self, where: ProcessFilter, *, timeout_s: float) -> int | None:  # noqa: ARG002
+        conditions, params = _conditions(where)  # one local file: counting is cheap enough to just do it
+        rows = await self._fetch(
+            f"SELECT count(*) FROM processes {'WHERE ' + ' AND '.join(conditions) if conditions else ''}", tuple(params)
+        )
+        return int(rows[0][0])
+
+    async def create_job(self, job: Job) -> None:
+        async with self._transaction() as db:
+            await db.execute(
+                "INSERT INTO jobs (job_id, status, owner, job, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?)",
+                (job.job_id, job.status, job.owner, job.to_json(), job.created_at, job.updated_at),
+            )
+
+    async def save_job(self, job: Job) -> bool:
+        async with self._transaction() as db:
+            cursor = await db.execute(
+                "UPDATE jobs SET status = ?, job = ?, updated_at = ? WHERE job_id = ? AND owner = ?",
+                (job.status, job.to_json(), job.updated_at, job.job_id, job.owner),
+            )
+            return cursor.rowcount == 1
+
+    async def load_job(self, job_id: str) -> Job | None:
+        rows = await self._fetch("SELECT job FROM jobs WHERE job_id = ?", (job_id,))
+        return Job.from_json(rows[0][0]) if rows else None
+
+    async def list_jobs(self, *, limit: int) -> list[Job]:
+        rows = await self._fetch("SELECT job FROM jobs ORDER BY created_at DESC, job_id DESC LIMIT ?", (limit,))
+        return [Job.from_json(r[0]) for r in rows]
+
+    async def claim_job(self, job_id: str, *, owner: str, now: float, from_statuses: tuple[str, ...]) -> Job | None:
+        async with self._transaction() as db:
+            rows = list(await db.execute_fetchall("SELECT job, status FROM jobs WHERE job_id = ?", (job_id,)))
+            if not rows or rows[0][1] not in from_statuses:
+                return None
+            job = Job.from_json(rows[0][0])
+            job.status, job.owner, job.updated_at, job.error, job.ended_at = "running", owner, now, None, None
+            await db.execute(
+                "UPDATE jobs SET status = ?, owner = ?, job = ?, updated_at = ? WHERE job_id = ?",
+                (job.status, owner, job.to_json(), now, job_id),
+            )
+            return job
+
+    async def interrupt_stale_jobs(self, *, stale_before: float, now: float) -> int:
+        async with self._transaction() as db:
+            cursor = await db.execute(
+                "UPDATE jobs SET status = 'interrupted', job = json_set(job, '$.status', 'interrupted',"
+                " '$.ended_at', ?, '$.error', 'its gateway stopped while it ran')"
+                " WHERE status = 'running' AND updated_at < ?",
+                (now, stale_before),
+            )
+            return cursor.rowcount
 
     async def ping(self) -> None:
         await self._fetch("SELECT 1", ())

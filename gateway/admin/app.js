@@ -14,6 +14,7 @@
     cursor: null,     // next_cursor of the last page shown
     selected: null,   // open process id
     view: null,       // its last view
+    jobs: [],         // the newest background jobs (bulk reprocess)
     busy: false,
   };
 
@@ -490,11 +491,65 @@
     if ($("f-case").value) body.case = $("f-case").value;
     if ($("f-stage").value.trim()) body.failed_stage = $("f-stage").value.trim();
     try {
-      const counts = await api("POST", "/processes/reprocess", body);
-      showBanner(`reprocess: retried ${counts.retried}, skipped ${counts.skipped}`, "info");
+      const job = await api("POST", "/processes/reprocess", body);  // 202: the job runs in the gateway
+      state.jobs = [job, ...state.jobs.filter((j) => j.job_id !== job.job_id)];
+      renderJobs();
+    } catch (exc) {
+      showBanner(exc.status === 403 ? "this API key may only read" : exc.message);
+    }
+  }
+
+  async function doResume(jobId) {
+    try {
+      await api("POST", `/jobs/${encodeURIComponent(jobId)}/resume`);
       await refresh(false);
     } catch (exc) {
       showBanner(exc.status === 403 ? "this API key may only read" : exc.message);
+    }
+  }
+
+  // ---------------------------------------------------------------- jobs
+
+  function jobFilter(job) {
+    const f = (job.params && job.params.filter) || {};
+    const parts = [f.case && `case ${f.case}`, f.status && f.status !== "failed" && f.status,
+      f.failed_stage && `stage ${f.failed_stage}`, job.params && job.params.from_stage && `from ${job.params.from_stage}`];
+    return parts.filter(Boolean).join(", ") || "all failed";
+  }
+
+  function renderJobs() {
+    const box = clear($("jobs"));
+    const since = Date.now() / 1000 - 3600;  // the running ones, and what ended in the last hour
+    const shown = state.jobs.filter((j) => j.status === "running" || (j.ended_at || j.updated_at) > since).slice(0, 3);
+    box.hidden = !shown.length;
+    for (const job of shown) {
+      const handled = job.done + job.failed;
+      const pct = job.progress === null || job.progress === undefined ? null : Math.round(job.progress * 100);
+      const bar = el("span", { class: `bar job-bar j-${job.status}` });
+      const fill = el("span", { class: "fill" });
+      fill.style.width = pct === null ? "100%" : `${pct}%`;
+      if (pct === null) fill.classList.add("unknown");
+      bar.append(fill);
+      const counts = `${handled}${job.total === null ? "" : `/${job.total}`} · retried ${job.done}` +
+        (job.failed ? ` · not retried ${job.failed}` : "");
+      const row = el("div", { class: "job", "data-id": job.job_id, "data-status": job.status },
+        el("span", { class: "strong", text: `Reprocess ${jobFilter(job)}` }),
+        bar,
+        el("span", { class: "small counts-text", text: counts }),
+        el("span", { class: `tag j-${job.status}`, text: job.status }),
+        el("span", { class: "small muted", text: fmtTime(job.created_at) }));
+      if (job.error) row.append(el("span", { class: "small err", title: job.error, text: job.error }));
+      if (job.errors && job.errors.length) {
+        const last = job.errors[job.errors.length - 1];
+        row.append(el("span", { class: "small err", title: job.errors.map((e) => `${e.process_id}: ${e.reason}`).join("\n"),
+          text: `${last.process_id.slice(0, 8)}…: ${last.reason}` }));
+      }
+      if (job.status === "interrupted" || job.status === "failed") {
+        const resume = el("button", { type: "button", class: "ghost resume", text: "Resume" });
+        resume.addEventListener("click", () => doResume(job.job_id));
+        row.append(resume);
+      }
+      box.append(row);
     }
   }
 
@@ -506,8 +561,11 @@
     state.busy = true;
     if (fromFilter) state.items = [];
     try {
-      const [stats] = await Promise.all([api("GET", "/stats"), loadList(), loadDetail(false)]);
+      const [stats, jobs] = await Promise.all([api("GET", "/stats"), api("GET", "/jobs?limit=5"), loadList(),
+        loadDetail(false)]);
       renderCounts(stats);
+      state.jobs = jobs.items;
+      renderJobs();
       $("refreshed").textContent = `updated ${fmtTime(Date.now() / 1000)}`;
       $("live").className = "live ok";
       if ($("banner").classList.contains("error")) showBanner("");

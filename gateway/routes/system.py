@@ -5,19 +5,19 @@ from __future__ import annotations
 import asyncio
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, Depends, Request, Response
+from fastapi.responses import JSONResponse, PlainTextResponse
 
 from framework.app import Stageflow
 from framework.errors import StageflowError
 from gateway.auth import ApiKeys, Role
+from gateway.metrics import CONTENT_TYPE
 from gateway.problems import problem
 from gateway.routes import flow_of
-from gateway.views import stats
+from gateway.views import STATS_SAMPLE, stats
 
 Flow = Annotated[Stageflow, Depends(flow_of)]
 
-STATS_SAMPLE = 1000  # stage durations come from the history of this many newest processes
 PING_TIMEOUT_S = 5.0
 
 
@@ -38,10 +38,17 @@ def router(keys: ApiKeys) -> APIRouter:
         ]
 
     @api.get("/stats", dependencies=read, summary="Counts by case and status, success rate, stage durations")
-    async def get_stats(flow: Flow) -> dict[str, Any]:
-        counts = await flow.store.count_by_case_and_status()
-        durations = await flow.store.recent_stage_durations(STATS_SAMPLE)
-        return stats(counts, durations, STATS_SAMPLE)
+    async def get_stats(request: Request, response: Response) -> dict[str, Any]:
+        cached, age_s = await request.app.state.stats.get()
+        response.headers["Age"] = str(int(age_s))
+        return {**stats(cached["counts"], cached["durations"], STATS_SAMPLE), "age_s": round(age_s, 1)}
+
+    @api.get("/metrics", dependencies=read, response_class=PlainTextResponse,
+             summary="Prometheus text format: processes by case and status, gateway requests and latency")
+    async def metrics(request: Request) -> PlainTextResponse:
+        cached, age_s = await request.app.state.stats.get()
+        body = request.app.state.metrics.render(cached["counts"], age_s)
+        return PlainTextResponse(body, media_type=CONTENT_TYPE)
 
     @api.get("/healthz", summary="The gateway is alive (no key needed)")
     async def healthz() -> dict[str, str]:

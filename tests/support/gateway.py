@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import httpx
+from fastapi import FastAPI
 
 from business_cases import EcommerceOrder
 from framework import Settings, Stageflow
@@ -23,6 +24,7 @@ ALL_CASES = [*CASES, *FAILURE_CASES, *FANOUT_CASES, EcommerceOrder]
 class Gateway:
     flow: Stageflow
     client: httpx.AsyncClient  # sends the operate key unless a request says otherwise
+    app: FastAPI
 
     async def process_count(self) -> int:
         return sum((await self.flow.store.count_by_status()).values())
@@ -39,8 +41,12 @@ async def open_gateway(settings: Settings, **overrides: object) -> AsyncIterator
 
     settings = with_keys(settings, **overrides)
     async with Stageflow.from_settings(settings, cases=ALL_CASES) as flow:
-        transport = httpx.ASGITransport(app=create_app(flow, settings))
-        async with httpx.AsyncClient(
-            transport=transport, base_url="http://gateway", headers={"X-API-Key": OPERATE_KEY}, timeout=60
-        ) as client:
-            yield Gateway(flow, client)
+        app = create_app(flow, settings)
+        try:
+            async with httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=app), base_url="http://gateway", headers={"X-API-Key": OPERATE_KEY},
+                timeout=60,
+            ) as client:
+                yield Gateway(flow, client, app)
+        finally:
+            await app.state.shutdown()  # httpx runs no lifespan: stop the app's jobs ourselves
