@@ -73,11 +73,11 @@ class _AckBatcher:
                 top += 1
             singles = [tag for tag in done if tag > top]
             try:
-                # wait=False: the frames are queued in order now; the socket write follows.
+                # As before batching: ack() returns once the frame is written to the socket.
                 if any(tag <= top for tag in done):
-                    await self.channel.basic_ack(delivery_tag=top, multiple=True, wait=False)
+                    await self.channel.basic_ack(delivery_tag=top, multiple=True)
                 for tag in singles:
-                    await self.channel.basic_ack(delivery_tag=tag, wait=False)
+                    await self.channel.basic_ack(delivery_tag=tag)
             except Exception as exc:  # noqa: BLE001 - each waiting ack() raises it (mapped to BrokerError)
                 for future in done.values():
                     future.set_exception(exc)
