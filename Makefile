@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: install demo test test-unit services bench chaos clean
+.PHONY: install demo test test-unit services bench bench-scale chaos clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,9 @@ test-unit: install  ## only the tests that need no server
 
 bench: install services  ## throughput and latency on real RabbitMQ + PostgreSQL (prints one JSON line)
 	@$(BIN)/python -m bench $(if $(QUICK),--quick,)
+
+bench-scale: install services  ## per-transition cost vs history length and store size, worker memory, status reads
+	@$(BIN)/python -m bench.scale $(if $(QUICK),--quick,)
 
 chaos: install services  ## fault scenarios on real RabbitMQ + PostgreSQL (restarts them!); a table, then one JSON line
 	@$(BIN)/python -m chaos $(if $(QUICK),--quick,)

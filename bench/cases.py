@@ -1,4 +1,5 @@
-"""The benchmark's case: five stages, one of them a service round trip (workers load it via STAGEFLOW_CASES)."""
+"""The benchmark's cases: five stages with a service round trip, and a loop for long histories (workers
+load them via STAGEFLOW_CASES)."""
 
 from __future__ import annotations
 
@@ -46,4 +47,24 @@ class BenchFlow(BusinessCase):
         ctx.complete({"n": ctx.input.n})
 
 
-CASES = [BenchFlow]
+class LoopFlow(BusinessCase):
+    """One stage that runs ``rounds`` times (a jump to itself), for a history of any length
+    (``make bench-scale``: is the 1,000th transition of a process as cheap as its 5th?)."""
+
+    name = "bench_loop"
+    version = 1
+
+    class Input(BaseModel):
+        rounds: int
+
+    @stage
+    async def turn(self, ctx: StageContext) -> None:
+        turns = ctx.store.get("turns", 0) + 1
+        ctx.store["turns"] = turns
+        if turns >= ctx.input.rounds:
+            ctx.complete({"turns": turns})
+        else:
+            ctx.next(stage="turn")
+
+
+CASES = [BenchFlow, LoopFlow]

@@ -21,7 +21,7 @@ pytestmark = pytest.mark.integration
 async def test_publish_on_a_closed_channel_is_a_broker_error(settings: Settings) -> None:
     async with Stageflow.from_settings(settings, cases=CASES) as flow:
         await flow.broker.publish([Outgoing(INNER, "m-0", b"{}")])  # the queue is declared (and cached)
-        await flow.broker._publish_channel.close()  # type: ignore[attr-defined]  # as while reconnecting
+        await _close_publish_channels(flow)  # as while reconnecting
         async with asyncio.timeout(10):
             with pytest.raises(BrokerError, match="ChannelInvalidStateError"):
                 await flow.broker.publish([Outgoing(INNER, "m-1", b"{}")])
@@ -32,8 +32,13 @@ async def test_start_with_a_closed_channel_creates_the_process_and_leaves_it_to_
 ) -> None:
     async with Stageflow.from_settings(settings, cases=CASES) as flow:
         await flow.start(Jumper, {"word": "first"})  # the inner queue is declared (and cached)
-        await flow.broker._publish_channel.close()  # type: ignore[attr-defined]
+        await _close_publish_channels(flow)
         async with asyncio.timeout(10):
             doc = await flow.start(Jumper, {"word": "w"}, client_key="k-1")  # no raw aio-pika error
         stored = await flow.get(doc.process_id)
         assert stored.version == 1 and len(stored.outbox) == 1  # the relay will publish the first stage
+
+
+async def _close_publish_channels(flow: Stageflow) -> None:
+    for channel in flow.broker._publish_channels:  # type: ignore[attr-defined]  # publishes go round-robin
+        await channel.close()

@@ -6,11 +6,17 @@ Topology, declared idempotently on connect: durable quorum queues ``<prefix>.inn
 ``<prefix>.parked`` instead of looping. Messages are persistent and published with confirms and
 ``mandatory`` (an unroutable message is an error, not a silent drop). Consumers ack manually with a
 bounded prefetch. ``connect_robust`` reconnects and restores consumers after a broker restart.
+
+Hot-path economies: publishes go round-robin over a few confirm channels (aiormq holds a channel's lock
+until each publish is written, so one channel makes concurrent publishers queue), and the acks of a
+consumer's finished deliveries are sent together, one ``basic.ack multiple=True`` for a run of
+consecutive delivery tags that are all done (never one whose work is still running).
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -29,8 +35,62 @@ _TRANSIENT_ERRORS = (
 )
 
 
+_PUBLISH_CHANNELS = 4
+
+
+class _AckBatcher:
+    """Acks the finished deliveries of one consumer channel together, once per event-loop pass.
+
+    Delivery tags on a channel are consecutive from 1. ``floor`` is the highest tag such that every tag
+    up to it is settled; a run of done tags right above it goes as one ``multiple=True`` ack, and a done
+    tag above a gap (an earlier delivery still running) is acked on its own, so nothing waits.
+    """
+
+    def __init__(self, channel: aiormq.abc.AbstractChannel) -> None:
+        self.channel = channel
+        self._floor = 0
+        self._settled: set[int] = set()  # above the floor: acked or nacked already
+        self._done: dict[int, asyncio.Future[None]] = {}  # finished, ack not sent yet
+        self._flush_task: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()  # one flush at a time: a multiple ack must not overtake a single one
+
+    def settled(self, tag: int) -> None:
+        """A tag nacked or rejected elsewhere: it no longer blocks a multiple ack."""
+        self._settled.add(tag)
+
+    async def ack(self, tag: int) -> None:
+        future = asyncio.get_running_loop().create_future()
+        self._done[tag] = future
+        if self._flush_task is None:
+            self._flush_task = asyncio.create_task(self._flush())  # runs after this pass: acks gather
+        await future
+
+    async def _flush(self) -> None:
+        async with self._lock:
+            done, self._done, self._flush_task = self._done, {}, None
+            top = self._floor
+            while top + 1 in done or top + 1 in self._settled:
+                top += 1
+            singles = [tag for tag in done if tag > top]
+            try:
+                # As before batching: ack() returns once the frame is written to the socket.
+                if any(tag <= top for tag in done):
+                    await self.channel.basic_ack(delivery_tag=top, multiple=True)
+                for tag in singles:
+                    await self.channel.basic_ack(delivery_tag=tag)
+            except Exception as exc:  # noqa: BLE001 - each waiting ack() raises it (mapped to BrokerError)
+                for future in done.values():
+                    future.set_exception(exc)
+                return
+            self._settled.update(singles)
+            self._settled = {tag for tag in self._settled if tag > top}
+            self._floor = top
+            for future in done.values():
+                future.set_result(None)
+
+
 class RabbitDelivery(Delivery):
-    def __init__(self, queue: str, message: AbstractIncomingMessage) -> None:
+    def __init__(self, queue: str, message: AbstractIncomingMessage, acks: _AckBatcher) -> None:
         self.queue = queue
         self.body = message.body
         self.message_id = message.message_id
@@ -39,10 +99,11 @@ class RabbitDelivery(Delivery):
         count = self.headers.get("x-delivery-count", 0)
         self.delivery_count = count if isinstance(count, int) else 0
         self._message = message
+        self._acks = acks
 
     async def ack(self) -> None:
         try:
-            await self._message.ack()
+            await self._acks.ack(self._message.delivery_tag)
         except _TRANSIENT_ERRORS as exc:  # the channel is gone: RabbitMQ will redeliver
             raise BrokerError(f"ack failed: {exc}") from exc
 
@@ -51,6 +112,7 @@ class RabbitDelivery(Delivery):
             await self._message.nack(requeue=requeue)
         except _TRANSIENT_ERRORS as exc:
             raise BrokerError(f"nack failed: {exc}") from exc
+        self._acks.settled(self._message.delivery_tag)
 
 
 class RabbitConsumer(Consumer):
@@ -74,7 +136,9 @@ class RabbitBroker(Broker):
         self._delivery_limit = delivery_limit
         self._connection_name = connection_name
         self._connection: AbstractRobustConnection | None = None
-        self._publish_channel: aio_pika.abc.AbstractChannel | None = None
+        self._publish_channel: aio_pika.abc.AbstractChannel | None = None  # also declares queues
+        self._publish_channels: list[aio_pika.abc.AbstractChannel] = []
+        self._next_channel = itertools.count()
         self._declared: set[str] = set()
         self._declare_lock = asyncio.Lock()
 
@@ -87,9 +151,11 @@ class RabbitBroker(Broker):
             self._connection = await aio_pika.connect_robust(
                 self._url, client_properties={"connection_name": self._connection_name}
             )
-            self._publish_channel = await self._connection.channel(
-                publisher_confirms=True, on_return_raises=True
-            )
+            self._publish_channels = [
+                await self._connection.channel(publisher_confirms=True, on_return_raises=True)
+                for _ in range(_PUBLISH_CHANNELS)
+            ]
+            self._publish_channel = self._publish_channels[0]
             for queue in (PARKED, INNER, SERVICE):
                 await self._ensure_queue(queue)
         except _TRANSIENT_ERRORS as exc:
@@ -145,7 +211,8 @@ class RabbitBroker(Broker):
     async def publish(self, messages: Sequence[Outgoing]) -> None:
         if self._publish_channel is None:
             raise BrokerError("the RabbitMQ broker is not connected", hint="call `await broker.connect()` first")
-        exchange = self._publish_channel.default_exchange
+        channel = self._publish_channels[next(self._next_channel) % len(self._publish_channels)]
+        exchange = channel.default_exchange
         try:
             for message in messages:
                 await self._declare_once(message.queue)
@@ -176,7 +243,11 @@ class RabbitBroker(Broker):
         await channel.set_qos(prefetch_count=prefetch)
         amqp_queue = await self._ensure_queue(queue, channel)
 
+        acks: list[_AckBatcher] = []  # the current channel's; a restored channel starts its tags at 1 again
+
         async def on_message(message: AbstractIncomingMessage) -> None:
-            await handler(RabbitDelivery(queue, message))
+            if not acks or acks[0].channel is not message.channel:
+                acks[:] = [_AckBatcher(message.channel)]
+            await handler(RabbitDelivery(queue, message, acks[0]))
 
         return RabbitConsumer(amqp_queue, await amqp_queue.consume(on_message))
