@@ -1,0 +1,215 @@
+"""What every system in the comparison shares: the contract a peer implements, its worker subprocesses,
+the chain table the PostgreSQL peers update, and the broker checks and clean-up.
+
+A peer runs ``STAGES``-hop chains of no-op stages. Chains are numbered by the harness; a peer starts a
+batch of them (``start_chains``) and says how many of a batch have finished (``count_done``). Everything
+a peer creates lives under its own ``namespace`` (a PostgreSQL schema, queue names) and is removed by
+``close`` — also after a failure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import time
+import uuid
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import aio_pika
+import aiormq
+import asyncpg
+
+from tests.support.processes import Managed
+
+BROKER_URL = os.environ.get("STAGEFLOW_TEST_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672/")
+STORE_URL = os.environ.get("STAGEFLOW_TEST_STORE_URL", "postgresql://postgres@127.0.0.1:5432/test")
+STAGES = 5
+PREFETCH = 64  # per worker process: Stageflow's default, and what the asyncio peers use
+THREADS = 16  # per worker process for the thread-based peers (Dramatiq, Celery)
+POOL_SIZE = 10  # PostgreSQL connections per worker process: Stageflow's default store_pool_size
+
+
+class BenchError(Exception):
+    """The benchmark could not measure (a worker died, a chain did not finish, a server is missing)."""
+
+
+def say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+class Peer(ABC):
+    """One system under comparison, deployed for one measured run: ``async with Peer(...) as peer``."""
+
+    name: str
+
+    def __init__(self, log_dir: Path, workers: int) -> None:
+        self.namespace = f"bench_{uuid.uuid4().hex[:10]}"
+        self.log_dir = log_dir
+        self.worker_count = workers
+        self.processes: list[Managed] = []
+
+    async def __aenter__(self) -> Peer:
+        try:
+            await self.open()
+        except BaseException:
+            await self.close()
+            raise
+        return self
+
+    async def __aexit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        if exc is not None and not isinstance(exc, asyncio.CancelledError):
+            say(f"[bench] {self.name} failed; worker logs:\n{self.logs()}")
+        await self.close()
+
+    @abstractmethod
+    async def open(self) -> None:
+        """Create queues/tables, start the worker subprocesses, return once they all consume."""
+
+    async def prepare_chains(self, ids: Sequence[int]) -> None:
+        """Before the measured window: whatever must exist for these chains (e.g. their table rows)."""
+
+    @abstractmethod
+    async def start_chains(self, ids: Sequence[int]) -> None:
+        """Start one chain per id (returns once every first message is published and confirmed)."""
+
+    @abstractmethod
+    async def count_done(self, ids: Sequence[int]) -> int:
+        """How many of these chains have run their last stage."""
+
+    @abstractmethod
+    async def cleanup(self) -> None:
+        """Drop what ``open`` created (queues, schema). Best effort: reports, never raises."""
+
+    async def close(self) -> None:
+        codes = await asyncio.to_thread(lambda: {p.name: p.stop(timeout_s=15) for p in self.processes})
+        unclean = {name: code for name, code in codes.items() if code not in (0, None)}
+        if unclean:
+            say(f"[bench] {self.name}: unclean worker exits {unclean}")
+        await self.cleanup()
+
+    def spawn(self, module: str, args: list[str], env: dict[str, str] | None = None) -> None:
+        """Start ``self.worker_count`` subprocesses running ``python -m module args``."""
+        for i in range(self.worker_count):
+            proc = Managed(f"{self.name}-worker-{i}", ["-m", module, *args], {**os.environ, **(env or {})}, self.log_dir)
+            self.processes.append(proc)
+            proc.start()
+
+    def check_alive(self) -> None:
+        dead = [p for p in self.processes if not p.alive]
+        if dead:
+            raise BenchError(f"{dead[0].name} exited:\n{dead[0].log_tail()}")
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {p.name}\n{p.log_tail()}" for p in self.processes)
+
+    async def wait_consumers(self, queue: str, timeout_s: float = 60.0) -> None:
+        """Wait until every worker consumes ``queue`` (start-up is never measured)."""
+        began = time.monotonic()
+        connection = await aio_pika.connect(BROKER_URL)
+        try:
+            while (count := await consumer_count(connection, queue)) < self.worker_count:
+                self.check_alive()
+                if time.monotonic() - began > timeout_s:
+                    raise BenchError(f"{self.name}: {count}/{self.worker_count} workers consume {queue} after {timeout_s:.0f}s")
+                await asyncio.sleep(0.2)
+        finally:
+            await connection.close()
+
+
+async def consumer_count(connection: aio_pika.abc.AbstractConnection, queue: str) -> int:
+    channel = await connection.channel()
+    try:
+        declared = await channel.declare_queue(queue, passive=True)
+        return declared.declaration_result.consumer_count
+    except (aio_pika.exceptions.ChannelClosed, aiormq.exceptions.ChannelNotFoundEntity):
+        return 0  # not declared yet: its consumer is still starting
+    finally:
+        if not channel.is_closed:
+            await channel.close()
+
+
+async def delete_broker_objects(queues: Sequence[str], exchanges: Sequence[str] = ()) -> None:
+    """Delete queues and exchanges; reports, never raises."""
+    try:
+        connection = await aio_pika.connect(BROKER_URL)
+        try:
+            channel = await connection.channel()
+            for queue in queues:
+                await channel.queue_delete(queue)
+            for exchange in exchanges:
+                await channel.exchange_delete(exchange)
+        finally:
+            await connection.close()
+    except Exception as exc:  # noqa: BLE001
+        say(f"[bench] could not delete {', '.join([*queues, *exchanges])}: {exc}")
+
+
+async def drop_schema(schema: str) -> None:
+    """Drop a PostgreSQL schema; reports, never raises."""
+    try:
+        conn = await asyncpg.connect(STORE_URL)
+        try:
+            await conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+        finally:
+            await conn.close()
+    except Exception as exc:  # noqa: BLE001
+        say(f"[bench] could not drop schema {schema}: {exc}")
+
+
+def psycopg_hop(schema: str) -> tuple[Callable[[int, int], None], Any]:
+    """For the thread-based peers: a hop function running ChainTable's UPDATE (autocommit: one committed
+    statement) through psycopg, and its connection pool of ``THREADS`` (open it before the first hop)."""
+    from psycopg_pool import ConnectionPool  # only in .bench-venv
+
+    pool = ConnectionPool(STORE_URL, min_size=1, max_size=THREADS, kwargs={"autocommit": True}, open=False)
+    update = ChainTable(schema).update_sql.replace("$1", "%(chain)s").replace("$2", "%(stage)s")
+
+    def hop(chain: int, stage: int) -> None:
+        with pool.connection() as conn:
+            conn.execute(update, {"chain": chain, "stage": stage})
+
+    return hop, pool
+
+
+class ChainTable:
+    """``<schema>.chains(id, version)``: one row per chain, which each hop moves from ``stage - 1`` to
+    ``stage`` with one committed, version-checked UPDATE (``UPDATE_SQL``). A chain is done at ``STAGES``."""
+
+    def __init__(self, schema: str) -> None:
+        self.schema = schema
+        self.conn: asyncpg.Connection | None = None
+
+    @property
+    def update_sql(self) -> str:
+        """Parameters: chain id, stage (1..STAGES). Touches no row if the hop is stale or a duplicate."""
+        return f"UPDATE {self.schema}.chains SET version = $2 WHERE id = $1 AND version = $2 - 1"
+
+    async def create(self) -> None:
+        self.conn = await asyncpg.connect(STORE_URL)
+        await self.conn.execute(
+            f"CREATE SCHEMA {self.schema}; CREATE TABLE {self.schema}.chains (id int PRIMARY KEY, version int NOT NULL)"
+        )
+
+    def _connection(self) -> asyncpg.Connection:
+        if self.conn is None:
+            raise BenchError("ChainTable.create() was not called")
+        return self.conn
+
+    async def insert(self, ids: Sequence[int]) -> None:
+        await self._connection().copy_records_to_table("chains", schema_name=self.schema, records=[(i, 0) for i in ids])
+
+    async def count_done(self, ids: Sequence[int]) -> int:
+        return await self._connection().fetchval(
+            f"SELECT count(*) FROM {self.schema}.chains WHERE id = ANY($1) AND version = $2", list(ids), STAGES
+        )
+
+    async def drop(self) -> None:
+        if self.conn is not None:
+            await self.conn.close()
+            self.conn = None
+        await drop_schema(self.schema)
