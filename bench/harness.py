@@ -19,8 +19,13 @@ from pathlib import Path
 from typing import Any
 
 from bench import cpu
-from bench.peers import PEERS
 from bench.peers.base import STAGES, BenchError, Peer, say
+from bench.peers.celery_pg import CeleryPg
+from bench.peers.dramatiq_pg import DramatiqPg
+from bench.peers.raw_amqp import RawAmqp, RawAmqpPg
+from bench.peers.stageflow import StageflowPeer
+
+PEERS: dict[str, type[Peer]] = {peer.name: peer for peer in (StageflowPeer, RawAmqp, RawAmqpPg, DramatiqPg, CeleryPg)}
 
 
 @dataclass(frozen=True)
@@ -52,9 +57,11 @@ async def run_burst(name: str, plan: Plan) -> dict[str, Any]:
                 starting.cancel()
             seconds = time.monotonic() - began
             after = cpu.sample()
+            namespace = peer.namespace
     hops = plan.chains * STAGES
     return {
         "system": name,
+        "namespace": namespace,  # its schema and queue prefix, dropped by now
         "chains": plan.chains,
         "hops": hops,
         "seconds": round(seconds, 3),

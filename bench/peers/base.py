@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
+import subprocess
 import sys
 import time
 import uuid
@@ -86,7 +88,7 @@ class Peer(ABC):
         """Drop what ``open`` created (queues, schema). Best effort: reports, never raises."""
 
     async def close(self) -> None:
-        codes = await asyncio.to_thread(lambda: {p.name: p.stop(timeout_s=15) for p in self.processes})
+        codes = await asyncio.to_thread(stop_all, self.processes, 15.0)
         unclean = {name: code for name, code in codes.items() if code not in (0, None)}
         if unclean:
             say(f"[bench] {self.name}: unclean worker exits {unclean}")
@@ -119,6 +121,22 @@ class Peer(ABC):
                 await asyncio.sleep(0.2)
         finally:
             await connection.close()
+
+
+def stop_all(processes: Sequence[Managed], timeout_s: float) -> dict[str, int | None]:
+    """SIGTERM every process at once (some peers take seconds to shut down), wait, SIGKILL stragglers."""
+    for proc in processes:
+        proc.signal(signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    codes: dict[str, int | None] = {}
+    for proc in processes:
+        if proc.proc is not None:
+            try:
+                proc.proc.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        codes[proc.name] = None if proc.proc is None else proc.proc.returncode
+    return codes
 
 
 async def consumer_count(connection: aio_pika.abc.AbstractConnection, queue: str) -> int:
