@@ -6,7 +6,8 @@ PostgreSQL with 2 worker subprocesses; each run is deployed fresh (own schema an
 Progress goes to stderr; stdout gets a Markdown table of medians, then one JSON line.
 
 Servers: ``STAGEFLOW_TEST_BROKER_URL`` / ``STAGEFLOW_TEST_STORE_URL`` (default: the local ones, as for the
-tests). Other ``STAGEFLOW_*`` variables in the environment (e.g. ``STAGEFLOW_PREFETCH``) reach Stageflow's
+tests). ``BENCH_RAW_QUEUE_TYPE=classic`` gives the hand-written loop classic queues instead of quorum
+queues (Stageflow's), as Celery and Dramatiq use. Other ``STAGEFLOW_*`` variables in the environment (e.g. ``STAGEFLOW_PREFETCH``) reach Stageflow's
 workers. A benchmark, not a test: nothing is asserted about speed, but a chain that does not finish (or a
 worker that dies) fails the run with exit code 1.
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import signal
 import sys
 import time
@@ -86,6 +88,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         "workers": comparison.plan.workers,
         "repetitions": comparison.repetitions,
         "mode": args.mode,
+        "raw_queue_type": os.environ.get("BENCH_RAW_QUEUE_TYPE", "quorum"),
         "seconds": round(time.monotonic() - began, 1),
         "medians": result["medians"],
         "runs": result["runs"],

@@ -2,10 +2,11 @@
 
 Per hop, one message at a time (many in flight, up to the prefetch): consume -> [one committed,
 version-checked asyncpg UPDATE] -> publish the next hop (persistent, publisher confirm awaited) -> ack.
-The queue is a durable quorum queue, like Stageflow's. The last hop publishes to a ``done`` queue, which
+The queue is a durable quorum queue, like Stageflow's (``BENCH_RAW_QUEUE_TYPE=classic`` in the driver's
+environment makes it a classic one, as Celery's and Dramatiq's are, to see what the queue type costs). The last hop publishes to a ``done`` queue, which
 is how the driver learns that a chain finished (so every hop of this peer publishes one message).
 
-Worker: ``python -m bench.peers.raw_amqp --queue Q --done D [--schema S]`` (with ``--schema``: the UPDATE
+Worker: ``python -m bench.peers.raw_amqp --queue Q --done D --queue-type T [--schema S]`` (with ``--schema``: the UPDATE
 of :class:`bench.peers.base.ChainTable`; a stale or duplicate hop updates no row and is acked unpublished).
 """
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import signal
 from collections.abc import Sequence
 
@@ -20,9 +22,11 @@ import aio_pika
 import asyncpg
 import orjson
 
-from bench.peers.base import BROKER_URL, POOL_SIZE, PREFETCH, STAGES, STORE_URL, ChainTable, Peer, delete_broker_objects
+from bench.peers.base import (
+    BROKER_URL, POOL_SIZE, PREFETCH, STAGES, STORE_URL, BenchError, ChainTable, Peer, delete_broker_objects,
+)
 
-QUEUE_ARGUMENTS = {"x-queue-type": "quorum"}
+QUEUE_TYPES = ("quorum", "classic")
 
 
 def _message(chain: int, stage: int) -> aio_pika.Message:
@@ -38,6 +42,9 @@ class RawAmqp(Peer):
         self.queue = f"{self.namespace}.hops"
         self.done_queue = f"{self.namespace}.done"
         self.table = ChainTable(self.namespace) if self.with_database else None
+        self.queue_type = os.environ.get("BENCH_RAW_QUEUE_TYPE", "quorum")
+        if self.queue_type not in QUEUE_TYPES:
+            raise BenchError(f"BENCH_RAW_QUEUE_TYPE must be one of {QUEUE_TYPES}, not {self.queue_type!r}")
         self.done: set[int] = set()
         self.connection: aio_pika.abc.AbstractConnection | None = None
         self.channel: aio_pika.abc.AbstractChannel | None = None
@@ -45,10 +52,11 @@ class RawAmqp(Peer):
     async def open(self) -> None:
         self.connection = await aio_pika.connect(BROKER_URL)
         self.channel = await self.connection.channel(publisher_confirms=True)
-        await self.channel.declare_queue(self.queue, durable=True, arguments=QUEUE_ARGUMENTS)
-        done = await self.channel.declare_queue(self.done_queue, durable=True, arguments=QUEUE_ARGUMENTS)
+        arguments = {"x-queue-type": self.queue_type}
+        await self.channel.declare_queue(self.queue, durable=True, arguments=arguments)
+        done = await self.channel.declare_queue(self.done_queue, durable=True, arguments=arguments)
         await done.consume(self._on_done, no_ack=True)
-        args = ["--queue", self.queue, "--done", self.done_queue]
+        args = ["--queue", self.queue, "--done", self.done_queue, "--queue-type", self.queue_type]
         if self.table is not None:
             await self.table.create()
             args += ["--schema", self.namespace]
@@ -85,7 +93,7 @@ class RawAmqpPg(RawAmqp):
     with_database = True
 
 
-async def work(queue_name: str, done_queue: str, schema: str | None) -> None:
+async def work(queue_name: str, done_queue: str, queue_type: str, schema: str | None) -> None:
     """One worker process: consume ``queue_name`` until SIGTERM, then finish the hops in flight."""
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
@@ -98,7 +106,7 @@ async def work(queue_name: str, done_queue: str, schema: str | None) -> None:
         await consume_channel.set_qos(prefetch_count=PREFETCH)
         publish_channel = await connection.channel(publisher_confirms=True)
         exchange = publish_channel.default_exchange
-        queue = await consume_channel.declare_queue(queue_name, durable=True, arguments=QUEUE_ARGUMENTS)
+        queue = await consume_channel.declare_queue(queue_name, durable=True, arguments={"x-queue-type": queue_type})
 
         async def hop(message: aio_pika.abc.AbstractIncomingMessage) -> None:
             chain, stage = orjson.loads(message.body)
@@ -131,9 +139,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.peers.raw_amqp", description="a hand-written hop worker")
     parser.add_argument("--queue", required=True)
     parser.add_argument("--done", required=True)
+    parser.add_argument("--queue-type", choices=QUEUE_TYPES, default="quorum")
     parser.add_argument("--schema", default=None, help="update bench.peers.base.ChainTable in this schema per hop")
     args = parser.parse_args()
-    asyncio.run(work(args.queue, args.done, args.schema))
+    asyncio.run(work(args.queue, args.done, args.queue_type, args.schema))
 
 
 if __name__ == "__main__":
