@@ -7,9 +7,11 @@ Progress goes to stderr; stdout gets a Markdown table of medians, then one JSON 
 
 Servers: ``STAGEFLOW_TEST_BROKER_URL`` / ``STAGEFLOW_TEST_STORE_URL`` (default: the local ones, as for the
 tests). ``BENCH_RAW_QUEUE_TYPE=classic`` gives the hand-written loop classic queues instead of quorum
-queues (Stageflow's), as Celery and Dramatiq use. Other ``STAGEFLOW_*`` variables in the environment (e.g. ``STAGEFLOW_PREFETCH``) reach Stageflow's
-workers. A benchmark, not a test: nothing is asserted about speed, but a chain that does not finish (or a
-worker that dies) fails the run with exit code 1.
+queues (Stageflow's), as Celery and Dramatiq use. Other ``STAGEFLOW_*`` variables in the environment
+(e.g. ``STAGEFLOW_PREFETCH``) reach Stageflow's workers.
+
+A benchmark, not a test: nothing is asserted about speed, but a chain that does not finish (or a worker
+that dies) fails the run with exit code 1.
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ a peer creates lives under its own ``namespace`` (a PostgreSQL schema, queue nam
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import os
 import signal
@@ -18,6 +19,7 @@ import time
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -33,6 +35,7 @@ STORE_URL = os.environ.get("STAGEFLOW_TEST_STORE_URL", "postgresql://postgres@12
 STAGES = 5
 PREFETCH = 64  # per worker process: Stageflow's default, and what the asyncio peers use
 THREADS = 16  # per worker process for the thread-based peers (Dramatiq, Celery)
+DRIVER_THREADS = 4  # the driver's threads starting chains with a synchronous client (Celery, Dramatiq)
 POOL_SIZE = 10  # PostgreSQL connections per worker process: Stageflow's default store_pool_size
 
 
@@ -63,7 +66,9 @@ class Peer(ABC):
             raise
         return self
 
-    async def __aexit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         if exc is not None and not isinstance(exc, asyncio.CancelledError):
             say(f"[bench] {self.name} failed; worker logs:\n{self.logs()}")
         await self.close()
@@ -97,7 +102,8 @@ class Peer(ABC):
     def spawn(self, module: str, args: list[str], env: dict[str, str] | None = None) -> None:
         """Start ``self.worker_count`` subprocesses running ``python -m module args``."""
         for i in range(self.worker_count):
-            proc = Managed(f"{self.name}-worker-{i}", ["-m", module, *args], {**os.environ, **(env or {})}, self.log_dir)
+            environment = {**os.environ, **(env or {})}
+            proc = Managed(f"{self.name}-worker-{i}", ["-m", module, *args], environment, self.log_dir)
             self.processes.append(proc)
             proc.start()
 
@@ -117,10 +123,78 @@ class Peer(ABC):
             while (count := await consumer_count(connection, queue)) < self.worker_count:
                 self.check_alive()
                 if time.monotonic() - began > timeout_s:
-                    raise BenchError(f"{self.name}: {count}/{self.worker_count} workers consume {queue} after {timeout_s:.0f}s")
+                    raise BenchError(
+                        f"{self.name}: {count}/{self.worker_count} workers consume {queue} after {timeout_s:.0f}s"
+                    )
                 await asyncio.sleep(0.2)
         finally:
             await connection.close()
+
+
+class ThreadedPgPeer(Peer):
+    """A peer with a synchronous client (Celery, Dramatiq): the driver starts chains from ``DRIVER_THREADS``
+    threads; workers (``python -m <worker_module> --queue Q --schema S``) update the ChainTable per hop,
+    and a chain is done when its row is."""
+
+    worker_module: str
+    queue_separator = "."
+
+    def __init__(self, log_dir: Path, workers: int) -> None:
+        super().__init__(log_dir, workers)
+        self.queue = f"{self.namespace}{self.queue_separator}hops"
+        self.table = ChainTable(self.namespace)
+        self.executor = ThreadPoolExecutor(DRIVER_THREADS, thread_name_prefix=f"{self.name}-driver")
+
+    @abstractmethod
+    def connect_driver(self) -> None:
+        """Build the client the driver starts chains with (the library's broker or app object)."""
+
+    @abstractmethod
+    def start_one(self, chain: int) -> None:
+        """Start one chain (blocking: runs in a driver thread)."""
+
+    @abstractmethod
+    def close_driver(self) -> None:
+        """Close the client's connections (blocking)."""
+
+    @abstractmethod
+    def broker_objects(self) -> tuple[list[str], list[str]]:
+        """The queues and exchanges the library declared for ``self.queue``."""
+
+    async def open(self) -> None:
+        await self.table.create()
+        self.connect_driver()
+        self.spawn(self.worker_module, ["--queue", self.queue, "--schema", self.namespace])
+        await self.wait_consumers(self.queue)
+
+    async def prepare_chains(self, ids: Sequence[int]) -> None:
+        await self.table.insert(ids)
+
+    async def start_chains(self, ids: Sequence[int]) -> None:
+        loop = asyncio.get_running_loop()
+        await asyncio.gather(*(loop.run_in_executor(self.executor, self.start_one, i) for i in ids))
+
+    async def count_done(self, ids: Sequence[int]) -> int:
+        return await self.table.count_done(ids)
+
+    async def cleanup(self) -> None:
+        self.executor.shutdown(wait=True)
+        await asyncio.to_thread(self.close_driver)
+        await delete_broker_objects(*self.broker_objects())
+        await self.table.drop()
+
+
+def no_hop(chain: int, stage: int) -> None:
+    """The hop as the driver declares it: the driver only sends messages, it never runs hops."""
+    raise RuntimeError("the driver never runs hops")
+
+
+def worker_args(module: str, description: str) -> argparse.Namespace:
+    """``--queue`` and ``--schema``: what the thread-based peers' workers are told on their command line."""
+    parser = argparse.ArgumentParser(prog=f"python -m {module}", description=description)
+    parser.add_argument("--queue", required=True)
+    parser.add_argument("--schema", required=True, help="the schema of the ChainTable each hop updates")
+    return parser.parse_args()
 
 
 def stop_all(processes: Sequence[Managed], timeout_s: float) -> dict[str, int | None]:

@@ -13,17 +13,12 @@ Worker: ``python -m bench.peers.celery_pg --queue Q --schema S`` builds the app 
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 import os
 import socket
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 from typing import Any
 
-from bench.peers.base import BROKER_URL, STAGES, THREADS, ChainTable, Peer, delete_broker_objects, psycopg_hop
-
-DRIVER_THREADS = 4  # the driver's threads applying chains (Celery's producer pool is thread-safe)
+from bench.peers.base import BROKER_URL, STAGES, THREADS, ThreadedPgPeer, no_hop, psycopg_hop, worker_args
 
 
 def build(queue: str, hop: Callable[[int, int], None]) -> tuple[Any, Any]:
@@ -46,48 +41,25 @@ def build(queue: str, hop: Callable[[int, int], None]) -> tuple[Any, Any]:
     return app, task
 
 
-def _no_hop(chain: int, stage: int) -> None:
-    raise RuntimeError("the driver never runs hops")
-
-
-class CeleryPg(Peer):
+class CeleryPg(ThreadedPgPeer):
     name = "celery_pg"
+    worker_module = "bench.peers.celery_pg"
 
-    def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
-        super().__init__(*args, **kwargs)
-        self.queue = f"{self.namespace}.hops"
-        self.table = ChainTable(self.namespace)
-        self.app: Any = None
-        self.task: Any = None
-        self.executor = ThreadPoolExecutor(DRIVER_THREADS, thread_name_prefix="celery-driver")
+    def connect_driver(self) -> None:
+        from celery import chain
 
-    async def open(self) -> None:
-        await self.table.create()
-        self.app, self.task = build(self.queue, _no_hop)
-        self.spawn("bench.peers.celery_pg", ["--queue", self.queue, "--schema", self.namespace])
-        await self.wait_consumers(self.queue)
+        self.app, self.task = build(self.queue, no_hop)
+        self.chain = chain
 
-    async def prepare_chains(self, ids: Sequence[int]) -> None:
-        await self.table.insert(ids)
+    def start_one(self, chain: int) -> None:
+        self.chain(*(self.task.si(chain, s) for s in range(1, STAGES + 1))).apply_async()
 
-    def _start(self, chain: int) -> None:
-        from celery import chain as celery_chain
+    def close_driver(self) -> None:
+        if getattr(self, "app", None) is not None:
+            self.app.close()
 
-        celery_chain(*(self.task.si(chain, s) for s in range(1, STAGES + 1))).apply_async()
-
-    async def start_chains(self, ids: Sequence[int]) -> None:
-        loop = asyncio.get_running_loop()
-        await asyncio.gather(*(loop.run_in_executor(self.executor, self._start, i) for i in ids))
-
-    async def count_done(self, ids: Sequence[int]) -> int:
-        return await self.table.count_done(ids)
-
-    async def cleanup(self) -> None:
-        self.executor.shutdown(wait=True)
-        if self.app is not None:
-            await asyncio.to_thread(self.app.close)
-        await delete_broker_objects([self.queue], exchanges=[self.queue])
-        await self.table.drop()
+    def broker_objects(self) -> tuple[list[str], list[str]]:
+        return [self.queue], [self.queue]  # Celery declares a direct exchange named after the queue
 
 
 def work(queue: str, schema: str) -> None:
@@ -107,10 +79,7 @@ def work(queue: str, schema: str) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench.peers.celery_pg", description="a Celery hop worker")
-    parser.add_argument("--queue", required=True)
-    parser.add_argument("--schema", required=True)
-    args = parser.parse_args()
+    args = worker_args("bench.peers.celery_pg", "a Celery hop worker")
     work(args.queue, args.schema)
 
 

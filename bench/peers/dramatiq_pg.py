@@ -12,17 +12,12 @@ Dramatiq's CLI, so nothing is configured through a global broker at import time.
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 import signal
 import threading
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 from typing import Any
 
-from bench.peers.base import BROKER_URL, STAGES, THREADS, ChainTable, Peer, delete_broker_objects, psycopg_hop
-
-DRIVER_THREADS = 4  # the driver's threads enqueueing first messages (each has its own confirmed channel)
+from bench.peers.base import BROKER_URL, STAGES, THREADS, ThreadedPgPeer, no_hop, psycopg_hop, worker_args
 
 
 def build(queue: str, hop: Callable[[int, int], None]) -> tuple[Any, Any]:
@@ -35,50 +30,27 @@ def build(queue: str, hop: Callable[[int, int], None]) -> tuple[Any, Any]:
     return broker, actor
 
 
-def _no_hop(chain: int, stage: int) -> None:
-    raise RuntimeError("the driver never runs hops")
-
-
-class DramatiqPg(Peer):
+class DramatiqPg(ThreadedPgPeer):
     name = "dramatiq_pg"
+    worker_module = "bench.peers.dramatiq_pg"
+    queue_separator = "_"  # Dramatiq appends .DQ / .XQ to a queue's name and allows no other '.'
 
-    def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
-        super().__init__(*args, **kwargs)
-        self.queue = f"{self.namespace}_hops"  # Dramatiq's queue names allow no '.' before its suffixes
-        self.table = ChainTable(self.namespace)
-        self.broker: Any = None
-        self.actor: Any = None
-        self.executor = ThreadPoolExecutor(DRIVER_THREADS, thread_name_prefix="dramatiq-driver")
-
-    async def open(self) -> None:
+    def connect_driver(self) -> None:
         import dramatiq
 
-        await self.table.create()
-        self.broker, self.actor = build(self.queue, _no_hop)
+        self.broker, self.actor = build(self.queue, no_hop)
         self.pipeline = dramatiq.pipeline
-        self.spawn("bench.peers.dramatiq_pg", ["--queue", self.queue, "--schema", self.namespace])
-        await self.wait_consumers(self.queue)
 
-    async def prepare_chains(self, ids: Sequence[int]) -> None:
-        await self.table.insert(ids)
-
-    def _start(self, chain: int) -> None:
+    def start_one(self, chain: int) -> None:
         messages = [self.actor.message_with_options(args=(chain, s), pipe_ignore=True) for s in range(1, STAGES + 1)]
         self.pipeline(messages, broker=self.broker).run()
 
-    async def start_chains(self, ids: Sequence[int]) -> None:
-        loop = asyncio.get_running_loop()
-        await asyncio.gather(*(loop.run_in_executor(self.executor, self._start, i) for i in ids))
+    def close_driver(self) -> None:
+        if getattr(self, "broker", None) is not None:
+            self.broker.close()
 
-    async def count_done(self, ids: Sequence[int]) -> int:
-        return await self.table.count_done(ids)
-
-    async def cleanup(self) -> None:
-        self.executor.shutdown(wait=True)
-        if self.broker is not None:
-            await asyncio.to_thread(self.broker.close)
-        await delete_broker_objects([self.queue, f"{self.queue}.DQ", f"{self.queue}.XQ"])
-        await self.table.drop()
+    def broker_objects(self) -> tuple[list[str], list[str]]:
+        return [self.queue, f"{self.queue}.DQ", f"{self.queue}.XQ"], []
 
 
 def work(queue: str, schema: str) -> None:
@@ -102,10 +74,7 @@ def work(queue: str, schema: str) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench.peers.dramatiq_pg", description="a Dramatiq hop worker")
-    parser.add_argument("--queue", required=True)
-    parser.add_argument("--schema", required=True)
-    args = parser.parse_args()
+    args = worker_args("bench.peers.dramatiq_pg", "a Dramatiq hop worker")
     work(args.queue, args.schema)
 
 

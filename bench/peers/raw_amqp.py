@@ -3,11 +3,13 @@
 Per hop, one message at a time (many in flight, up to the prefetch): consume -> [one committed,
 version-checked asyncpg UPDATE] -> publish the next hop (persistent, publisher confirm awaited) -> ack.
 The queue is a durable quorum queue, like Stageflow's (``BENCH_RAW_QUEUE_TYPE=classic`` in the driver's
-environment makes it a classic one, as Celery's and Dramatiq's are, to see what the queue type costs). The last hop publishes to a ``done`` queue, which
-is how the driver learns that a chain finished (so every hop of this peer publishes one message).
+environment makes it a classic one, as Celery's and Dramatiq's are, to see what the queue type costs).
+The last hop publishes to a ``done`` queue, which is how the driver learns that a chain finished (so
+every hop of this peer publishes one message).
 
-Worker: ``python -m bench.peers.raw_amqp --queue Q --done D --queue-type T [--schema S]`` (with ``--schema``: the UPDATE
-of :class:`bench.peers.base.ChainTable`; a stale or duplicate hop updates no row and is acked unpublished).
+Worker: ``python -m bench.peers.raw_amqp --queue Q --done D --queue-type T [--schema S]`` (with
+``--schema``: the UPDATE of :class:`bench.peers.base.ChainTable`; a stale or duplicate hop updates no row
+and is acked unpublished).
 """
 
 from __future__ import annotations
