@@ -4,8 +4,12 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
+# `make bench` compares Stageflow with Celery, Dramatiq and hand-written aio-pika: those peers live in
+# their own environment (Stageflow + bench/requirements.txt), never in the project's dependencies.
+BENCH_VENV := .bench-venv
+BENCH_STAMP := $(BENCH_VENV)/.installed-stamp
 
-.PHONY: install demo test test-unit services bench bench-scale chaos clean
+.PHONY: install bench-env demo test test-unit services bench bench-scale chaos clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -15,20 +19,28 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)  ## create .venv and install Stageflow with its test tools
 
+$(BENCH_STAMP): pyproject.toml bench/requirements.txt
+	@test -x $(BENCH_VENV)/bin/python || $(PYTHON) -m venv $(BENCH_VENV)
+	@$(BENCH_VENV)/bin/python -m pip install --quiet --upgrade pip
+	@$(BENCH_VENV)/bin/python -m pip install --quiet -e . -r bench/requirements.txt
+	@touch $(BENCH_STAMP)
+
+bench-env: $(BENCH_STAMP)  ## create .bench-venv: Stageflow plus the pinned peers `make bench` compares with
+
 demo: install  ## run the e-commerce demo on the embedded default (no servers needed)
 	@$(BIN)/stageflow demo
 
 services:  ## start local RabbitMQ and PostgreSQL if they are installed but not running
 	@deploy/local-services.sh
 
-test: install services  ## the whole suite, on real RabbitMQ + PostgreSQL
+test: install bench-env services  ## the whole suite, on real RabbitMQ + PostgreSQL (tests/test_bench.py uses .bench-venv)
 	@$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test-unit: install  ## only the tests that need no server
 	@$(BIN)/python -m pytest -m "not integration" $(PYTEST_ARGS)
 
-bench: install services  ## throughput and latency on real RabbitMQ + PostgreSQL (prints one JSON line)
-	@$(BIN)/python -m bench $(if $(QUICK),--quick,)
+bench: bench-env services  ## Stageflow vs Celery, Dramatiq, hand-written aio-pika: a table of medians, then one JSON line
+	@$(BENCH_VENV)/bin/python -m bench $(if $(QUICK),--quick,)
 
 bench-scale: install services  ## per-transition cost vs history length and store size, worker memory, status reads
 	@$(BIN)/python -m bench.scale $(if $(QUICK),--quick,)
@@ -37,4 +49,4 @@ chaos: install services  ## fault scenarios on real RabbitMQ + PostgreSQL (resta
 	@$(BIN)/python -m chaos $(if $(QUICK),--quick,)
 
 clean:
-	rm -rf $(VENV) *.egg-info .pytest_cache
+	rm -rf $(VENV) $(BENCH_VENV) *.egg-info .pytest_cache

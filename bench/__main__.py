@@ -1,26 +1,24 @@
-"""``python -m bench [--quick]``: run the benchmark and print one JSON line on stdout.
+"""``python -m bench [--quick | --tiny]``: Stageflow beside Celery, Dramatiq and a hand-written aio-pika loop.
 
-For each worker count (1, then 2) a fresh deployment is booted (worker subprocesses, one services
-subprocess, a new schema and queue prefix), and measured once every consumer is attached, so start-up
-is not measured:
-
-1. warm-up: a few processes, left out of every figure;
-2. unloaded: processes run one at a time, for latency without queueing;
-3. loaded: a burst of processes started together, for throughput (and latency under load).
-
-Top-level figures: ``transitions_per_s`` is the loaded run with the most workers; ``p50_ms``/``p99_ms``
-are its unloaded hop latencies (see ``bench/measure.py`` for the definitions). ``runs`` has every figure
-per worker count. A benchmark, not a test: nothing is asserted about speed.
+Run it with ``.bench-venv/bin/python`` (``make bench`` builds that environment: Stageflow plus the pinned
+peers of ``bench/requirements.txt``). Every system runs chains of 5 no-op stages on the same RabbitMQ and
+PostgreSQL with 2 worker subprocesses; each run is deployed fresh (own schema and queues, removed after).
+Progress goes to stderr; stdout gets a Markdown table of medians, then one JSON line.
 
 Servers: ``STAGEFLOW_TEST_BROKER_URL`` / ``STAGEFLOW_TEST_STORE_URL`` (default: the local ones, as for the
-tests). Other ``STAGEFLOW_*`` variables in the environment (e.g. ``STAGEFLOW_PREFETCH``) reach the
-workers, so a setting can be compared by running the benchmark twice.
+tests). ``BENCH_RAW_QUEUE_TYPE=classic`` gives the hand-written loop classic queues instead of quorum
+queues (Stageflow's), as Celery and Dramatiq use. Other ``STAGEFLOW_*`` variables in the environment
+(e.g. ``STAGEFLOW_PREFETCH``) reach Stageflow's workers.
+
+A benchmark, not a test: nothing is asserted about speed, but a chain that does not finish (or a worker
+that dies) fails the run with exit code 1.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import signal
 import sys
 import time
@@ -28,61 +26,74 @@ from typing import Any
 
 import orjson
 
-from bench.cases import STAGES
-from bench.cluster import BenchError
-from bench.run import Plan, run_cluster, say
+from bench.compare import Comparison, compare, table
+from bench.harness import PEERS, Plan
+from bench.latency import LatencyPlan
+from bench.peers.base import STAGES, BenchError, say
+
+# chains per burst, repetitions, warm-up chains, burst timeout, unloaded processes and budget, half-load seconds
+MODES: dict[str, tuple[int, int, int, float, int, float, float]] = {
+    "full": (1000, 3, 20, 240.0, 200, 30.0, 15.0),
+    "quick": (300, 1, 10, 90.0, 50, 10.0, 5.0),
+    "tiny": (5, 1, 2, 30.0, 5, 5.0, 1.0),  # proves every system works (the test suite runs it)
+}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer processes (about a minute)")
-    parser.add_argument("--processes", type=int, default=None, help="processes in the loaded burst")
-    parser.add_argument("--unloaded", type=int, default=None, help="processes run one at a time")
-    parser.add_argument("--workers", type=str, default="1,2", help="worker counts to run, comma-separated")
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument("--quick", action="store_true", help="one repetition of 300 chains (under 3 minutes)")
+    size.add_argument("--tiny", action="store_true", help="a few chains per system: proves it works")
+    parser.add_argument("--chains", type=int, help="chains per burst (default: by mode)")
+    parser.add_argument("--repetitions", type=int, help="interleaved repetitions (default: by mode)")
+    parser.add_argument("--systems", default=",".join(PEERS), help=f"comma-separated, of: {', '.join(PEERS)}")
+    parser.add_argument("--workers", type=int, default=2, help="worker processes per system")
+    parser.add_argument("--no-latency", action="store_true", help="skip Stageflow's latency phases")
     args = parser.parse_args(argv)
-    if args.processes is None:
-        args.processes = 300 if args.quick else 2000
-    if args.unloaded is None:
-        args.unloaded = 30 if args.quick else 100
-    try:
-        args.worker_counts = [int(w) for w in args.workers.split(",") if w.strip()]
-    except ValueError:
-        parser.error("--workers takes worker counts like 1,2")
-    if not args.worker_counts or min(args.worker_counts) < 1 or args.processes < 1 or args.unloaded < 0:
-        parser.error("need at least one worker count >= 1, --processes >= 1 and --unloaded >= 0")
+    args.mode = "tiny" if args.tiny else "quick" if args.quick else "full"
+    args.systems = tuple(s.strip() for s in args.systems.split(",") if s.strip())
+    unknown = [s for s in args.systems if s not in PEERS]
+    if unknown or not args.systems:
+        parser.error(f"unknown system(s) {unknown}; choose from {', '.join(PEERS)}")
+    if (args.chains is not None and args.chains < 1) or (args.repetitions is not None and args.repetitions < 1):
+        parser.error("--chains and --repetitions must be at least 1")
+    if args.workers < 1:
+        parser.error("--workers must be at least 1")
     return args
 
 
+def job(args: argparse.Namespace) -> Comparison:
+    chains, repetitions, warmup, timeout_s, unloaded, unloaded_budget_s, half_load_s = MODES[args.mode]
+    with_latency = not args.no_latency and "stageflow" in args.systems
+    return Comparison(
+        plan=Plan(chains=args.chains or chains, workers=args.workers, warmup=warmup, timeout_s=timeout_s),
+        latency=LatencyPlan(unloaded, unloaded_budget_s, half_load_s, workers=args.workers) if with_latency else None,
+        repetitions=args.repetitions or repetitions,
+        systems=args.systems,
+    )
+
+
 async def main(args: argparse.Namespace) -> dict[str, Any]:
-    # SIGTERM (e.g. from a CI timeout) tears down like Ctrl-C: subprocesses, schema and queues.
+    # SIGTERM (e.g. from a CI timeout) tears down like Ctrl-C: subprocesses, schemas and queues.
     task = asyncio.current_task()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)  # type: ignore[union-attr]
     began = time.monotonic()
-    plan = Plan(
-        processes=args.processes,
-        unloaded=args.unloaded,
-        load_timeout_s=45.0 if args.quick else 120.0,
-        unloaded_budget_s=15.0 if args.quick else 30.0,
-    )
-    say(
-        f"[bench] {plan.processes} processes of {STAGES} stages (one a service call) per run, "
-        f"{plan.unloaded} unloaded; worker counts {args.worker_counts}"
-    )
-    runs = [await run_cluster(plan, workers) for workers in args.worker_counts]
-    top = max(runs, key=lambda r: r["workers"])
+    comparison = job(args)
+    say(f"[bench] {args.mode}: {', '.join(comparison.systems)}; {comparison.plan.chains} chains of {STAGES} "
+        f"no-op stages, {comparison.plan.workers} workers each, {comparison.repetitions} repetition(s)")
+    result = await compare(comparison)
     return {
-        "processes": plan.processes,
+        **{k: v for k, v in result.items() if k not in ("medians", "runs", "cpu_s")},
+        "cpu_s": result["cpu_s"],
+        "chains": comparison.plan.chains,
         "stages": STAGES,
-        "workers": top["workers"],
-        "transitions_per_s": top["transitions_per_s"],
-        "p50_ms": top["unloaded_p50_ms"],
-        "p99_ms": top["unloaded_p99_ms"],
-        "loaded_p50_ms": top["loaded_p50_ms"],
-        "loaded_p99_ms": top["loaded_p99_ms"],
-        "unloaded_processes": top["unloaded_processes"],
-        "quick": args.quick,
+        "workers": comparison.plan.workers,
+        "repetitions": comparison.repetitions,
+        "mode": args.mode,
+        "raw_queue_type": os.environ.get("BENCH_RAW_QUEUE_TYPE", "quorum"),
         "seconds": round(time.monotonic() - began, 1),
-        "runs": runs,
+        "medians": result["medians"],
+        "runs": result["runs"],
     }
 
 
@@ -96,4 +107,5 @@ if __name__ == "__main__":
     except (KeyboardInterrupt, asyncio.CancelledError):
         say("[bench] interrupted; subprocesses, schemas and queues were cleaned up")
         sys.exit(130)
+    print(table(summary), flush=True)
     print(orjson.dumps(summary).decode(), flush=True)

@@ -1,5 +1,5 @@
-"""The benchmark's cases: five stages with a service round trip, and a loop for long histories (workers
-load them via STAGEFLOW_CASES)."""
+"""The benchmark's cases: a chain of five no-op stages, and a loop for long histories (workers load them
+via ``STAGEFLOW_CASES=bench.cases``)."""
 
 from __future__ import annotations
 
@@ -7,43 +7,35 @@ from pydantic import BaseModel
 
 from framework import BusinessCase, StageContext, stage
 
-STAGES = 5
 
+class BenchChain(BusinessCase):
+    """``one -> two -> three -> four -> five``: five transitions per process, no work of their own, so the
+    figure is the framework's cost per durable transition (the same chain every peer runs)."""
 
-class BenchFlow(BusinessCase):
-    """``receive -> enrich -(bench_echo)-> decide -> record -> finish``: five transitions per process.
-
-    ``enrich`` calls the ``bench_echo`` service; its reply resumes ``decide``. The other stages go on with
-    ``next()`` and ``finish`` completes. Each stage writes a little to the store, as real stages do.
-    """
-
-    name = "bench_flow"
+    name = "bench_chain"
     version = 1
 
     class Input(BaseModel):
         n: int
 
     @stage
-    async def receive(self, ctx: StageContext) -> None:
-        ctx.store["received"] = ctx.input.n
+    async def one(self, ctx: StageContext) -> None:
         ctx.next()
 
     @stage
-    async def enrich(self, ctx: StageContext) -> None:
-        ctx.call("bench_echo", {"n": ctx.input.n})
-
-    @stage
-    async def decide(self, ctx: StageContext) -> None:
-        ctx.store["echo"] = ctx.reply.data if ctx.reply is not None else None
+    async def two(self, ctx: StageContext) -> None:
         ctx.next()
 
     @stage
-    async def record(self, ctx: StageContext) -> None:
-        ctx.store["recorded"] = True
+    async def three(self, ctx: StageContext) -> None:
         ctx.next()
 
     @stage
-    async def finish(self, ctx: StageContext) -> None:
+    async def four(self, ctx: StageContext) -> None:
+        ctx.next()
+
+    @stage
+    async def five(self, ctx: StageContext) -> None:
         ctx.complete({"n": ctx.input.n})
 
 
@@ -67,4 +59,4 @@ class LoopFlow(BusinessCase):
             ctx.next(stage="turn")
 
 
-CASES = [BenchFlow, LoopFlow]
+CASES = [BenchChain, LoopFlow]

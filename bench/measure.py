@@ -5,14 +5,14 @@ time the process was created; every later row (version > 1, one per stage run) c
 its stage started running (after its worker received the message and loaded the document), and
 ``duration_ms``, how long the stage code ran. All times come from ``time.time()`` on this machine.
 
-* A **transition** is one history row with version > 1 (``bench_flow`` has five per process).
+* A **transition** is one history row with version > 1 (``bench_chain`` has five per process).
 * **Transitions per second** = transitions / (last stage end - first process creation) over the
   processes of one phase: the window is read from the history rows, not from the polling loop.
 * **Hop latency** of a transition = its stage's ``at`` minus the end of the previous transition's stage
   (previous ``at`` + ``duration_ms``; for the first stage, the creation time). It is what a process waits
   between two stages: committing the previous transition (one PostgreSQL round trip), publishing its
   message with a confirm, RabbitMQ delivery, time queued behind other messages, and loading the
-  document. For the stage resumed by a service reply it also includes the whole service round trip
+  document. For a stage resumed by a service reply it also includes the whole service round trip
   (command queue, inbox transaction, reply publish), reported apart as the ``service hop``.
 """
 
@@ -93,10 +93,3 @@ async def phase_figures(conn: asyncpg.Connection, schema: str, process_ids: Iter
         figures.window_s = last_end - first_start
     return figures
 
-
-def summary(figures: PhaseFigures, prefix: str = "") -> dict[str, Any]:
-    return {
-        f"{prefix}p50_ms": ms(percentile(figures.hops_ms, 50)),
-        f"{prefix}p99_ms": ms(percentile(figures.hops_ms, 99)),
-        f"{prefix}service_hop_p50_ms": ms(percentile(figures.service_hops_ms, 50)),
-    }
