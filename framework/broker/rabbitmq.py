@@ -72,10 +72,14 @@ class _AckBatcher:
             while top + 1 in done or top + 1 in self._settled:
                 top += 1
             singles = [tag for tag in done if tag > top]
+            # The multiple ack names the highest tag done in this pass: RabbitMQ refuses a multiple ack whose
+            # own tag was already acked or nacked (PRECONDITION_FAILED closes the channel), and every unsettled
+            # tag below it is in ``done`` by construction of ``top``.
+            multiple = max((tag for tag in done if tag <= top), default=None)
             try:
                 # As before batching: ack() returns once the frame is written to the socket.
-                if any(tag <= top for tag in done):
-                    await self.channel.basic_ack(delivery_tag=top, multiple=True)
+                if multiple is not None:
+                    await self.channel.basic_ack(delivery_tag=multiple, multiple=True)
                 for tag in singles:
                     await self.channel.basic_ack(delivery_tag=tag)
             except Exception as exc:  # noqa: BLE001 - each waiting ack() raises it (mapped to BrokerError)
