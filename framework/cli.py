@@ -355,7 +355,8 @@ def validate_blueprint(files: tuple[str, ...]) -> None:
             failed = True
             click.secho(f"{path}: {exc}", fg="red", err=True)
             continue
-        click.echo(f"{path}: ok, {case.name} v{case.version}: {' -> '.join(s.name for s in case.stages)}")
+        schedules = "".join(f"; schedule {s.name!r}: {s.timing.describe()}" for s in case.schedules)
+        click.echo(f"{path}: ok, {case.name} v{case.version}: {' -> '.join(s.name for s in case.stages)}{schedules}")
     if failed:
         sys.exit(1)
 
