@@ -2,7 +2,7 @@
 
 Each export has its own ``export_id`` (the lead sync records which export wrote each lead). Like a real
 CRM it holds a few malformed records (no e-mail, a broken address), which the blueprint's ``validate``
-step sets aside. ``add_leads`` and ``change_email`` let a demo or test change the CRM between syncs;
+step sets aside. New leads sign up between syncs: ``new_per_export`` after each export, or ``add_leads``.
 ``exports`` counts the exports served.
 """
 
@@ -24,8 +24,9 @@ MALFORMED = [
 class CrmApi:
     """State of the stand-in CRM: ``count`` well-formed leads of segment ``b2b`` plus the malformed ones."""
 
-    def __init__(self, *, count: int = 40, token: str = "crm-demo-token") -> None:
+    def __init__(self, *, count: int = 40, new_per_export: int = 0, token: str = "crm-demo-token") -> None:
         self.token = token
+        self.new_per_export = new_per_export
         self.exports = 0
         self._leads: dict[str, dict[str, Any]] = {}
         self._lock = threading.Lock()
@@ -38,10 +39,6 @@ class CrmApi:
             new = [_lead(n) for n in range(start, start + count)]
             self._leads.update((lead["id"], lead) for lead in new)
         return [lead["id"] for lead in new]
-
-    def change_email(self, lead_id: str, email: str) -> None:
-        with self._lock:
-            self._leads[lead_id] = {**self._leads[lead_id], "email": email}
 
     def valid_leads(self) -> dict[str, dict[str, Any]]:
         with self._lock:
@@ -59,6 +56,7 @@ class CrmApi:
             with self._lock:
                 self.exports += 1
                 exported = [*self._leads.values(), *MALFORMED]
+            self.add_leads(self.new_per_export)
             return {"export_id": f"EXP-{uuid.uuid4().hex[:10]}", "leads": exported}
 
         return app
