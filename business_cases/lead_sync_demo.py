@@ -76,4 +76,5 @@ async def watch_syncs(flow: Stageflow, inbox: Inbox, case: type[BusinessCase], *
 async def _syncs(flow: Stageflow, case: type[BusinessCase], since: float) -> list[ProcessDocument]:
     ids = await flow.store.find_ids(ProcessFilter(case=case.name, created_after=since))
     docs = [await flow.get(pid) for pid in ids]
-    return sorted((d for d in docs if d.client_key and d.client_key.startswith("schedule:")), key=lambda d: d.client_key)
+    scheduled = [d for d in docs if d.client_key and d.client_key.startswith("schedule:")]
+    return sorted(scheduled, key=lambda d: d.client_key or "")

@@ -63,7 +63,8 @@ def test_schedules_compile_into_the_case_like_code_schedules() -> None:
 
 
 def test_bad_schedules_are_refused_naming_the_schedule_and_field() -> None:
-    assert errors_of(with_schedule(cron="61 * * * *")) == ["schedules[0] 'hourly-report': takes only one of 'cron' or 'every_s'"]
+    assert errors_of(with_schedule(cron="61 * * * *")) == [
+        "schedules[0] 'hourly-report': takes only one of 'cron' or 'every_s'"]
     no_interval = with_schedule()
     del no_interval["schedules"][0]["every_s"]
     no_interval["schedules"][0]["cron"] = "61 * * * *"
@@ -76,7 +77,8 @@ def test_bad_schedules_are_refused_naming_the_schedule_and_field() -> None:
     berlin = copy.deepcopy(REPORT)
     berlin["schedules"][1]["timezone"] = "Europe/Berlim"
     assert errors_of(berlin) == [
-        "schedules[1] 'daily-report': unknown time zone 'Europe/Berlim' (use an IANA name such as 'Europe/Berlin' or 'UTC')"]
+        "schedules[1] 'daily-report': unknown time zone 'Europe/Berlim' "
+        "(use an IANA name such as 'Europe/Berlin' or 'UTC')"]
     assert errors_of(with_schedule(input={"kind": "weekly", "extra": 1})) == [
         "schedules[0] 'hourly-report'.input.kind: Input should be 'daily' or 'hourly'",
         "schedules[0] 'hourly-report'.input.extra: Extra inputs are not permitted"]

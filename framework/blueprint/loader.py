@@ -236,7 +236,8 @@ def _check_schedules(data: dict[str, Any]) -> Iterator[str]:
         try:
             Schedule(**spec)
         except ConfigurationError as exc:
-            message = exc.message.removeprefix(f"schedule {spec['name']!r}: ").removeprefix(f"schedule {spec['name']!r} ")
+            prefix = f"schedule {spec['name']!r}"  # the location names it already
+            message = exc.message.removeprefix(f"{prefix}: ").removeprefix(f"{prefix} ")
             yield f"{location(where, data)}: {message}" + (f" ({exc.hint})" if exc.hint else "")
         try:
             input_model.model_validate(spec.get("input") or {})
