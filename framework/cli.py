@@ -109,7 +109,8 @@ def services(module: str, db_url: str | None) -> None:
 @click.option("-w", "--workers", default=2, show_default=True,
               help="in-process workers (embedded broker only; with RabbitMQ run `stageflow worker`)")
 @click.option("--blueprints", is_flag=True,
-              help="run the blueprint examples (orders and a product import) against local stand-in APIs")
+              help="run the blueprint examples (orders, a product import, cron-started lead syncs) against local "
+              "stand-in APIs")
 def demo(count: int, workers: int, blueprints: bool) -> None:
     """Run the e-commerce order demo: embedded by default, or on RabbitMQ + PostgreSQL if configured."""
     if blueprints:
@@ -355,7 +356,8 @@ def validate_blueprint(files: tuple[str, ...]) -> None:
             failed = True
             click.secho(f"{path}: {exc}", fg="red", err=True)
             continue
-        click.echo(f"{path}: ok, {case.name} v{case.version}: {' -> '.join(s.name for s in case.stages)}")
+        schedules = "".join(f"; schedule {s.name!r}: {s.timing.describe()}" for s in case.schedules)
+        click.echo(f"{path}: ok, {case.name} v{case.version}: {' -> '.join(s.name for s in case.stages)}{schedules}")
     if failed:
         sys.exit(1)
 

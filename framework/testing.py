@@ -40,10 +40,12 @@ class ProcessFailed(StageflowError):
 class TestEnvironment:
     __test__ = False  # not a pytest test class
 
-    def __init__(self, flow: Stageflow, broker: MemoryBroker, clock: FakeClock, workers: list[Worker]) -> None:
+    def __init__(self, flow: Stageflow, broker: MemoryBroker, clock: FakeClock, workers: list[Worker],
+                 inbox: SqliteInbox) -> None:
         self.flow = flow
         self.broker = broker
         self.clock = clock
+        self.inbox = inbox  # the services' database: `async with env.inbox.transaction() as tx` reads their writes
         self._workers = workers
 
     async def start(self, case: str | type[BusinessCase], input: Any = None, *, client_key: str | None = None
@@ -116,7 +118,7 @@ async def run_cases(
         for component in components:
             await component.start()
         try:
-            yield TestEnvironment(flow, broker, clock, running)
+            yield TestEnvironment(flow, broker, clock, running, inbox)
         finally:
             for component in components:
                 await component.stop()

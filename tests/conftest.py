@@ -92,7 +92,7 @@ async def _drop_namespace(namespace: str) -> None:
     try:
         channel = await amqp.channel()
         for suffix in ("inner", "service", "parked", "command.scheduling", "command.third_party_jobs",
-                       "command.effects", "command.moody", "command.silent", "command.http"):
+                       "command.effects", "command.moody", "command.silent", "command.http", "command.lead_writer"):
             await channel.queue_delete(f"{namespace}.{suffix}")
     finally:
         await amqp.close()

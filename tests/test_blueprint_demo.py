@@ -1,4 +1,5 @@
-"""`stageflow demo --blueprints` runs both example blueprints against their stand-in APIs (embedded)."""
+"""`stageflow demo --blueprints` runs the example blueprints against their stand-in APIs (embedded): orders, a
+product import, and two cron-started lead syncs that write each lead once."""
 
 from __future__ import annotations
 
@@ -15,3 +16,8 @@ async def test_blueprint_demo_completes_every_order_and_the_import(tmp_path: Pat
     assert summary["import"] == "completed"
     assert summary["imported"] == {"stored": 3, "rejected": [2, 3], "enriched": True}
     assert summary["http_requests"] == 5 * 2 + 3  # schedule + job per order; feed, enrich, catalog
+    # The CRM starts with 40 leads and 5 sign up after each export; lead_writes has no unique key.
+    syncs = summary["lead_syncs"]
+    assert syncs >= 2 and summary["doubled_writes"] == 0
+    assert summary["lead_writes"] == sum(40 + 5 * k for k in range(syncs))
+    assert summary["leads_in_table"] == 40 + 5 * (syncs - 1)

@@ -42,7 +42,27 @@ async def test_readme_failure_example_runs() -> None:
     assert doc.failures[0]["stage"] == "enrich"  # the optional stage failed; the process went on
 
 
+def _yaml_blocks(heading: str) -> list[str]:
+    section = README.read_text().split(f"## {heading}", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"```yaml\n(.*?)```", section, flags=re.S)
+
+
 async def test_readme_blueprint_runs() -> None:
-    section = README.read_text().split("## Blueprints", 1)[1].split("\n## ", 1)[0]
-    [blueprint_yaml] = re.findall(r"```yaml\n(.*?)```", section, flags=re.S)
+    blueprint_yaml = _yaml_blocks("Blueprints")[0]
     await _run("Blueprints")["test_quote"](blueprint_yaml)  # type: ignore[operator]
+
+
+def test_readme_lead_sync_excerpt_matches_the_example() -> None:
+    import yaml
+
+    excerpt = yaml.safe_load(_yaml_blocks("Blueprints")[1])
+    example = yaml.safe_load((README.parent / "business_cases" / "blueprints" / "lead_sync.yaml").read_text())
+    assert excerpt["schedules"] == example["schedules"]
+    steps = {step["name"]: step for step in example["steps"]}
+    assert [s["name"] for s in excerpt["steps"]] == list(steps)
+    for step in excerpt["steps"]:
+        assert {key: steps[step["name"]][key] for key in step} == step
+
+
+async def test_readme_fan_out_example_runs() -> None:
+    await _run("Fan-out, parallel steps and child processes")["test_price_check"]()  # type: ignore[operator]

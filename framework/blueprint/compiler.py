@@ -13,6 +13,9 @@ retries, deadlines and guarantees. How each step kind runs:
   level is done.
 * ``wait``, ``transform``, ``validate``, ``condition``, ``complete``, ``fail``: computed in the stage.
 
+A blueprint's ``schedules`` become the class's ``schedules`` (checked on load like steps), so workers that
+load the blueprint sync and fire them exactly as they do a Python case's.
+
 An expression that fails at run time (a null in a URL, a wrong type) fails its step at once: running the
 same expression on the same data again cannot help, so it goes straight to ``on_failed``/``optional``.
 """
@@ -32,6 +35,7 @@ from framework.context import StageContext
 from framework.errors import NonRetryableError
 from framework.fanout import FanItem
 from framework.policies import Retry
+from framework.schedules import Schedule
 
 DEFAULT_RETRY = Retry(attempts=3, backoff_s=1.0, max_backoff_s=60.0)
 HTTP_API = "http"
@@ -113,6 +117,7 @@ def _build_class(checked: CheckedBlueprint, rt: _Runtime, origin: str) -> type[B
         "reply_timeout_s": data.get("reply_timeout_s"),
         "blueprint": data,
         "blueprint_source": origin,
+        "schedules": tuple(Schedule(**spec) for spec in data.get("schedules") or ()),  # bound to the class on creation
     }
     for index, level in enumerate(checked.levels):
         following = checked.levels[index + 1].stage if index + 1 < len(checked.levels) else None

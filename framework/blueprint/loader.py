@@ -6,7 +6,8 @@ Every problem is reported at once, each naming the step and field it is about::
 
 The checks beyond the schema: duplicate step names, references to unknown or later steps (``depends_on``,
 ``goto``, ``default``, ``next``, ``on_failed``), expression syntax and the data each expression may read,
-and the shapes that levels of parallel steps allow.
+the shapes that levels of parallel steps allow, and schedules (cron syntax, time zone, unique names, an
+input the blueprint accepts).
 """
 
 from __future__ import annotations
@@ -22,10 +23,12 @@ from typing import Any
 
 import jsonschema
 import yaml
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from framework.blueprint.expressions import BASE_ROOTS, ExpressionError, Expressions
-from framework.errors import CaseDefinitionError
+from framework.blueprint.fields import model_from_fields
+from framework.errors import CaseDefinitionError, ConfigurationError
+from framework.schedules import Schedule
 
 SINGLE_COMMAND_KINDS = frozenset({"api_call", "call"})
 _REPLY_ROOTS = BASE_ROOTS | {"reply"}
@@ -91,6 +94,7 @@ def check_blueprint(data: dict[str, Any], expressions: Expressions) -> CheckedBl
     if errors:  # the deeper checks assume the schema's shapes
         raise BlueprintError(f"blueprint {data.get('name', '?')!r} is invalid", errors=errors)
     errors += list(_check_names(data))
+    errors += list(_check_schedules(data))
     reference_errors = bool(errors)
     errors += list(_check_expressions(data, expressions))
     if reference_errors:  # levels follow the references: with broken ones they would only add noise
@@ -134,7 +138,11 @@ def _unknown_step_fields(step: Any, index: int) -> list[jsonschema.ValidationErr
 
 def _schema_message(error: jsonschema.ValidationError, data: dict[str, Any]) -> str:
     message = error.message
-    if error.validator in ("oneOf", "anyOf") and error.context:
+    alternatives = [r["required"][0] for r in error.schema.get(error.validator) or () if isinstance(r, dict)
+                    and len(r.get("required") or ()) == 1] if error.validator in ("oneOf", "anyOf") else []
+    if error.validator == "oneOf" and not error.context and alternatives:  # valid under more than one
+        message = f"takes only one of {' or '.join(repr(a) for a in alternatives)}"
+    elif error.validator in ("oneOf", "anyOf") and error.context:
         required = [c.message.split("'")[1] for c in error.context if c.validator == "required"]
         if len(required) == len(error.context):
             message = f"needs {' or '.join(repr(r) for r in dict.fromkeys(required))}"
@@ -147,19 +155,21 @@ def _schema_message(error: jsonschema.ValidationError, data: dict[str, Any]) -> 
                  for k in unknown]
         message = f"unknown field{'s' if len(unknown) > 1 else ''} {', '.join(hints)}; allowed: {', '.join(allowed)}"
     elif error.validator == "pattern":
-        message = f"{error.instance!r} does not match {error.schema['pattern']} (lowercase letters, digits, underscores)"
+        message = f"{error.instance!r} does not match {error.schema['pattern']}"
+        if error.schema["pattern"] == blueprint_schema()["$defs"]["name"]["pattern"]:
+            message += " (lowercase letters, digits, underscores)"
     return f"{location(list(error.absolute_path), data)}: {message}"
 
 
 def location(path: list[Any], data: Mapping[str, Any]) -> str:
-    """``steps[2] 'create_job'.request.body`` for a path into the blueprint."""
+    """``steps[2] 'create_job'.request.body`` for a path into the blueprint (a schedule is named likewise)."""
     out = ""
-    steps = data.get("steps") if isinstance(data, Mapping) else None
     for position, part in enumerate(path):
         if isinstance(part, int):
             out += f"[{part}]"
-            if position == 1 and path[0] == "steps" and isinstance(steps, list) and part < len(steps):
-                name = steps[part].get("name") if isinstance(steps[part], dict) else None
+            named = data.get(path[0]) if position == 1 and path[0] in ("steps", "schedules") else None
+            if isinstance(named, list) and part < len(named):
+                name = named[part].get("name") if isinstance(named[part], dict) else None
                 out += f" {name!r}" if isinstance(name, str) else ""
         else:
             out += f".{part}" if out else str(part)
@@ -205,6 +215,35 @@ def _reference(data: dict[str, Any], seen: dict[str, int], path: list[Any], targ
     close = difflib.get_close_matches(target, list(seen), n=1)
     hint = f" (did you mean {close[0]!r}?)" if close else ""
     yield f"{location(['steps', *path], data)}: unknown step {target!r}{hint}"
+
+
+# -- schedules ---------------------------------------------------------------------------------------------
+
+
+def _check_schedules(data: dict[str, Any]) -> Iterator[str]:
+    """What ``Schedule`` itself refuses (cron syntax, time zone), duplicate names, and input the blueprint's
+    own ``input`` would refuse when the schedule fires."""
+    specs = data.get("schedules") or []
+    if not specs:
+        return
+    input_model = model_from_fields("ScheduleInput", data.get("input") or {}, extra="forbid")
+    seen: dict[str, int] = {}
+    for index, spec in enumerate(specs):
+        where = ["schedules", index]
+        if spec["name"] in seen:
+            yield f"{location([*where, 'name'], data)}: duplicate schedule name (also schedules[{seen[spec['name']]}])"
+        seen.setdefault(spec["name"], index)
+        try:
+            Schedule(**spec)
+        except ConfigurationError as exc:
+            prefix = f"schedule {spec['name']!r}"  # the location names it already
+            message = exc.message.removeprefix(f"{prefix}: ").removeprefix(f"{prefix} ")
+            yield f"{location(where, data)}: {message}" + (f" ({exc.hint})" if exc.hint else "")
+        try:
+            input_model.model_validate(spec.get("input") or {})
+        except ValidationError as exc:
+            for err in exc.errors(include_url=False):
+                yield f"{location([*where, 'input', *err['loc']], data)}: {err['msg']}"
 
 
 # -- expressions -------------------------------------------------------------------------------------------
