@@ -198,11 +198,18 @@
   function waitingText(w) {
     if (!w) return "";
     const what = w.kind === "service" ? `reply from ${w.api || "a service"}`
+      : w.kind === "fan_out" ? `${w.total} fan-out items → ${w.resume}`
       : w.kind === "resend" ? `re-send to ${w.api || "a service"} (attempt ${w.attempt})`
       : w.reason === "retry" ? `retry of ${w.stage}${w.attempt ? ` (attempt ${w.attempt})` : ""}`
       : w.reason === "start" ? `start at ${w.stage}` : `timer → ${w.stage || "?"}`;
     const until = w.until || w.deadline;
     return until ? `${what}, ${relative(until)}` : what;
+  }
+
+  // Counts of the fan-out a process waits on; the items themselves: GET /processes/{id}/items.
+  function fanOutText(f) {
+    return `${f.succeeded} of ${f.total} items succeeded, ${f.failed} failed, ${f.in_flight} running, ` +
+      `${f.pending} not started${f.decided ? ` (decided: ${f.decided})` : ""}`;
   }
 
   function renderRows() {
@@ -331,7 +338,8 @@
       const until = w.until || w.deadline;
       clear(waiting).append(el("b", { text: "Waiting for " }), waitingText(w),
         until ? el("div", { class: "small muted", text: `until ${new Date(until * 1000).toLocaleString()}` }) : null,
-        w.error ? el("div", { class: "small err", text: `last error: ${w.error}` }) : null);
+        w.error ? el("div", { class: "small err", text: `last error: ${w.error}` }) : null,
+        view.fan_out ? el("div", { class: "small", text: fanOutText(view.fan_out) }) : null);
     }
     const errorBox = $("d-error");
     const failures = view.failures || [];
