@@ -181,8 +181,8 @@ class Engine:
         elif doc.status is not Status.WAITING or fire_target(doc) != message.stage or due is None or now < due:
             # e.g. a timer fired by a worker whose clock runs ahead: the due-work loop fires it again later
             log.debug("message does not apply", process_id=doc.process_id, status=doc.status, waiting=kind)
-        elif kind == "timer":
-            await self._run_stage(doc, message.stage)
+        elif kind == "timer":  # a retry of a joining stage sees its fan-in again
+            await self._run_stage(doc, message.stage, joined=await self._fan_in(doc.process_id, waiting.get("fan_in")))
         elif kind == "resend":
             await self._commit(doc, self.planner.resend(doc, now=now))
         elif kind == "service":  # the reply deadline passed
@@ -330,6 +330,9 @@ class Engine:
                         attempt=doc.attempts + 1)
             plan = self.planner.failure(case, doc, stage, reason, retryable=retryable, started=started,
                                         now=self.clock.now())
+            retry = plan[0].waiting
+            if joined is not None and retry is not None and retry.get("kind") == "timer":
+                retry["fan_in"] = joined.group  # the retry joins the same fan-out
         await self._commit(doc, plan)
 
     async def _commit(self, doc: ProcessDocument, plan: Plan, *, fan_out: NewFanOut | None = None) -> bool:
@@ -432,6 +435,10 @@ class Engine:
             return
         plan = self.planner.failure(case, doc, waiting["from"], reason, retryable=False, started=now, now=now)
         await self._commit(doc, plan)
+
+    async def _fan_in(self, process_id: str, group: int | None) -> FanIn | None:
+        state = None if group is None else await self.store.fan_out_state(process_id, group)
+        return None if state is None else fan_in(state, await self.store.fan_out_items(process_id, state.group))
 
     async def _sweep_fan_out(self, doc: ProcessDocument, now: float) -> list[OutboxMessage]:
         """The safety net of a fan-out: re-send the join if it is decided, else re-dispatch items that have been

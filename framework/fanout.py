@@ -54,8 +54,10 @@ class FanItem:
 @dataclass(frozen=True, slots=True)
 class FanIn:
     """What the joining stage sees (``ctx.fan_in``): results in item order, ``None`` where an item failed or
-    never ran (the fan-out was decided before it), and each failed item's error by index."""
+    never ran (the fan-out was decided before it), and each failed item's error by index. ``group`` names the
+    fan-out (the parent's version when it fanned out)."""
 
+    group: int
     total: int
     succeeded: int
     failed: int
@@ -233,7 +235,7 @@ def fan_in(state: FanOutState, rows: list[ItemRow]) -> FanIn:
             results[row.index] = row.result
         elif row.status == "failed":
             errors[row.index] = row.error or "failed"
-    return FanIn(state.total, state.done, state.failed, results, errors)
+    return FanIn(state.group, state.total, state.done, state.failed, results, errors)
 
 
 def failure_reason(state: FanOutState, errors: dict[int, str]) -> str:

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
-from framework import BusinessCase, FanItem, StageContext, Status, stage
+from framework import BusinessCase, FanItem, Retry, StageContext, Status, stage
 from framework.errors import ServiceError, StageError
 from framework.fanout import FanOutState, complete, tolerated
 from framework.messages import ServiceCommand
@@ -177,3 +177,27 @@ async def test_a_fan_out_that_does_not_finish_in_time_fails_its_stage() -> None:
         doc = await env.run(Unanswered, raise_on_failure=False)
     assert doc.status is Status.FAILED
     assert doc.error["reason"] == "fan-out not finished within 30 s (0 of 2 items done)"
+
+
+class FlakyJoin(BusinessCase):
+    """Its joining stage fails on the first try (a transient error) and is retried."""
+
+    name = "flaky_join"
+    retry = Retry(attempts=3, backoff_s=1)
+
+    @stage
+    async def spread(self, ctx: StageContext) -> None:
+        ctx.fan_out([1, 2, 3], api="square")
+
+    @stage
+    async def join(self, ctx: StageContext) -> None:
+        if ctx.attempt == 1:
+            raise ConnectionError("the report database blinked")
+        ctx.complete({"results": ctx.fan_in.results if ctx.fan_in else None, "attempt": ctx.attempt})
+
+
+async def test_a_retried_joining_stage_sees_the_fan_in_again() -> None:
+    async with run_cases([FlakyJoin], services=SERVICES) as env:
+        doc = await env.run(FlakyJoin, raise_on_failure=False)
+    assert doc.status is Status.COMPLETED, doc.error
+    assert doc.result == {"results": [1, 4, 9], "attempt": 2}
