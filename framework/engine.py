@@ -360,7 +360,7 @@ class Engine:
 
     async def _write(self, doc: ProcessDocument, new: ProcessDocument, entry: dict[str, Any]) -> bool:
         if new.parent is not None and new.status.finished and not doc.status.finished:
-            new.outbox.append(_item_done(new))  # a child's end is its parent's item result
+            new.outbox.append(self._item_done(new))  # a child's end is its parent's item result
         expires_at = new.ended_at + self.process_ttl_s if new.status.finished and new.ended_at else None
         return await self.store.commit(
             new, entry, expected_version=doc.version, due_at=new.due_at(self.relay_grace_s), expires_at=expires_at
@@ -388,7 +388,7 @@ class Engine:
                                       result=None, error=f"child process not started: {exc}", redelivered=False)
             return
         if child.status.finished:  # asked again by the parent's sweep: its answer may have been lost
-            await self._publish(child_id, [_item_done(child)])
+            await self._publish(child_id, [self._item_done(child)])
 
     async def _complete_item(
         self, process_id: str, case: str, group: int, index: int, *, ok: bool, result: Any, error: str | None,
@@ -457,6 +457,20 @@ class Engine:
             for row in stale
         ]
 
+    def _item_done(self, child: ProcessDocument) -> OutboxMessage:
+        """A finished child's answer to its parent: its result, or why it did not complete. A result too large
+        for one message fails the item (the parent would park the message and ask again for ever)."""
+        assert child.parent is not None
+        ok = child.status is Status.COMPLETED
+        error = None if ok else (child.error or {}).get("reason") or f"child process {child.status.value}"
+        message = item_done_message(child.parent, child.process_id, ok=ok, result=child.result if ok else None,
+                                    error=error)
+        if len(message.body.encode()) <= self.max_message_bytes:
+            return message
+        error = (f"child process result is {len(message.body.encode())} bytes, over the {self.max_message_bytes}-byte"
+                 f" message limit (it is kept in child process {child.process_id})")
+        return item_done_message(child.parent, child.process_id, ok=False, result=None, error=error)
+
     # -- publishing, due work, expiry ------------------------------------------------------------------
 
     async def _publish(self, process_id: str, outbox: list[OutboxMessage]) -> None:
@@ -510,14 +524,6 @@ class Engine:
         if deleted:
             log.info("expired processes deleted", count=deleted)
         return deleted
-
-
-def _item_done(child: ProcessDocument) -> OutboxMessage:
-    """A finished child's answer to its parent: its result, or why it did not complete."""
-    assert child.parent is not None
-    ok = child.status is Status.COMPLETED
-    error = None if ok else (child.error or {}).get("reason") or f"child process {child.status.value}"
-    return item_done_message(child.parent, child.process_id, ok=ok, result=child.result if ok else None, error=error)
 
 
 def _epoch(value: datetime | float | None) -> float | None:

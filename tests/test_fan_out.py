@@ -170,3 +170,23 @@ async def test_ten_thousand_items_keep_the_document_and_every_message_small(
     # The document holds the first window's messages, never the items: 200 commands of ~0.5 KB.
     assert largest_doc < 200 * 1024, largest_doc
     assert current.status is Status.COMPLETED
+
+
+async def test_a_child_result_too_large_for_a_message_fails_its_item_and_the_parent_goes_on(
+    flow: Stageflow, settings: Settings, tmp_path: Path
+) -> None:
+    # Before: the child's answer was over the message limit, so the parent's worker parked it; the sweep asked
+    # the finished child again every relay grace, parked again, and the parent waited for ever.
+    too_big = settings.max_message_bytes + 1000
+    cluster = Cluster(settings, tmp_path, workers=2)
+    await cluster.start()
+    try:
+        doc = await flow.start("bulky", {"sizes": [10, too_big], "tolerate": 1})
+        [done] = await wait_finished(flow, [doc.process_id], timeout_s=20)
+        parked = await queue_depth(settings.broker_url, f"{settings.queue_prefix}.parked")
+    finally:
+        cluster.stop()
+    assert done.status is Status.COMPLETED, (done.status, done.waiting, done.error)
+    assert done.result["lengths"] == [10, None]
+    assert "over the" in done.result["errors"]["1"] and "message limit" in done.result["errors"]["1"]
+    assert parked == 0

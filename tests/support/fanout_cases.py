@@ -91,4 +91,41 @@ class Parallel(BusinessCase):
         ctx.complete({"naps": ctx.fan_in.results})
 
 
-CASES = [Spread, SpreadChild, Nap, Parallel]
+
+
+class BulkyChild(BusinessCase):
+    """A child whose result is ``size`` bytes of text."""
+
+    name = "bulky_child"
+    version = 1
+
+    class Input(BaseModel):
+        size: int
+
+    @stage
+    async def make(self, ctx: StageContext) -> None:
+        ctx.complete({"blob": "x" * ctx.input.size})
+
+
+class Bulky(BusinessCase):
+    """Fans out one ``bulky_child`` per size, tolerating ``tolerate`` failed children; keeps each result's length."""
+
+    name = "bulky"
+    version = 1
+
+    class Input(BaseModel):
+        sizes: list[int]
+        tolerate: int = 0
+
+    @stage
+    async def spread(self, ctx: StageContext) -> None:
+        ctx.fan_out([{"size": size} for size in ctx.input.sizes], case="bulky_child", tolerate=ctx.input.tolerate)
+
+    @stage
+    async def joined(self, ctx: StageContext) -> None:
+        assert ctx.fan_in is not None
+        ctx.complete({"lengths": [None if r is None else len(r["blob"]) for r in ctx.fan_in.results],
+                      "errors": {str(i): e for i, e in ctx.fan_in.errors.items()}})
+
+
+CASES = [Spread, SpreadChild, Nap, Parallel, BulkyChild, Bulky]
