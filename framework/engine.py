@@ -240,17 +240,26 @@ class Engine:
 
     async def handle_poison(self, body: bytes, queue: str, reason: str) -> None:
         """A message keeps crashing or killing workers: fail the process it belongs to (the caller parks it)."""
+        item: tuple[str, str, int, int] | None = None  # a fan-out item's message: (process, case, group, index)
         try:
             if queue == "service":
                 task_id = ServiceReplyMessage.parse(body, self.max_message_bytes).task_id
-                process_id, transition = self.signer.verify(task_id).process_id, None
+                ref = self.signer.verify(task_id)
+                process_id, transition = ref.process_id, None
+                if ref.item is not None:
+                    item = (ref.process_id, ref.case, ref.transition, ref.item)
             else:
                 message = parse_inner(body, self.max_message_bytes)
-                if not isinstance(message, RunStage):
-                    return  # a fan-out item's message: the item stays in flight, the parent's sweep re-sends it
-                process_id, transition, task_id = message.process_id, message.transition, None
+                if isinstance(message, RunStage):
+                    process_id, transition, task_id = message.process_id, message.transition, None
+                else:
+                    item = (message.process_id, message.case, message.group, message.index)
         except (MessageError, UnknownCaseError):
             return  # not ours to mark: parking is all that can be done
+        if item is not None:
+            # The item fails (the join policy decides for the process); left in flight, the sweep would send it again.
+            await self._complete_item(*item, ok=False, result=None, error=reason, redelivered=False)
+            return
         doc = await self.store.load(process_id)
         if doc is None or doc.status.finished:
             return

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import time
 
-from pydantic import BaseModel
+from pydantic import BaseModel, field_validator
 
 from framework import BusinessCase, FanItem, StageContext, stage
 
@@ -128,4 +130,42 @@ class Bulky(BusinessCase):
                       "errors": {str(i): e for i, e in ctx.fan_in.errors.items()}})
 
 
-CASES = [Spread, SpreadChild, Nap, Parallel, BulkyChild, Bulky]
+
+class TouchyChild(BusinessCase):
+    """A child whose input kills the worker that starts it (``die``): its start message is a poison message."""
+
+    name = "touchy_child"
+    version = 1
+
+    class Input(BaseModel):
+        die: bool = False
+
+        @field_validator("die")
+        @classmethod
+        def _maybe_die(cls, die: bool) -> bool:
+            if die:
+                os.kill(os.getpid(), signal.SIGKILL)
+            return die
+
+    @stage
+    async def only(self, ctx: StageContext) -> None:
+        ctx.complete("alive")
+
+
+class Touchy(BusinessCase):
+    """Fans out two children, one of them poison, tolerating one failed item."""
+
+    name = "touchy"
+    version = 1
+
+    @stage
+    async def spread(self, ctx: StageContext) -> None:
+        ctx.fan_out([{"die": True}, {"die": False}], case="touchy_child", tolerate=1)
+
+    @stage
+    async def joined(self, ctx: StageContext) -> None:
+        assert ctx.fan_in is not None
+        ctx.complete({"results": ctx.fan_in.results, "errors": {str(i): e for i, e in ctx.fan_in.errors.items()}})
+
+
+CASES = [Spread, SpreadChild, Nap, Parallel, BulkyChild, Bulky, TouchyChild, Touchy]
