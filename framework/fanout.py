@@ -14,6 +14,7 @@ the engine share one definition of each.
 
 from __future__ import annotations
 
+import math
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -159,7 +160,7 @@ def tolerated(tolerate: int | float, total: int, first: bool) -> int:
     if isinstance(tolerate, float):
         if tolerate > 1:
             raise StageError(f"fan_out(tolerate={tolerate}) as a share must be between 0 and 1")
-        return int(tolerate * total)
+        return math.floor(round(tolerate * total, 6))  # 0.29 * 100 is 28.999999999999996, meant as 29
     return tolerate
 
 

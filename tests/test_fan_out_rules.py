@@ -160,6 +160,11 @@ def test_tolerate_as_a_share_rounds_down_and_first_tolerates_all_but_one() -> No
     assert tolerated(0, total=10, first=True) == 9
 
 
+@pytest.mark.parametrize(("share", "total", "expected"), [(0.29, 100, 29), (0.57, 100, 57), (0.58, 100, 58)])
+def test_tolerate_as_a_share_is_not_cut_short_by_float_rounding(share: float, total: int, expected: int) -> None:
+    assert tolerated(share, total=total, first=False) == expected  # 0.29 * 100 is 28.999999999999996 in floats
+
+
 class Unanswered(BusinessCase):
     name = "unanswered"
 
