@@ -181,8 +181,8 @@ class Engine:
         elif doc.status is not Status.WAITING or fire_target(doc) != message.stage or due is None or now < due:
             # e.g. a timer fired by a worker whose clock runs ahead: the due-work loop fires it again later
             log.debug("message does not apply", process_id=doc.process_id, status=doc.status, waiting=kind)
-        elif kind == "timer":
-            await self._run_stage(doc, message.stage)
+        elif kind == "timer":  # a retry of a joining stage sees its fan-in again
+            await self._run_stage(doc, message.stage, joined=await self._fan_in(doc.process_id, waiting.get("fan_in")))
         elif kind == "resend":
             await self._commit(doc, self.planner.resend(doc, now=now))
         elif kind == "service":  # the reply deadline passed
@@ -240,17 +240,26 @@ class Engine:
 
     async def handle_poison(self, body: bytes, queue: str, reason: str) -> None:
         """A message keeps crashing or killing workers: fail the process it belongs to (the caller parks it)."""
+        item: tuple[str, str, int, int] | None = None  # a fan-out item's message: (process, case, group, index)
         try:
             if queue == "service":
                 task_id = ServiceReplyMessage.parse(body, self.max_message_bytes).task_id
-                process_id, transition = self.signer.verify(task_id).process_id, None
+                ref = self.signer.verify(task_id)
+                process_id, transition = ref.process_id, None
+                if ref.item is not None:
+                    item = (ref.process_id, ref.case, ref.transition, ref.item)
             else:
                 message = parse_inner(body, self.max_message_bytes)
-                if not isinstance(message, RunStage):
-                    return  # a fan-out item's message: the item stays in flight, the parent's sweep re-sends it
-                process_id, transition, task_id = message.process_id, message.transition, None
+                if isinstance(message, RunStage):
+                    process_id, transition, task_id = message.process_id, message.transition, None
+                else:
+                    item = (message.process_id, message.case, message.group, message.index)
         except (MessageError, UnknownCaseError):
             return  # not ours to mark: parking is all that can be done
+        if item is not None:
+            # The item fails (the join policy decides for the process); left in flight, the sweep would send it again.
+            await self._complete_item(*item, ok=False, result=None, error=reason, redelivered=False)
+            return
         doc = await self.store.load(process_id)
         if doc is None or doc.status.finished:
             return
@@ -330,6 +339,9 @@ class Engine:
                         attempt=doc.attempts + 1)
             plan = self.planner.failure(case, doc, stage, reason, retryable=retryable, started=started,
                                         now=self.clock.now())
+            retry = plan[0].waiting
+            if joined is not None and retry is not None and retry.get("kind") == "timer":
+                retry["fan_in"] = joined.group  # the retry joins the same fan-out
         await self._commit(doc, plan)
 
     async def _commit(self, doc: ProcessDocument, plan: Plan, *, fan_out: NewFanOut | None = None) -> bool:
@@ -357,7 +369,7 @@ class Engine:
 
     async def _write(self, doc: ProcessDocument, new: ProcessDocument, entry: dict[str, Any]) -> bool:
         if new.parent is not None and new.status.finished and not doc.status.finished:
-            new.outbox.append(_item_done(new))  # a child's end is its parent's item result
+            new.outbox.append(self._item_done(new))  # a child's end is its parent's item result
         expires_at = new.ended_at + self.process_ttl_s if new.status.finished and new.ended_at else None
         return await self.store.commit(
             new, entry, expected_version=doc.version, due_at=new.due_at(self.relay_grace_s), expires_at=expires_at
@@ -385,7 +397,7 @@ class Engine:
                                       result=None, error=f"child process not started: {exc}", redelivered=False)
             return
         if child.status.finished:  # asked again by the parent's sweep: its answer may have been lost
-            await self._publish(child_id, [_item_done(child)])
+            await self._publish(child_id, [self._item_done(child)])
 
     async def _complete_item(
         self, process_id: str, case: str, group: int, index: int, *, ok: bool, result: Any, error: str | None,
@@ -433,6 +445,10 @@ class Engine:
         plan = self.planner.failure(case, doc, waiting["from"], reason, retryable=False, started=now, now=now)
         await self._commit(doc, plan)
 
+    async def _fan_in(self, process_id: str, group: int | None) -> FanIn | None:
+        state = None if group is None else await self.store.fan_out_state(process_id, group)
+        return None if state is None else fan_in(state, await self.store.fan_out_items(process_id, state.group))
+
     async def _sweep_fan_out(self, doc: ProcessDocument, now: float) -> list[OutboxMessage]:
         """The safety net of a fan-out: re-send the join if it is decided, else re-dispatch items that have been
         running longer than the relay grace (their replies or children may have been lost with a worker)."""
@@ -449,6 +465,20 @@ class Engine:
                              index=row.index, spec=row.spec)
             for row in stale
         ]
+
+    def _item_done(self, child: ProcessDocument) -> OutboxMessage:
+        """A finished child's answer to its parent: its result, or why it did not complete. A result too large
+        for one message fails the item (the parent would park the message and ask again for ever)."""
+        assert child.parent is not None
+        ok = child.status is Status.COMPLETED
+        error = None if ok else (child.error or {}).get("reason") or f"child process {child.status.value}"
+        message = item_done_message(child.parent, child.process_id, ok=ok, result=child.result if ok else None,
+                                    error=error)
+        if len(message.body.encode()) <= self.max_message_bytes:
+            return message
+        error = (f"child process result is {len(message.body.encode())} bytes, over the {self.max_message_bytes}-byte"
+                 f" message limit (it is kept in child process {child.process_id})")
+        return item_done_message(child.parent, child.process_id, ok=False, result=None, error=error)
 
     # -- publishing, due work, expiry ------------------------------------------------------------------
 
@@ -503,14 +533,6 @@ class Engine:
         if deleted:
             log.info("expired processes deleted", count=deleted)
         return deleted
-
-
-def _item_done(child: ProcessDocument) -> OutboxMessage:
-    """A finished child's answer to its parent: its result, or why it did not complete."""
-    assert child.parent is not None
-    ok = child.status is Status.COMPLETED
-    error = None if ok else (child.error or {}).get("reason") or f"child process {child.status.value}"
-    return item_done_message(child.parent, child.process_id, ok=ok, result=child.result if ok else None, error=error)
 
 
 def _epoch(value: datetime | float | None) -> float | None:

@@ -14,6 +14,7 @@ the engine share one definition of each.
 
 from __future__ import annotations
 
+import math
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -54,8 +55,10 @@ class FanItem:
 @dataclass(frozen=True, slots=True)
 class FanIn:
     """What the joining stage sees (``ctx.fan_in``): results in item order, ``None`` where an item failed or
-    never ran (the fan-out was decided before it), and each failed item's error by index."""
+    never ran (the fan-out was decided before it), and each failed item's error by index. ``group`` names the
+    fan-out (the parent's version when it fanned out)."""
 
+    group: int
     total: int
     succeeded: int
     failed: int
@@ -157,7 +160,7 @@ def tolerated(tolerate: int | float, total: int, first: bool) -> int:
     if isinstance(tolerate, float):
         if tolerate > 1:
             raise StageError(f"fan_out(tolerate={tolerate}) as a share must be between 0 and 1")
-        return int(tolerate * total)
+        return math.floor(round(tolerate * total, 6))  # 0.29 * 100 is 28.999999999999996, meant as 29
     return tolerate
 
 
@@ -233,7 +236,7 @@ def fan_in(state: FanOutState, rows: list[ItemRow]) -> FanIn:
             results[row.index] = row.result
         elif row.status == "failed":
             errors[row.index] = row.error or "failed"
-    return FanIn(state.total, state.done, state.failed, results, errors)
+    return FanIn(state.group, state.total, state.done, state.failed, results, errors)
 
 
 def failure_reason(state: FanOutState, errors: dict[int, str]) -> str:

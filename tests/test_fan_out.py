@@ -170,3 +170,59 @@ async def test_ten_thousand_items_keep_the_document_and_every_message_small(
     # The document holds the first window's messages, never the items: 200 commands of ~0.5 KB.
     assert largest_doc < 200 * 1024, largest_doc
     assert current.status is Status.COMPLETED
+
+
+async def test_a_child_result_too_large_for_a_message_fails_its_item_and_the_parent_goes_on(
+    flow: Stageflow, settings: Settings, tmp_path: Path
+) -> None:
+    # Before: the child's answer was over the message limit, so the parent's worker parked it; the sweep asked
+    # the finished child again every relay grace, parked again, and the parent waited for ever.
+    too_big = settings.max_message_bytes + 1000
+    cluster = Cluster(settings, tmp_path, workers=2)
+    await cluster.start()
+    try:
+        doc = await flow.start("bulky", {"sizes": [10, too_big], "tolerate": 1})
+        [done] = await wait_finished(flow, [doc.process_id], timeout_s=20)
+        parked = await queue_depth(settings.broker_url, f"{settings.queue_prefix}.parked")
+    finally:
+        cluster.stop()
+    assert done.status is Status.COMPLETED, (done.status, done.waiting, done.error)
+    assert done.result["lengths"] == [10, None]
+    assert "over the" in done.result["errors"]["1"] and "message limit" in done.result["errors"]["1"]
+    assert parked == 0
+
+
+@pytest.mark.fault
+async def test_a_poison_item_message_fails_its_item_once_instead_of_killing_a_worker_every_sweep(
+    flow: Stageflow, settings: Settings, tmp_path: Path
+) -> None:
+    # Before: the parked start message left the item in flight, so the parent's sweep sent it again every relay
+    # grace; each copy killed a worker (in the middle of other work), was parked, and the parent never joined.
+    cluster = Cluster(settings, tmp_path, workers=2, STAGEFLOW_POISON_AFTER="2")
+    await cluster.start()
+    restarts = 0
+
+    def restart_dead_workers() -> int:
+        dead = [w for w in cluster.workers if not w.alive]
+        for worker in dead:  # a supervisor would restart them; so do we
+            worker.start()
+        return len(dead)
+
+    try:
+        doc = await flow.start("touchy", {})
+        deadline = time.monotonic() + 60
+        while not (current := await flow.get(doc.process_id)).status.finished and time.monotonic() < deadline:
+            restarts += restart_dead_workers()
+            await asyncio.sleep(0.1)
+        kills_while_running = restarts
+        # Once the item failed, nothing sends the poison again: no worker dies over a few sweeps.
+        calm_until = time.monotonic() + 4 * settings.relay_grace_s
+        while time.monotonic() < calm_until:
+            restarts += restart_dead_workers()
+            await asyncio.sleep(0.1)
+    finally:
+        cluster.stop()
+    assert current.status is Status.COMPLETED, (current.status, current.waiting, current.error, restarts)
+    assert current.result["results"] == [None, "alive"]
+    assert "poison message" in current.result["errors"]["0"]
+    assert restarts == kills_while_running, f"the poison kept killing workers: {restarts - kills_while_running} more"

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import time
 
-from pydantic import BaseModel
+from pydantic import BaseModel, field_validator
 
 from framework import BusinessCase, FanItem, StageContext, stage
 
@@ -91,4 +93,79 @@ class Parallel(BusinessCase):
         ctx.complete({"naps": ctx.fan_in.results})
 
 
-CASES = [Spread, SpreadChild, Nap, Parallel]
+
+
+class BulkyChild(BusinessCase):
+    """A child whose result is ``size`` bytes of text."""
+
+    name = "bulky_child"
+    version = 1
+
+    class Input(BaseModel):
+        size: int
+
+    @stage
+    async def make(self, ctx: StageContext) -> None:
+        ctx.complete({"blob": "x" * ctx.input.size})
+
+
+class Bulky(BusinessCase):
+    """Fans out one ``bulky_child`` per size, tolerating ``tolerate`` failed children; keeps each result's length."""
+
+    name = "bulky"
+    version = 1
+
+    class Input(BaseModel):
+        sizes: list[int]
+        tolerate: int = 0
+
+    @stage
+    async def spread(self, ctx: StageContext) -> None:
+        ctx.fan_out([{"size": size} for size in ctx.input.sizes], case="bulky_child", tolerate=ctx.input.tolerate)
+
+    @stage
+    async def joined(self, ctx: StageContext) -> None:
+        assert ctx.fan_in is not None
+        ctx.complete({"lengths": [None if r is None else len(r["blob"]) for r in ctx.fan_in.results],
+                      "errors": {str(i): e for i, e in ctx.fan_in.errors.items()}})
+
+
+
+class TouchyChild(BusinessCase):
+    """A child whose input kills the worker that starts it (``die``): its start message is a poison message."""
+
+    name = "touchy_child"
+    version = 1
+
+    class Input(BaseModel):
+        die: bool = False
+
+        @field_validator("die")
+        @classmethod
+        def _maybe_die(cls, die: bool) -> bool:
+            if die:
+                os.kill(os.getpid(), signal.SIGKILL)
+            return die
+
+    @stage
+    async def only(self, ctx: StageContext) -> None:
+        ctx.complete("alive")
+
+
+class Touchy(BusinessCase):
+    """Fans out two children, one of them poison, tolerating one failed item."""
+
+    name = "touchy"
+    version = 1
+
+    @stage
+    async def spread(self, ctx: StageContext) -> None:
+        ctx.fan_out([{"die": True}, {"die": False}], case="touchy_child", tolerate=1)
+
+    @stage
+    async def joined(self, ctx: StageContext) -> None:
+        assert ctx.fan_in is not None
+        ctx.complete({"results": ctx.fan_in.results, "errors": {str(i): e for i, e in ctx.fan_in.errors.items()}})
+
+
+CASES = [Spread, SpreadChild, Nap, Parallel, BulkyChild, Bulky, TouchyChild, Touchy]
