@@ -58,8 +58,11 @@ class Operations:
             now = self.engine.clock.now()
             new, entry = self.engine.planner.step(doc, None, now, now)
             new.status, new.ended_at = Status.CANCELLED, now
-            new.error = {"stage": doc.stage, "reason": reason, "at": now, "version": new.version}
-            entry.update(event="cancelled", reason=reason, stage=doc.stage)
+            # Waiting on a reply or a fan-out, the stage to run again on retry is the one that asked, not the one
+            # its answer would have resumed (that one needs the answer).
+            stage = (doc.waiting or {}).get("from") or doc.stage
+            new.error = {"stage": stage, "reason": reason, "at": now, "version": new.version}
+            entry.update(event="cancelled", reason=reason, stage=stage)
             return new, entry
 
         return await self._transition(process_id, plan)
