@@ -1,4 +1,4 @@
-"""``python -m bench.scale [--quick | --tiny]`` (``make bench-scale``): does a transition cost the same as the work grows?
+"""``python -m bench.scale`` (``make bench-scale``): does a transition cost the same as the work grows?
 
 Issue 6, goal 3, on one Stageflow worker subprocess (:class:`bench.peers.stageflow.StageflowPeer`: fresh
 schema and queues, removed afterwards):
