@@ -72,10 +72,14 @@ class _AckBatcher:
             while top + 1 in done or top + 1 in self._settled:
                 top += 1
             singles = [tag for tag in done if tag > top]
+            # The multiple ack names the highest *done* tag of the run: RabbitMQ looks that exact tag up
+            # among the unacked ones and closes the channel (unknown delivery tag, every unacked message
+            # redelivered) if it was acked or nacked already. Settled tags below it are skipped.
+            last = max((tag for tag in done if tag <= top), default=None)
             try:
                 # As before batching: ack() returns once the frame is written to the socket.
-                if any(tag <= top for tag in done):
-                    await self.channel.basic_ack(delivery_tag=top, multiple=True)
+                if last is not None:
+                    await self.channel.basic_ack(delivery_tag=last, multiple=True)
                 for tag in singles:
                     await self.channel.basic_ack(delivery_tag=tag)
             except Exception as exc:  # noqa: BLE001 - each waiting ack() raises it (mapped to BrokerError)
