@@ -14,7 +14,7 @@ BENCH_STAMP := $(BENCH_VENV)/.installed-stamp
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@$(BIN)/python -m pip install --quiet --upgrade pip
-	@$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@$(BIN)/python -m pip install --quiet -e '.[dev,fast]'
 	@touch $(STAMP)
 
 install: $(STAMP)  ## create .venv and install Stageflow with its test tools
@@ -22,7 +22,7 @@ install: $(STAMP)  ## create .venv and install Stageflow with its test tools
 $(BENCH_STAMP): pyproject.toml bench/requirements.txt
 	@test -x $(BENCH_VENV)/bin/python || $(PYTHON) -m venv $(BENCH_VENV)
 	@$(BENCH_VENV)/bin/python -m pip install --quiet --upgrade pip
-	@$(BENCH_VENV)/bin/python -m pip install --quiet -e . -r bench/requirements.txt
+	@$(BENCH_VENV)/bin/python -m pip install --quiet -e '.[fast]' -r bench/requirements.txt
 	@touch $(BENCH_STAMP)
 
 bench-env: $(BENCH_STAMP)  ## create .bench-venv: Stageflow plus the pinned peers `make bench` compares with

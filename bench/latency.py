@@ -43,24 +43,30 @@ async def stageflow_latency(plan: LatencyPlan, peak_hops_per_s: float) -> dict[s
 
 
 async def _unloaded(peer: StageflowPeer, plan: LatencyPlan) -> dict[str, Any]:
+    result = await unloaded_hops(peer, range(plan.unloaded), budget_s=plan.unloaded_budget_s)
+    say(f"[bench] stageflow unloaded: {result['unloaded_processes']} processes one at a time, hop p50 "
+        f"{result['p50_ms']} ms, p99 {result['p99_ms']} ms")
+    return result
+
+
+async def unloaded_hops(peer: StageflowPeer, chains: range, *, budget_s: float) -> dict[str, Any]:
+    """Start ``chains`` one at a time (each once the previous one has completed) until ``budget_s`` runs
+    out; their hop latency."""
     ids: list[int] = []
-    deadline = time.monotonic() + plan.unloaded_budget_s
-    for chain in range(plan.unloaded):
+    deadline = time.monotonic() + budget_s
+    for chain in chains:
         if time.monotonic() > deadline:
-            say(f"[bench] unloaded latency: out of time after {chain} processes")
+            say(f"[bench] unloaded latency: out of time after {len(ids)} processes")
             break
         await peer.start_one(chain)
         ids.append(chain)
         await wait_done(peer, [chain], timeout_s=10, poll_s=0.002, label=None)
     figures = await _figures(peer, ids)
-    result = {
+    return {
         "unloaded_processes": len(ids),
         "p50_ms": ms(percentile(figures.hops_ms, 50)),
         "p99_ms": ms(percentile(figures.hops_ms, 99)),
     }
-    say(f"[bench] stageflow unloaded: {len(ids)} processes one at a time, hop p50 {result['p50_ms']} ms, "
-        f"p99 {result['p99_ms']} ms")
-    return result
 
 
 async def _half_load(peer: StageflowPeer, plan: LatencyPlan, peak_hops_per_s: float) -> dict[str, Any]:

@@ -16,6 +16,7 @@ import click
 import orjson
 
 from framework.errors import StageflowError
+from framework.loops import loop_factory
 from framework.settings import Settings
 
 
@@ -26,9 +27,10 @@ def _exit_with(exc: StageflowError) -> None:
     sys.exit(2)
 
 
-def _run(coro: Coroutine[Any, Any, Any]) -> Any:
+def _run(coro: Coroutine[Any, Any, Any], *, event_loop: str = "asyncio") -> Any:
     try:
-        return asyncio.run(coro)
+        with asyncio.Runner(loop_factory=loop_factory(event_loop)) as runner:
+            return runner.run(coro)
     except StageflowError as exc:
         _exit_with(exc)
     except KeyboardInterrupt:
@@ -50,7 +52,8 @@ def worker() -> None:
     """Run a worker until SIGTERM (STAGEFLOW_BROKER_URL, STAGEFLOW_STORE_URL, STAGEFLOW_CASES...)."""
     from workers.main import run_worker
 
-    _run(run_worker())
+    settings = Settings()
+    _run(run_worker(settings), event_loop=settings.event_loop)
 
 
 @cli.command()
@@ -77,13 +80,14 @@ def gateway(host: str, port: int) -> None:
 def services(module: str, db_url: str | None) -> None:
     """Run the services in MODULE (its HANDLERS) until SIGTERM."""
 
+    settings = Settings()
+
     async def main() -> None:
         from framework.logs import configure_logging
         from framework.runner import run_until_signalled
         from framework.service.hosting import build_services, inbox_from_url, load_handlers
         from framework.wiring import broker_from_settings
 
-        settings = Settings()
         configure_logging(settings.log_level, json=settings.log_json)
         handlers, setup_sql = load_handlers(module)
         broker = broker_from_settings(settings, connection_name="stageflow-services")
@@ -101,7 +105,7 @@ def services(module: str, db_url: str | None) -> None:
 
             await run_until_signalled(start, stop)
 
-    _run(main())
+    _run(main(), event_loop=settings.event_loop)
 
 
 @cli.command()

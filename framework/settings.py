@@ -6,7 +6,7 @@ The defaults need no server: an in-memory broker and a SQLite file. Production s
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -70,6 +70,9 @@ class Settings(BaseSettings):
     )
     gateway_stats_fresh_s: float = Field(
         5.0, ge=0, description="the gateway re-counts processes for /stats and /metrics at most this often"
+    )
+    event_loop: Literal["auto", "uvloop", "asyncio"] = Field(
+        "auto", description="workers' event loop: auto = uvloop if installed (pip install 'stageflow[fast]')"
     )
     log_level: str = Field("INFO")
     log_json: bool = Field(False, description="JSON log lines instead of console lines")

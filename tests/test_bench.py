@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
+import sys
 from collections.abc import Sequence
 
 import asyncpg
@@ -53,6 +54,28 @@ def test_tiny_comparison_finishes_every_chain_of_every_system(servers_reachable:
     schemas = [run["namespace"] for run in summary["runs"]]
     left = asyncio.run(_existing_schemas(schemas))
     assert left == [], f"schemas left behind: {left}"
+
+
+SCALE_FIGURES = (
+    "history_5_ms", "history_late_ms", "tps_small", "tps_big", "hop_p50_small_ms", "hop_p50_big_ms",
+    "load_p99_small_ms", "load_p99_big_ms", "get_p99_small_ms", "get_p99_big_ms", "rss_end_mb",
+)
+
+
+@pytest.mark.integration
+def test_tiny_scale_run_measures_every_figure_and_cleans_up(servers_reachable: None) -> None:
+    """``make bench-scale`` works: its tiny mode measures history length, store size, reads and memory."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.scale", "--tiny"], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stderr[-4000:]}"
+    summary = orjson.loads(proc.stdout.strip().splitlines()[-1])
+    for key in SCALE_FIGURES:
+        assert isinstance(summary[key], (int, float)) and summary[key] > 0, (key, summary[key])
+    assert summary["store_big"] > summary["store_small"] >= 1000, summary  # the filler rows were inserted
+    history = summary["detail"]["history"]
+    assert history["late_intervals"] == history["window"] * history["processes"], history  # every loop ran to the end
+    assert asyncio.run(_existing_schemas([summary["namespace"]])) == []
 
 
 async def _existing_schemas(names: list[str]) -> list[str]:

@@ -16,7 +16,7 @@ from contextlib import AsyncExitStack
 
 import asyncpg
 
-from bench.cases import BenchChain
+from bench.cases import CASES, BenchChain
 from bench.peers.base import BROKER_URL, PREFETCH, STORE_URL, Peer, delete_broker_objects, drop_schema
 from framework import Settings, Stageflow
 from framework.logs import configure_logging
@@ -48,7 +48,7 @@ class StageflowPeer(Peer):
         configure_logging("WARNING")
         # Opening the driver's Stageflow creates the schema and queues before the workers start.
         self.flow = await self._stack.enter_async_context(
-            Stageflow.from_settings(self.settings, cases=[BenchChain], connection_name="stageflow-bench")
+            Stageflow.from_settings(self.settings, cases=CASES, connection_name="stageflow-bench")
         )
         self.conn = await asyncpg.connect(STORE_URL)
         self._stack.push_async_callback(self.conn.close)

@@ -36,6 +36,7 @@ _TRANSIENT_ERRORS = (
 
 
 _PUBLISH_CHANNELS = 4
+_PERSISTENT = int(aio_pika.DeliveryMode.PERSISTENT)
 
 
 class _AckBatcher:
@@ -72,14 +73,14 @@ class _AckBatcher:
             while top + 1 in done or top + 1 in self._settled:
                 top += 1
             singles = [tag for tag in done if tag > top]
-            # The multiple ack names the highest tag done in this pass: RabbitMQ refuses a multiple ack whose
-            # own tag was already acked or nacked (PRECONDITION_FAILED closes the channel), and every unsettled
-            # tag below it is in ``done`` by construction of ``top``.
-            multiple = max((tag for tag in done if tag <= top), default=None)
+            # The multiple ack names the highest *done* tag of the run: RabbitMQ looks that exact tag up
+            # among the unacked ones and closes the channel (unknown delivery tag, every unacked message
+            # redelivered) if it was acked or nacked already. Settled tags below it are skipped.
+            last = max((tag for tag in done if tag <= top), default=None)
             try:
                 # As before batching: ack() returns once the frame is written to the socket.
-                if multiple is not None:
-                    await self.channel.basic_ack(delivery_tag=multiple, multiple=True)
+                if last is not None:
+                    await self.channel.basic_ack(delivery_tag=last, multiple=True)
                 for tag in singles:
                     await self.channel.basic_ack(delivery_tag=tag)
             except Exception as exc:  # noqa: BLE001 - each waiting ack() raises it (mapped to BrokerError)
@@ -216,22 +217,23 @@ class RabbitBroker(Broker):
         if self._publish_channel is None:
             raise BrokerError("the RabbitMQ broker is not connected", hint="call `await broker.connect()` first")
         channel = self._publish_channels[next(self._next_channel) % len(self._publish_channels)]
-        exchange = channel.default_exchange
         try:
             for message in messages:
                 await self._declare_once(message.queue)
+            # Straight to aiormq (aio-pika's Message and Exchange.publish only wrap this, at a cost per message).
             # Confirms are pipelined: all messages go out, then we wait for all acks together.
+            underlay = await channel.get_underlay_channel()
             await asyncio.gather(
                 *(
-                    exchange.publish(
-                        aio_pika.Message(
-                            message.body,
+                    underlay.basic_publish(
+                        message.body,
+                        routing_key=self.queue_name(message.queue),
+                        properties=aiormq.spec.Basic.Properties(
                             message_id=message.message_id,
                             headers=dict(message.headers) or None,
                             content_type="application/json",
-                            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                            delivery_mode=_PERSISTENT,
                         ),
-                        routing_key=self.queue_name(message.queue),
                         mandatory=True,
                     )
                     for message in messages

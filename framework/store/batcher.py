@@ -1,9 +1,10 @@
 """Group concurrent calls into batches: many transitions in one round trip and one commit.
 
 While ``max_in_flight`` batches are running, new items wait and go together in the next batch; when a
-batch slot is free an item goes at once. So a quiet worker adds no latency (a batch of one), and a busy
-one sends as many items per round trip as arrived during the last one (up to ``max_size``): the batch
-size follows the load, with no timer to tune.
+batch slot is free an item goes at once. So a quiet worker adds no latency (a batch of one, run in the
+caller's own task: no task, future or loop pass in between), and a busy one sends as many items per
+round trip as arrived during the last one (up to ``max_size``): the batch size follows the load, with no
+timer to tune.
 """
 
 from __future__ import annotations
@@ -39,10 +40,24 @@ class Batcher(Generic[T, R]):
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def submit(self, item: T) -> R:
+        if self._in_flight == 0 and not self._waiting:
+            return await self._run_alone(item)
         future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
         self._waiting.append((item, future))
         self._start_batches()
         return await future
+
+    async def _run_alone(self, item: T) -> R:
+        """Nothing else in flight: run a batch of one here. Items submitted meanwhile wait for it as usual."""
+        self._in_flight += 1
+        try:
+            (result,) = await self._run([item])
+        finally:
+            self._in_flight -= 1
+            self._start_batches()
+        if isinstance(result, BaseException):
+            raise result
+        return result
 
     def _start_batches(self) -> None:
         while self._waiting and self._in_flight < self._max_in_flight:
