@@ -88,3 +88,23 @@ async def test_harness_skips_through_retries_and_waits_without_sleeping() -> Non
     assert flaky.result == {"succeeded_on": 3}
     assert waiter.result["finished"] == t0 + 7 * 24 * 3600  # a week of waiting, skipped
     assert wall.monotonic() - started < 5
+
+
+async def test_a_reply_too_large_for_a_message_is_an_error_reply_and_its_effect_is_undone() -> None:
+    applied = []
+
+    async def bulky(command: ServiceCommand, tx: ServiceTransaction) -> dict[str, Any]:
+        applied.append(command.task_id)
+        await tx.execute("CREATE TABLE IF NOT EXISTS bulky_effects (n INTEGER)")
+        await tx.execute("INSERT INTO bulky_effects (n) VALUES (1)")
+        return {"blob": "x" * 300_000}  # over the 256 KiB message limit
+
+    async with run_cases([Jumper], services={"effects": bulky}) as env:
+        doc = await env.run(Jumper, {"word": "x"}, raise_on_failure=False)
+        parked = env.parked()
+        async with env.inbox.transaction() as tx:
+            tables = await tx.fetchval("SELECT count(*) FROM sqlite_master WHERE name = 'bulky_effects'")
+    assert doc.status is Status.FAILED
+    assert "over the 262144-byte message limit" in doc.error["reason"]
+    assert parked == [] and applied  # answered with an error, not parked
+    assert tables == 0  # the handler's writes were rolled back with the refused reply

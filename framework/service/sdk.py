@@ -113,6 +113,11 @@ class Service:
                 except ServiceError as exc:
                     raise _Rejected(exc) from exc  # roll back the handler's writes, then record the error
                 reply = ServiceReplyMessage(command.task_id, ok=True, data=data).to_json().decode()
+                if len(reply.encode()) > self.max_message_bytes:
+                    # A reply the engine would refuse must not be sent: undo the effect, answer with an error.
+                    too_big = ServiceError(f"the reply of {len(reply.encode())} bytes is over the "
+                                           f"{self.max_message_bytes}-byte message limit; return ids, not data")
+                    raise _Rejected(too_big)
                 await tx.record(command.task_id, reply)
                 return reply
         except _Rejected as rejected:
