@@ -388,15 +388,19 @@ class Engine:
         parent = {"process_id": message.process_id, "case": message.case, "group": message.group,
                   "index": message.index}
         child_id = child_process_id(message.process_id, message.group, message.index)
-        try:
-            child, _ = await self.start_process(
-                message.child_case, message.input, process_id=child_id, parent=parent,
-                client_key=child_client_key(message.process_id, message.group, message.index),
-            )
-        except (UnknownCaseError, InvalidInputError, ProcessConflictError) as exc:
-            await self._complete_item(message.process_id, message.case, message.group, message.index, ok=False,
-                                      result=None, error=f"child process not started: {exc}", redelivered=False)
-            return
+        # A re-sent start finds the child it made before, without validating its input again (the child's case
+        # may have changed since, and that must not fail an item whose child is running).
+        child = await self.store.load(child_id)
+        if child is None:
+            try:
+                child, _ = await self.start_process(
+                    message.child_case, message.input, process_id=child_id, parent=parent,
+                    client_key=child_client_key(message.process_id, message.group, message.index),
+                )
+            except (UnknownCaseError, InvalidInputError, ProcessConflictError) as exc:
+                await self._complete_item(message.process_id, message.case, message.group, message.index, ok=False,
+                                          result=None, error=f"child process not started: {exc}", redelivered=False)
+                return
         if child.status.finished:  # asked again by the parent's sweep: its answer may have been lost
             await self._publish(child_id, [self._item_done(child)])
 
