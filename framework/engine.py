@@ -391,6 +391,8 @@ class Engine:
         # A re-sent start finds the child it made before, without validating its input again (the child's case
         # may have changed since, and that must not fail an item whose child is running).
         child = await self.store.load(child_id)
+        if child is None and not await self._item_in_flight(message.process_id, message.group, message.index):
+            return  # a stale start (the item ended, e.g. failed as poison): never run it again
         if child is None:
             try:
                 child, _ = await self.start_process(
@@ -403,6 +405,10 @@ class Engine:
                 return
         if child.status.finished:  # asked again by the parent's sweep: its answer may have been lost
             await self._publish(child_id, [self._item_done(child)])
+
+    async def _item_in_flight(self, process_id: str, group: int, index: int) -> bool:
+        rows = await self.store.fan_out_items(process_id, group, after=index - 1, limit=1)
+        return bool(rows) and rows[0].index == index and rows[0].status == "dispatched"
 
     async def _complete_item(
         self, process_id: str, case: str, group: int, index: int, *, ok: bool, result: Any, error: str | None,
