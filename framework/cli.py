@@ -14,6 +14,7 @@ from typing import Any
 
 import click
 import orjson
+import pydantic
 
 from framework.errors import StageflowError
 from framework.loops import loop_factory
@@ -409,4 +410,11 @@ def resume_schedule(name: str) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    cli.main(args=list(argv) if argv is not None else None, prog_name="stageflow")
+    try:
+        cli.main(args=list(argv) if argv is not None else None, prog_name="stageflow")
+    except pydantic.ValidationError as exc:  # a STAGEFLOW_* setting that does not parse: say which, no traceback
+        for error in exc.errors(include_url=False):
+            name = "STAGEFLOW_" + "_".join(str(p) for p in error["loc"]).upper()
+            click.secho(f"error: {name}: {error['msg']}", fg="red", err=True)
+        click.echo("hint: fix the environment variable (see README, Configuration)", err=True)
+        sys.exit(2)

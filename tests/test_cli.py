@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -91,3 +94,14 @@ def test_gateway_refuses_to_start_without_api_keys(runner: CliRunner) -> None:
     refused = runner.invoke(cli, ["gateway", "--port", "0"])
     assert refused.exit_code == 2 and "no API keys" in refused.stderr
     assert "STAGEFLOW_GATEWAY_INSECURE=true" in refused.stderr and "Traceback" not in refused.output
+
+
+def test_a_setting_that_does_not_parse_is_one_clear_line_not_a_traceback() -> None:
+    env = {**os.environ, "STAGEFLOW_PREFETCH": "0"}
+    done = subprocess.run(
+        [sys.executable, "-c", "from framework.cli import main; main()", "worker"],
+        env=env, capture_output=True, text=True, timeout=60,
+    )
+    assert done.returncode == 2
+    assert "error: STAGEFLOW_PREFETCH: Input should be greater than or equal to 1" in done.stderr
+    assert "Traceback" not in done.stderr
