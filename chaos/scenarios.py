@@ -87,7 +87,8 @@ QUICK = Profile(
 # rather than the node restarted (a node restart takes 5-15 s on its own).
 TEST = Profile(
     name="test", kill_processes=50, kill_workers=3, worker_kills=4, kill_pause_s=(0.3, 0.8),
-    restart_processes=40, rabbit_mode="drop", frozen_processes=48, dup_processes=30, dup_docs_per_round=4,
+    # 90: a third of them must still be running when PostgreSQL is stopped, however fast the workers are
+    restart_processes=90, rabbit_mode="drop", frozen_processes=48, dup_processes=30, dup_docs_per_round=4,
     poison=2, poison_healthy=20, bad=40, bad_healthy=20, in_flight=60, drain_timeout_s=60.0,
     scenario_limit_s=90.0,
 )
