@@ -245,6 +245,21 @@ class RabbitBroker(Broker):
     async def consume(self, queue: str, handler: Handler, *, prefetch: int) -> Consumer:
         if self._connection is None:
             raise BrokerError("the RabbitMQ broker is not connected", hint="call `await broker.connect()` first")
+        loop = asyncio.get_running_loop()
+        deadline, delay = loop.time() + 30.0, 0.2
+        while True:
+            try:
+                return await self._consume(queue, handler, prefetch)
+            except _TRANSIENT_ERRORS as exc:
+                # e.g. RabbitMQ answering INTERNAL_ERROR while several workers create one quorum queue at once:
+                # connect_robust reconnects, and a new channel on it consumes.
+                if loop.time() + delay > deadline:
+                    raise BrokerError(f"cannot consume {queue!r}: {type(exc).__name__}: {exc}") from exc
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+
+    async def _consume(self, queue: str, handler: Handler, prefetch: int) -> Consumer:
+        assert self._connection is not None
         channel = await self._connection.channel()
         await channel.set_qos(prefetch_count=prefetch)
         amqp_queue = await self._ensure_queue(queue, channel)
