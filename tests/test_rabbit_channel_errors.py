@@ -7,11 +7,12 @@ relay instead of raising a raw aio-pika error out of ``start()`` after the proce
 from __future__ import annotations
 
 import asyncio
+import uuid
 
 import pytest
 
 from framework import Settings, Stageflow
-from framework.broker.base import INNER, Outgoing
+from framework.broker.base import INNER, Delivery, Outgoing
 from framework.errors import BrokerError
 from tests.support.cases import CASES, Jumper
 
@@ -42,3 +43,39 @@ async def test_start_with_a_closed_channel_creates_the_process_and_leaves_it_to_
 async def _close_publish_channels(flow: Stageflow) -> None:
     for channel in flow.broker._publish_channels:  # type: ignore[attr-defined]  # publishes go round-robin
         await channel.close()
+
+
+async def test_consume_goes_on_when_rabbitmq_closes_the_connection(settings: Settings) -> None:
+    """RabbitMQ closes a worker's whole connection when basic.consume meets a quorum queue another worker has
+    just declared but not started yet ({error,noproc}); the worker must not die at start-up for that."""
+    name = f"stageflow-test-{uuid.uuid4().hex[:8]}"
+    received: asyncio.Queue[bytes] = asyncio.Queue()
+
+    async def handler(delivery: Delivery) -> None:
+        await received.put(delivery.body)
+        await delivery.ack()
+
+    async with Stageflow.from_settings(settings, cases=CASES, connection_name=name) as flow:
+        await _close_connection_on_the_server(name)
+        async with asyncio.timeout(30):
+            consumer = await flow.broker.consume(INNER, handler, prefetch=1)
+            await flow.broker.publish([Outgoing(INNER, "m-after", b"after the reconnect")])
+            assert await received.get() == b"after the reconnect"
+        await consumer.cancel()
+
+
+async def _close_connection_on_the_server(name: str) -> None:
+    listing = await _rabbitmqctl("list_connections", "-q", "pid", "client_properties")
+    pids = [line.split("\t")[0] for line in listing.splitlines() if name in line]
+    assert pids, f"no RabbitMQ connection named {name}: {listing!r}"
+    await _rabbitmqctl("close_connection", pids[0], "closed by the test, as by a channel crash")
+    await asyncio.sleep(0.5)  # the client notices the close
+
+
+async def _rabbitmqctl(*args: str) -> str:
+    proc = await asyncio.create_subprocess_exec(
+        "rabbitmqctl", *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+    )
+    out, _ = await proc.communicate()
+    assert proc.returncode == 0, out.decode()
+    return out.decode()

@@ -250,9 +250,11 @@ class RabbitBroker(Broker):
         while True:
             try:
                 return await self._consume(queue, handler, prefetch)
-            except _TRANSIENT_ERRORS as exc:
-                # e.g. RabbitMQ answering INTERNAL_ERROR while several workers create one quorum queue at once:
-                # connect_robust reconnects, and a new channel on it consumes.
+            except (*_TRANSIENT_ERRORS, RuntimeError) as exc:
+                # Workers starting together race to create a quorum queue: RabbitMQ may answer basic.consume
+                # with INTERNAL_ERROR, or crash the channel ({error,noproc}: the queue's process is not up yet)
+                # and close the whole connection, so opening the next channel raises aiormq's RuntimeError
+                # ("... closed"). connect_robust reconnects, and a new channel on it consumes.
                 if loop.time() + delay > deadline:
                     raise BrokerError(f"cannot consume {queue!r}: {type(exc).__name__}: {exc}") from exc
                 await asyncio.sleep(delay)
