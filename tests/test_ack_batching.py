@@ -15,7 +15,7 @@ class StrictChannel:
         self.outstanding = set(range(1, tags + 1))
         self.frames: list[tuple[int, bool]] = []
 
-    async def basic_ack(self, delivery_tag: int, multiple: bool = False) -> None:
+    async def basic_ack(self, delivery_tag: int, multiple: bool = False, wait: bool = True) -> None:
         if delivery_tag not in self.outstanding:
             raise RuntimeError(f"PRECONDITION_FAILED - unknown delivery tag {delivery_tag}")
         self.frames.append((delivery_tag, multiple))

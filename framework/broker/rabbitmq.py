@@ -8,9 +8,11 @@ Topology, declared idempotently on connect: durable quorum queues ``<prefix>.inn
 bounded prefetch. ``connect_robust`` reconnects and restores consumers after a broker restart.
 
 Hot-path economies: publishes go round-robin over a few confirm channels (aiormq holds a channel's lock
-until each publish is written, so one channel makes concurrent publishers queue), and the acks of a
+while it queues each publish, so one channel makes concurrent publishers queue), and the acks of a
 consumer's finished deliveries are sent together, one ``basic.ack multiple=True`` for a run of
-consecutive delivery tags that are all done (never one whose work is still running).
+consecutive delivery tags that are all done (never one whose work is still running). Publishes and acks
+do not wait for their frames to reach the socket (publishes wait for the confirm), and the frames of one
+event-loop pass leave in one socket write (``framework/broker/transport.py``).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import aiormq
 from aio_pika.abc import AbstractIncomingMessage, AbstractQueue, AbstractRobustConnection
 
 from framework.broker.base import INNER, PARKED, SERVICE, Broker, Consumer, Delivery, Handler, Outgoing, command_queue
+from framework.broker.transport import CoalescingConnection
 from framework.errors import BrokerError, ConfigurationError
 
 # ChannelInvalidStateError (a RuntimeError, not an AMQPError) is what a channel raises while its connection
@@ -78,11 +81,12 @@ class _AckBatcher:
             # redelivered) if it was acked or nacked already. Settled tags below it are skipped.
             last = max((tag for tag in done if tag <= top), default=None)
             try:
-                # As before batching: ack() returns once the frame is written to the socket.
+                # ack() returns once the frame is queued for the socket (an ack lost with the connection is a
+                # redelivery, and the redelivered message is a stale duplicate that is dropped).
                 if last is not None:
-                    await self.channel.basic_ack(delivery_tag=last, multiple=True)
+                    await self.channel.basic_ack(delivery_tag=last, multiple=True, wait=False)
                 for tag in singles:
-                    await self.channel.basic_ack(delivery_tag=tag)
+                    await self.channel.basic_ack(delivery_tag=tag, wait=False)
             except Exception as exc:  # noqa: BLE001 - each waiting ack() raises it (mapped to BrokerError)
                 for future in done.values():
                     future.set_exception(exc)
@@ -154,7 +158,8 @@ class RabbitBroker(Broker):
     async def connect(self) -> None:
         try:
             self._connection = await aio_pika.connect_robust(
-                self._url, client_properties={"connection_name": self._connection_name}
+                self._url, client_properties={"connection_name": self._connection_name},
+                connection_class=CoalescingConnection,
             )
             self._publish_channels = [
                 await self._connection.channel(publisher_confirms=True, on_return_raises=True)
@@ -235,6 +240,7 @@ class RabbitBroker(Broker):
                             delivery_mode=_PERSISTENT,
                         ),
                         mandatory=True,
+                        wait=False,  # the confirm is what we wait for; not also for the socket write
                     )
                     for message in messages
                 )
