@@ -1,7 +1,7 @@
 """Group concurrent calls into batches: many transitions in one round trip and one commit.
 
-While ``max_in_flight`` batches are running, new items wait and go together in the next batch; when a
-batch slot is free an item goes at once. So a quiet worker adds no latency (a batch of one, run in the
+While a batch is running (``max_in_flight``, default one), new items wait and go together in the next
+batch; when a batch slot is free an item goes at once. So a quiet worker adds no latency (a batch of one, run in the
 caller's own task: no task, future or loop pass in between), and a busy one sends as many items per
 round trip as arrived during the last one (up to ``max_size``): the batch size follows the load, with no
 timer to tune.
@@ -24,12 +24,16 @@ class Batcher(Generic[T, R]):
 
     With a ``key``, items with the same key never share a batch (two commits of one document must see
     each other's outcome, so the second goes in a later batch).
+
+    One batch in flight, not two: the second slot halves the batch size under load, and each round trip
+    costs a socket write and a statement in the database (``make bench``: 2 slots 1,439 / 1,313 / 1,449
+    hops/s, 1.28-1.41 ms CPU/hop; 1 slot 1,662 / 1,496 / 1,665, 1.10-1.25 ms, alternating runs).
     """
 
     def __init__(
         self, run: Callable[[list[T]], Awaitable[list[R | BaseException]]], *,
         key: Callable[[T], Hashable] | None = None,
-        max_size: int = 100, max_in_flight: int = 2,
+        max_size: int = 100, max_in_flight: int = 1,
     ) -> None:
         self._run = run
         self._key = key
