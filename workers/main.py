@@ -14,6 +14,7 @@ import os
 from framework.app import Stageflow
 from framework.http import hosted_http_adapter
 from framework.logs import configure_logging
+from framework.loops import settle_garbage_collector
 from framework.runner import run_until_signalled
 from framework.settings import Settings
 
@@ -36,6 +37,7 @@ async def run_worker(settings: Settings | None = None) -> None:
             await worker.start()
             if http is not None:
                 await http.start()
+            settle_garbage_collector()
 
         async def stop() -> None:
             # In-flight HTTP requests finish and reply first; then the worker applies what it holds.
