@@ -102,8 +102,15 @@ class Stageflow:
     async def get(self, process_id: str) -> ProcessDocument:
         doc = await self.store.load(process_id)
         if doc is None:
-            raise ProcessNotFoundError(f"no process {process_id!r}", process_id=process_id)
+            raise _not_found(process_id)
         return doc
+
+    async def get_with_history(self, process_id: str) -> tuple[ProcessDocument, list[dict[str, Any]]]:
+        """The document and its history entries, oldest first (one store round trip where the store can)."""
+        found = await self.store.load_with_history(process_id)
+        if found is None:
+            raise _not_found(process_id)
+        return found
 
     @property
     def schedules(self) -> Scheduler:
@@ -117,3 +124,7 @@ class Stageflow:
             "poison_after": self.settings.poison_after,
         }
         return Worker(self.engine, **{**defaults, **options})
+
+
+def _not_found(process_id: str) -> ProcessNotFoundError:
+    return ProcessNotFoundError(f"no process {process_id!r}", process_id=process_id)

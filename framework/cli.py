@@ -158,9 +158,9 @@ def show(process_id: str) -> None:
         from framework.app import Stageflow
 
         async with Stageflow.from_settings(Settings()) as flow:
-            doc = await flow.get(process_id)
+            doc, history = await flow.get_with_history(process_id)
             view = doc.public_view()
-            view["history"] = await flow.store.history(process_id)
+            view["history"] = history
         click.echo(orjson.dumps(view, option=orjson.OPT_INDENT_2).decode())
 
     _run(main())

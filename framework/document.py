@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import enum
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -89,9 +89,8 @@ class ProcessDocument:
 
     def public_view(self) -> dict[str, Any]:
         """The document as users see it (status API, CLI): everything but the raw outbox."""
-        data = asdict(self)
+        data = orjson.loads(self.to_json())  # a deep copy as JSON data: several times faster than asdict()
         del data["outbox"]
-        data["status"] = self.status.value
         return data
 
 

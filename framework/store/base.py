@@ -135,6 +135,12 @@ class ProcessStore(ABC):
     async def history(self, process_id: str) -> list[dict[str, Any]]:
         """The history entries of a process, oldest first."""
 
+    async def load_with_history(self, process_id: str) -> tuple[ProcessDocument, list[dict[str, Any]]] | None:
+        """The document and its history (oldest first), or None if there is no such process. A store whose
+        reads are round trips overrides this to read both in one."""
+        doc = await self.load(process_id)
+        return None if doc is None else (doc, await self.history(process_id))
+
     @abstractmethod
     async def count_by_status(self, case: str | None = None) -> dict[str, int]:
         """How many processes are in each status (of one case, or of all)."""
