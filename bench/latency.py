@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench import cpu
 from bench.harness import wait_done
 from bench.measure import PhaseFigures, ms, percentile, phase_figures
 from bench.peers.base import STAGES, say
@@ -76,6 +77,7 @@ async def _half_load(peer: StageflowPeer, plan: LatencyPlan, peak_hops_per_s: fl
     ids = list(range(first, first + count))
     say(f"[bench] stageflow at half load: {count} processes at {starts_per_s:.0f}/s "
         f"(~{starts_per_s * STAGES:.0f} hops/s) for {plan.half_load_s:.0f}s")
+    before = cpu.sample()
     began = time.monotonic()
     tasks = []
     for k, chain in enumerate(ids):  # a steady pace, not bursts: each start at its own instant
@@ -83,15 +85,20 @@ async def _half_load(peer: StageflowPeer, plan: LatencyPlan, peak_hops_per_s: fl
         tasks.append(asyncio.create_task(peer.start_one(chain)))
     await asyncio.gather(*tasks)
     await wait_done(peer, ids, timeout_s=plan.timeout_s, poll_s=0.05, label="stageflow half load")
+    used = cpu.used(before, cpu.sample())
     figures = await _figures(peer, ids)
     result = {
         "half_load_target_hops_per_s": round(starts_per_s * STAGES, 1),
         "half_load_hops_per_s": round(figures.transitions_per_s, 1),
         "p50_half_load_ms": ms(percentile(figures.hops_ms, 50)),
         "p99_half_load_ms": ms(percentile(figures.hops_ms, 99)),
+        # CPU per hop at a steady pace (batches are small) against the bursts' (batches are large)
+        "half_load_cpu_s": used,
+        "half_load_cpu_ms_per_hop": _ms_per_hop(used, count * STAGES),
     }
     say(f"[bench] stageflow half load: {result['half_load_hops_per_s']} hops/s, hop p50 "
-        f"{result['p50_half_load_ms']} ms, p99 {result['p99_half_load_ms']} ms")
+        f"{result['p50_half_load_ms']} ms, p99 {result['p99_half_load_ms']} ms; CPU {used} "
+        f"({result['half_load_cpu_ms_per_hop']} ms/hop)")
     return result
 
 
@@ -99,3 +106,9 @@ async def _figures(peer: StageflowPeer, ids: list[int]) -> PhaseFigures:
     if peer.conn is None:
         raise RuntimeError("the peer is not open")
     return await phase_figures(peer.conn, peer.namespace, [peer.process_ids[i] for i in ids])
+
+
+def _ms_per_hop(used: dict[str, float | None], hops: int) -> float | None:
+    if any(v is None for v in used.values()):
+        return None
+    return round(sum(v for v in used.values() if v is not None) * 1000 / hops, 3)
