@@ -4,9 +4,9 @@ One row per process in ``processes`` (the document as JSONB plus the columns que
 per transition in ``history``. A commit is a single statement: a version-checked UPDATE whose CTE also
 inserts the history row, so a transition costs one round trip and one commit.
 
-Under load, the concurrent loads and commits of a worker are batched (``Batcher``): one statement loads
-or commits many documents, each commit still compare-and-set on its own version, and the batch is one
-transaction, so one WAL flush serves many transitions.
+Under load, the concurrent loads, commits and creates of a worker (or gateway) are batched (``Batcher``):
+one statement loads, commits or creates many documents, each commit still compare-and-set on its own
+version, and the batch is one transaction, so one WAL flush serves many transitions.
 """
 
 from __future__ import annotations
@@ -29,6 +29,8 @@ from framework.store.pg_fanout import PostgresFanOuts
 # One commit's statement parameters: process_id, expected version, document, status, due_at, updated_at,
 # history entry, expires_at (the order of ``_sql_commit``'s $1..$8).
 _Commit = tuple[str, int, str, str, float | None, float, str, float | None]
+# process_id, case, client_key, status, version, doc, due_at, created_at, history entry
+_Create = tuple[str, str, str | None, str, int, str, float | None, float, str]
 
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
@@ -60,6 +62,7 @@ class PostgresStore(PostgresFanOuts, ProcessStore):
         self._pool: asyncpg.Pool | None = None
         self._loads: Batcher[str, str | None] = Batcher(self._load_batch)
         self._commits: Batcher[_Commit, bool] = Batcher(self._commit_batch, key=lambda c: c[0])
+        self._creates: Batcher[_Create, bool] = Batcher(self._create_batch, key=lambda c: c[0])
         s = schema
         self._sql_load = f"SELECT doc FROM {s}.processes WHERE process_id = $1"
         self._sql_load_many = f"SELECT process_id, doc FROM {s}.processes WHERE process_id = ANY($1::text[])"
@@ -72,6 +75,22 @@ class PostgresStore(PostgresFanOuts, ProcessStore):
                 RETURNING process_id, version)
             INSERT INTO {s}.history (process_id, version, entry)
             SELECT process_id, version, $9::jsonb FROM ins"""
+        # The same for many processes; returns the id of each one inserted (not one whose id or key exists).
+        self._sql_insert_many = f"""
+            WITH input AS (
+                SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int[], $6::text[],
+                                     $7::float8[], $8::float8[], $9::text[])
+                    AS i(process_id, case_name, client_key, status, version, doc, due_at, created_at, entry)),
+            ins AS (
+                INSERT INTO {s}.processes
+                    (process_id, case_name, client_key, status, version, doc, due_at, created_at, updated_at)
+                SELECT process_id, case_name, client_key, status, version, doc::jsonb, due_at, created_at, created_at
+                FROM input
+                ON CONFLICT DO NOTHING
+                RETURNING process_id, version),
+            hist AS (INSERT INTO {s}.history (process_id, version, entry)
+                     SELECT ins.process_id, ins.version, input.entry::jsonb FROM ins JOIN input USING (process_id))
+            SELECT process_id FROM ins"""
         self._sql_by_key = f"SELECT doc FROM {s}.processes WHERE case_name = $1 AND client_key = $2"
         self._sql_commit = f"""
             WITH upd AS (
@@ -213,17 +232,21 @@ class PostgresStore(PostgresFanOuts, ProcessStore):
     async def create(
         self, doc: ProcessDocument, entry: dict[str, Any], *, due_at: float | None
     ) -> tuple[ProcessDocument, bool]:
+        # Concurrent starts (a burst of API calls, a fan-out's children) go in one statement, like commits.
+        inserted = await self._creates.submit((
+            doc.process_id, doc.case, doc.client_key, doc.status.value, doc.version, doc.to_json().decode(), due_at,
+            doc.created_at, orjson.dumps(entry).decode(),
+        ))
+        if inserted:
+            return doc, True
         async with self._connection() as conn:
-            inserted = await conn.execute(
-                self._sql_insert, doc.process_id, doc.case, doc.client_key, doc.status.value, doc.version,
-                doc.to_json().decode(), due_at, doc.created_at, orjson.dumps(entry).decode(),
-            )
-            if inserted.endswith(" 1"):
-                return doc, True
             raw = await conn.fetchval(self._sql_by_key, doc.case, doc.client_key)
         if raw is None:
             raise StoreError(f"process {doc.process_id} could not be created (id collision)")
         return ProcessDocument.from_json(raw), False
+
+    async def _create_batch(self, creates: list[_Create]) -> list[bool | BaseException]:
+        return await self._apply_rows(creates, many=self._sql_insert_many, one=self._sql_insert)
 
     async def load(self, process_id: str) -> ProcessDocument | None:
         raw = await self._loads.submit(process_id)
@@ -248,23 +271,28 @@ class PostgresStore(PostgresFanOuts, ProcessStore):
         ))
 
     async def _commit_batch(self, commits: list[_Commit]) -> list[bool | BaseException]:
+        return await self._apply_rows(commits, many=self._sql_commit_many, one=self._sql_commit)
+
+    async def _apply_rows(self, rows: list[Any], *, many: str, one: str) -> list[bool | BaseException]:
+        """Write ``rows`` (tuples starting with the process id) in one statement, ``many``, which returns the id
+        of each row it applied; whether each row was applied, in order. If PostgreSQL refuses the statement
+        (e.g. one document it cannot store), the rows go one by one (``one``), so only that row's caller fails."""
         async with self._connection() as conn:
-            if len(commits) > 1:
+            if len(rows) > 1:
                 # Sorted, so two workers' batches lock shared rows in the same order (racing duplicates).
-                ordered = sorted(commits)
                 try:
-                    rows = await conn.fetch(self._sql_commit_many, *(list(column) for column in zip(*ordered)))
+                    applied = await conn.fetch(many, *(list(column) for column in zip(*sorted(rows))))
                 except TRANSIENT_ERRORS:
                     raise
                 except asyncpg.PostgresError:
-                    pass  # e.g. one document PostgreSQL refuses: commit one by one, so only its caller fails
+                    pass
                 else:
-                    committed = {r["process_id"] for r in rows}
-                    return [c[0] in committed for c in commits]
+                    done = {r["process_id"] for r in applied}
+                    return [row[0] in done for row in rows]
             results: list[bool | BaseException] = []
-            for c in commits:
+            for row in rows:
                 try:
-                    results.append((await conn.execute(self._sql_commit, *c)).endswith(" 1"))
+                    results.append((await conn.execute(one, *row)).endswith(" 1"))
                 except TRANSIENT_ERRORS:
                     raise
                 except asyncpg.PostgresError as exc:
