@@ -32,7 +32,9 @@ class Settings(BaseSettings):
         default_factory=lambda: ["business_cases"],
         description="modules (or module:Class) whose BusinessCase subclasses a worker runs",
     )
-    prefetch: int = Field(64, ge=1, le=10_000)
+    # 128, not 64: more transitions in flight make larger store batches (make bench, alternating runs: 1,810 /
+    # 1,866 hops/s at 64, 2,196 / 2,089 at 128, 2,002 / 1,948 at 256).
+    prefetch: int = Field(128, ge=1, le=10_000, description="unacked messages per worker and queue")
     delivery_limit: int = Field(20, ge=2, description="deliveries before RabbitMQ parks a message")
     # The relay is the safety net for an outbox whose publish may have been lost with no message left to
     # redeliver (a crash right after start(), a broker that refused the publish). A crash mid-transition

@@ -71,7 +71,7 @@ class Worker:
         self,
         engine: Engine,
         *,
-        prefetch: int = 64,
+        prefetch: int = 128,
         timer_interval_s: float = 1.0,
         expire_interval_s: float = 60.0,
         poison_after: int = 3,

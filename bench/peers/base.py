@@ -33,7 +33,7 @@ from tests.support.processes import Managed
 BROKER_URL = os.environ.get("STAGEFLOW_TEST_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672/")
 STORE_URL = os.environ.get("STAGEFLOW_TEST_STORE_URL", "postgresql://postgres@127.0.0.1:5432/test")
 STAGES = 5
-PREFETCH = 64  # per worker process: Stageflow's default, and what the asyncio peers use
+PREFETCH = 64  # per worker process for the hand-written loops (their best: 128 was slower), and starts in flight
 THREADS = 16  # per worker process for the thread-based peers (Dramatiq, Celery)
 DRIVER_THREADS = 4  # the driver's threads starting chains with a synchronous client (Celery, Dramatiq)
 POOL_SIZE = 10  # PostgreSQL connections per worker process: Stageflow's default store_pool_size
