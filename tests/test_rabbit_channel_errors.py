@@ -64,6 +64,35 @@ async def test_consume_goes_on_when_rabbitmq_closes_the_connection(settings: Set
         await consumer.cancel()
 
 
+async def test_a_consumer_goes_on_after_rabbitmq_closes_the_connection(settings: Settings) -> None:
+    """The consumer reads straight from aiormq, so it must start again itself on the channel connect_robust
+    restores (a new aiormq channel): deliveries go on after the reconnect, and their acks are accepted."""
+    name = f"stageflow-test-{uuid.uuid4().hex[:8]}"
+    received: asyncio.Queue[bytes] = asyncio.Queue()
+
+    async def handler(delivery: Delivery) -> None:
+        await delivery.ack()
+        await received.put(delivery.body)
+
+    async with Stageflow.from_settings(settings, cases=CASES, connection_name=name) as flow:
+        consumer = await flow.broker.consume(INNER, handler, prefetch=4)
+        await flow.broker.publish([Outgoing(INNER, "m-before", b"before")])
+        async with asyncio.timeout(10):
+            assert await received.get() == b"before"
+        await _close_connection_on_the_server(name)
+        async with asyncio.timeout(30):
+            for n in range(3):
+                while True:  # publishing fails while the connection is being restored
+                    try:
+                        await flow.broker.publish([Outgoing(INNER, f"m-{n}", f"after {n}".encode())])
+                        break
+                    except BrokerError:
+                        await asyncio.sleep(0.2)
+            assert sorted([await received.get() for _ in range(3)]) == [b"after 0", b"after 1", b"after 2"]
+        await consumer.cancel()
+    assert received.empty()  # nothing delivered twice (an ack refused by the restored channel would redeliver)
+
+
 async def _close_connection_on_the_server(name: str) -> None:
     listing = await _rabbitmqctl("list_connections", "-q", "pid", "client_properties")
     pids = [line.split("\t")[0] for line in listing.splitlines() if name in line]

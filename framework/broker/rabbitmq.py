@@ -18,17 +18,21 @@ event-loop pass leave in one socket write (``framework/broker/transport.py``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import aio_pika
 import aiormq
-from aio_pika.abc import AbstractIncomingMessage, AbstractQueue, AbstractRobustConnection
+import structlog
+from aio_pika.abc import AbstractQueue, AbstractRobustConnection
 
 from framework.broker.base import INNER, PARKED, SERVICE, Broker, Consumer, Delivery, Handler, Outgoing, command_queue
 from framework.broker.transport import CoalescingConnection
 from framework.errors import BrokerError, ConfigurationError
+
+log = structlog.get_logger("stageflow.broker")
 
 # ChannelInvalidStateError (a RuntimeError, not an AMQPError) is what a channel raises while its connection
 # is gone or being restored by connect_robust: publish, ack and nack on it are transient failures too.
@@ -99,41 +103,87 @@ class _AckBatcher:
 
 
 class RabbitDelivery(Delivery):
-    def __init__(self, queue: str, message: AbstractIncomingMessage, acks: _AckBatcher) -> None:
+    def __init__(self, queue: str, message: aiormq.abc.DeliveredMessage, acks: _AckBatcher) -> None:
+        properties = message.header.properties
         self.queue = queue
         self.body = message.body
-        self.message_id = message.message_id
-        self.headers: Mapping[str, Any] = message.headers or {}
+        self.message_id = properties.message_id
+        self.headers: Mapping[str, Any] = properties.headers or {}
         self.redelivered = bool(message.redelivered)
         count = self.headers.get("x-delivery-count", 0)
         self.delivery_count = count if isinstance(count, int) else 0
-        self._message = message
+        self._tag: int = message.delivery_tag  # type: ignore[assignment]  # always set on a Basic.Deliver
+        self._channel = message.channel
         self._acks = acks
 
     async def ack(self) -> None:
         try:
-            await self._acks.ack(self._message.delivery_tag)
+            await self._acks.ack(self._tag)
         except _TRANSIENT_ERRORS as exc:  # the channel is gone: RabbitMQ will redeliver
             raise BrokerError(f"ack failed: {exc}") from exc
 
     async def nack(self, *, requeue: bool) -> None:
         try:
-            await self._message.nack(requeue=requeue)
+            await self._channel.basic_nack(self._tag, requeue=requeue)
         except _TRANSIENT_ERRORS as exc:
             raise BrokerError(f"nack failed: {exc}") from exc
-        self._acks.settled(self._message.delivery_tag)
+        self._acks.settled(self._tag)
 
 
 class RabbitConsumer(Consumer):
-    def __init__(self, queue: AbstractQueue, tag: str) -> None:
+    """Consumes one queue on its own channel, straight from aiormq.
+
+    aio-pika's ``Queue.consume`` wraps every delivery in an ``IncomingMessage`` and runs the callback in a
+    task of its own, on top of aiormq's task per delivery: ~6 % of a worker's time under load. Consuming on
+    the channel's aiormq channel skips both; in exchange, when ``connect_robust`` restores the channel (a
+    new aiormq channel, its delivery tags from 1 again), the consumer starts again on it here.
+    """
+
+    def __init__(self, channel: aio_pika.abc.AbstractRobustChannel, name: str, queue: str, handler: Handler) -> None:
+        self._channel = channel
+        self._name = name
         self._queue = queue
-        self._tag = tag
+        self._handler = handler
+        self._consuming: tuple[aiormq.abc.AbstractChannel, str] | None = None  # (aiormq channel, consumer tag)
+        self._acks: _AckBatcher | None = None
+        self._cancelled = False
+
+    async def start(self) -> None:
+        underlay = await self._channel.get_underlay_channel()
+        if self._consuming is not None and self._consuming[0] is underlay:
+            return  # already consuming on this channel
+        self._acks = _AckBatcher(underlay)
+        ok = await underlay.basic_consume(self._name, self._on_message)
+        self._consuming = (underlay, ok.consumer_tag)  # type: ignore[assignment]  # always set by RabbitMQ
+
+    async def consume_again(self, *_: Any) -> None:
+        """A reopen callback of the robust channel (its qos and queue are restored by then). RabbitMQ may
+        still be starting the queue after a restart: keep trying until it takes the consumer."""
+        delay = 0.2
+        while not self._cancelled:
+            try:
+                await self.start()
+                return
+            except (*_TRANSIENT_ERRORS, RuntimeError) as exc:
+                log.warning("consuming again after a reconnect failed, retrying", queue=self._name, error=str(exc),
+                            retry_in_s=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    async def _on_message(self, message: aiormq.abc.DeliveredMessage) -> None:
+        acks = self._acks
+        if acks is None or acks.channel is not message.channel:
+            acks = self._acks = _AckBatcher(message.channel)
+        await self._handler(RabbitDelivery(self._queue, message, acks))
 
     async def cancel(self) -> None:
-        try:
-            await self._queue.cancel(self._tag)
-        except _TRANSIENT_ERRORS:
-            pass  # the channel is already gone, and RabbitMQ stopped delivering with it
+        self._cancelled = True
+        self._channel.reopen_callbacks.discard(self.consume_again)
+        if self._consuming is None:
+            return
+        underlay, tag = self._consuming
+        with contextlib.suppress(*_TRANSIENT_ERRORS, RuntimeError):
+            await underlay.basic_cancel(tag)  # the channel may be gone already: then RabbitMQ stopped with it
 
 
 class RabbitBroker(Broker):
@@ -269,14 +319,9 @@ class RabbitBroker(Broker):
     async def _consume(self, queue: str, handler: Handler, prefetch: int) -> Consumer:
         assert self._connection is not None
         channel = await self._connection.channel()
-        await channel.set_qos(prefetch_count=prefetch)
-        amqp_queue = await self._ensure_queue(queue, channel)
-
-        acks: list[_AckBatcher] = []  # the current channel's; a restored channel starts its tags at 1 again
-
-        async def on_message(message: AbstractIncomingMessage) -> None:
-            if not acks or acks[0].channel is not message.channel:
-                acks[:] = [_AckBatcher(message.channel)]
-            await handler(RabbitDelivery(queue, message, acks[0]))
-
-        return RabbitConsumer(amqp_queue, await amqp_queue.consume(on_message))
+        await channel.set_qos(prefetch_count=prefetch)  # kept by the robust channel for its restores
+        await self._ensure_queue(queue, channel)  # declared on this channel: redeclared when it is restored
+        consumer = RabbitConsumer(channel, self.queue_name(queue), queue, handler)  # type: ignore[arg-type]
+        await consumer.start()
+        channel.reopen_callbacks.add(consumer.consume_again)  # type: ignore[attr-defined]  # a robust channel
+        return consumer
