@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 import asyncpg
@@ -49,6 +47,35 @@ async def keep_session(connection: asyncpg.Connection) -> None:
 
     That reset is one more round trip per query, and we keep no session state to reset: no SET, no
     LISTEN, advisory locks only transaction-scoped. asyncpg still rolls back an open transaction."""
+
+
+class _Pooled:
+    """``async with store._connection() as conn``: a connection of the pool, and PostgreSQL being unreachable
+    (on acquiring, using or releasing it) as a ``StoreError``. A class rather than a generator-based context
+    manager: it runs twice per transition."""
+
+    __slots__ = ("_acquire",)
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._acquire = pool.acquire()
+
+    async def __aenter__(self) -> asyncpg.Connection:
+        try:
+            return await self._acquire.__aenter__()
+        except TRANSIENT_ERRORS as exc:
+            raise _unavailable(exc) from exc
+
+    async def __aexit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+        try:
+            await self._acquire.__aexit__(exc_type, exc, tb)
+        except TRANSIENT_ERRORS as release_error:
+            raise _unavailable(release_error) from release_error
+        if isinstance(exc, TRANSIENT_ERRORS):
+            raise _unavailable(exc) from exc
+
+
+def _unavailable(exc: BaseException) -> StoreError:
+    return StoreError(f"PostgreSQL unavailable: {type(exc).__name__}: {exc}")
 
 
 class PostgresStore(PostgresFanOuts, ProcessStore):
@@ -219,15 +246,10 @@ class PostgresStore(PostgresFanOuts, ProcessStore):
             await self._pool.close()
             self._pool = None
 
-    @asynccontextmanager
-    async def _connection(self) -> AsyncIterator[asyncpg.Connection]:
+    def _connection(self) -> _Pooled:
         if self._pool is None:
             raise StoreError("the PostgreSQL store is not open", hint="call `await store.open()` first")
-        try:
-            async with self._pool.acquire() as conn:
-                yield conn
-        except TRANSIENT_ERRORS as exc:
-            raise StoreError(f"PostgreSQL unavailable: {type(exc).__name__}: {exc}") from exc
+        return _Pooled(self._pool)
 
     async def create(
         self, doc: ProcessDocument, entry: dict[str, Any], *, due_at: float | None
