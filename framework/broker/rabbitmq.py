@@ -147,6 +147,7 @@ class RabbitConsumer(Consumer):
         self._consuming: tuple[aiormq.abc.AbstractChannel, str] | None = None  # (aiormq channel, consumer tag)
         self._acks: _AckBatcher | None = None
         self._cancelled = False
+        self._restarting: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         underlay = await self._channel.get_underlay_channel()
@@ -156,9 +157,15 @@ class RabbitConsumer(Consumer):
         ok = await underlay.basic_consume(self._name, self._on_message)
         self._consuming = (underlay, ok.consumer_tag)  # type: ignore[assignment]  # always set by RabbitMQ
 
-    async def consume_again(self, *_: Any) -> None:
-        """A reopen callback of the robust channel (its qos and queue are restored by then). RabbitMQ may
-        still be starting the queue after a restart: keep trying until it takes the consumer."""
+    def consume_again(self, *_: Any) -> None:
+        """A reopen callback of the robust channel (its qos and queue are restored by then). The retrying
+        runs in a task of its own: the channel's restore awaits its callbacks, and must not wait on a retry
+        that only the next restore (after the connection drops again) can satisfy."""
+        if not self._cancelled and (self._restarting is None or self._restarting.done()):
+            self._restarting = asyncio.get_running_loop().create_task(self._start_until_it_takes())
+
+    async def _start_until_it_takes(self) -> None:
+        """RabbitMQ may still be starting the queue after a restart: keep trying until it takes the consumer."""
         delay = 0.2
         while not self._cancelled:
             try:
@@ -179,6 +186,8 @@ class RabbitConsumer(Consumer):
     async def cancel(self) -> None:
         self._cancelled = True
         self._channel.reopen_callbacks.discard(self.consume_again)
+        if self._restarting is not None:
+            self._restarting.cancel()
         if self._consuming is None:
             return
         underlay, tag = self._consuming
