@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 
+import aio_pika
 import pytest
 
 from framework import Settings, Stageflow
@@ -91,6 +92,30 @@ async def test_a_consumer_goes_on_after_rabbitmq_closes_the_connection(settings:
             assert sorted([await received.get() for _ in range(3)]) == [b"after 0", b"after 1", b"after 2"]
         await consumer.cancel()
     assert received.empty()  # nothing delivered twice (an ack refused by the restored channel would redeliver)
+
+
+async def test_a_consumer_whose_queue_is_deleted_declares_it_again_and_goes_on(settings: Settings) -> None:
+    """RabbitMQ cancels a consumer whose queue is deleted (basic.cancel); the consumer must not sit idle."""
+    received: asyncio.Queue[bytes] = asyncio.Queue()
+
+    async def handler(delivery: Delivery) -> None:
+        await delivery.ack()
+        await received.put(delivery.body)
+
+    async with Stageflow.from_settings(settings, cases=CASES) as flow:
+        consumer = await flow.broker.consume(INNER, handler, prefetch=4)
+        first_tag = consumer._consuming[1]  # type: ignore[attr-defined, index]
+        connection = await aio_pika.connect(settings.broker_url)
+        async with connection:
+            channel = await connection.channel()
+            await channel.queue_delete(flow.broker.queue_name(INNER))  # type: ignore[attr-defined]
+        async with asyncio.timeout(30):
+            # A publish racing the deletion is dropped with the queue: publish once consuming again.
+            while (consuming := consumer._consuming) is None or consuming[1] == first_tag:  # type: ignore[attr-defined]
+                await asyncio.sleep(0.1)
+            await flow.broker.publish([Outgoing(INNER, "m-again", b"again")])
+            assert await received.get() == b"again"
+        await consumer.cancel()
 
 
 async def _close_connection_on_the_server(name: str) -> None:

@@ -5,7 +5,8 @@ Topology, declared idempotently on connect: durable quorum queues ``<prefix>.inn
 ``x-delivery-limit`` so a message that keeps killing its consumer is dead-lettered to
 ``<prefix>.parked`` instead of looping. Messages are persistent and published with confirms and
 ``mandatory`` (an unroutable message is an error, not a silent drop). Consumers ack manually with a
-bounded prefetch. ``connect_robust`` reconnects and restores consumers after a broker restart.
+bounded prefetch. ``connect_robust`` reconnects after a broker restart and restores the channels; each
+consumer then starts again on its restored channel (``RabbitConsumer``).
 
 Hot-path economies: publishes go round-robin over a few confirm channels (aiormq holds a channel's lock
 while it queues each publish, so one channel makes concurrent publishers queue), and the acks of a
@@ -20,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import aio_pika
@@ -93,13 +94,15 @@ class _AckBatcher:
                     await self.channel.basic_ack(delivery_tag=tag, wait=False)
             except Exception as exc:  # noqa: BLE001 - each waiting ack() raises it (mapped to BrokerError)
                 for future in done.values():
-                    future.set_exception(exc)
+                    if not future.done():  # cancelled with its handler when the channel closed
+                        future.set_exception(exc)
                 return
             self._settled.update(singles)
             self._settled = {tag for tag in self._settled if tag > top}
             self._floor = top
             for future in done.values():
-                future.set_result(None)
+                if not future.done():
+                    future.set_result(None)
 
 
 class RabbitDelivery(Delivery):
@@ -139,11 +142,16 @@ class RabbitConsumer(Consumer):
     new aiormq channel, its delivery tags from 1 again), the consumer starts again on it here.
     """
 
-    def __init__(self, channel: aio_pika.abc.AbstractRobustChannel, name: str, queue: str, handler: Handler) -> None:
+    def __init__(
+        self, channel: aio_pika.abc.AbstractRobustChannel, name: str, queue: str, handler: Handler, prefetch: int,
+        declare: Callable[[], Awaitable[Any]],
+    ) -> None:
         self._channel = channel
+        self._declare = declare  # the queue, as the broker declares it (recreated if it was deleted)
         self._name = name
         self._queue = queue
         self._handler = handler
+        self._prefetch = prefetch
         self._consuming: tuple[aiormq.abc.AbstractChannel, str] | None = None  # (aiormq channel, consumer tag)
         self._acks: _AckBatcher | None = None
         self._cancelled = False
@@ -151,9 +159,12 @@ class RabbitConsumer(Consumer):
 
     async def start(self) -> None:
         underlay = await self._channel.get_underlay_channel()
-        if self._consuming is not None and self._consuming[0] is underlay:
+        if self._consuming is not None and self._consuming[0] is underlay and self._consuming[1] in underlay.consumers:
             return  # already consuming on this channel
-        self._acks = _AckBatcher(underlay)
+        # Set here too, not only by the robust channel's restore: a retry can reach a restored channel before
+        # the restore has sent its qos, and a consumer made before the qos would have no prefetch limit.
+        await underlay.basic_qos(prefetch_count=self._prefetch)
+        underlay.on_consumer_cancel_callbacks.add(self._on_cancelled_by_broker)
         ok = await underlay.basic_consume(self._name, self._on_message)
         self._consuming = (underlay, ok.consumer_tag)  # type: ignore[assignment]  # always set by RabbitMQ
 
@@ -164,22 +175,31 @@ class RabbitConsumer(Consumer):
         if not self._cancelled and (self._restarting is None or self._restarting.done()):
             self._restarting = asyncio.get_running_loop().create_task(self._start_until_it_takes())
 
+    async def _on_cancelled_by_broker(self, frame: aiormq.spec.Basic.Cancel) -> None:
+        """RabbitMQ cancelled the consumer (its queue was deleted, or moved in a cluster): consume again,
+        declaring the queue anew, rather than sit idle until the connection happens to drop."""
+        if self._consuming is not None and frame.consumer_tag == self._consuming[1]:
+            self._consuming = None
+            log.warning("RabbitMQ cancelled the consumer, consuming again", queue=self._name)
+            self.consume_again()
+
     async def _start_until_it_takes(self) -> None:
         """RabbitMQ may still be starting the queue after a restart: keep trying until it takes the consumer."""
         delay = 0.2
         while not self._cancelled:
             try:
+                await self._declare()
                 await self.start()
                 return
-            except (*_TRANSIENT_ERRORS, RuntimeError) as exc:
-                log.warning("consuming again after a reconnect failed, retrying", queue=self._name, error=str(exc),
+            except Exception as exc:  # noqa: BLE001 - a consumer that stops retrying leaves the worker idle
+                log.warning("consuming again failed, retrying", queue=self._name, error=f"{type(exc).__name__}: {exc}",
                             retry_in_s=delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
 
     async def _on_message(self, message: aiormq.abc.DeliveredMessage) -> None:
         acks = self._acks
-        if acks is None or acks.channel is not message.channel:
+        if acks is None or acks.channel is not message.channel:  # delivery tags start at 1 on each channel
             acks = self._acks = _AckBatcher(message.channel)
         await self._handler(RabbitDelivery(self._queue, message, acks))
 
@@ -188,6 +208,8 @@ class RabbitConsumer(Consumer):
         self._channel.reopen_callbacks.discard(self.consume_again)
         if self._restarting is not None:
             self._restarting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._restarting
         if self._consuming is None:
             return
         underlay, tag = self._consuming
@@ -320,7 +342,9 @@ class RabbitBroker(Broker):
                 # Workers starting together race to create a quorum queue: RabbitMQ may answer basic.consume
                 # with INTERNAL_ERROR, or crash the channel ({error,noproc}: the queue's process is not up yet)
                 # and close the whole connection, so opening the next channel raises aiormq's RuntimeError
-                # ("... closed"). connect_robust reconnects, and a new channel on it consumes.
+                # ("<Connection ...> closed"). connect_robust reconnects, and a new channel on it consumes.
+                if not isinstance(exc, _TRANSIENT_ERRORS) and "closed" not in str(exc):
+                    raise  # a RuntimeError of our own making, not the broker's
                 if loop.time() + delay > deadline:
                     raise BrokerError(f"cannot consume {queue!r}: {type(exc).__name__}: {exc}") from exc
                 await asyncio.sleep(delay)
@@ -331,7 +355,10 @@ class RabbitBroker(Broker):
         channel = await self._connection.channel()
         await channel.set_qos(prefetch_count=prefetch)  # kept by the robust channel for its restores
         await self._ensure_queue(queue, channel)  # declared on this channel: redeclared when it is restored
-        consumer = RabbitConsumer(channel, self.queue_name(queue), queue, handler)  # type: ignore[arg-type]
+        consumer = RabbitConsumer(
+            channel, self.queue_name(queue), queue, handler, prefetch,  # type: ignore[arg-type]  # a robust channel
+            declare=lambda: self._ensure_queue(queue, channel),
+        )
         await consumer.start()
         channel.reopen_callbacks.add(consumer.consume_again)  # type: ignore[attr-defined]  # a robust channel
         return consumer

@@ -81,7 +81,7 @@ class CoalescingTransportFactory(TransportFactory):
 
 
 class CoalescingConnection(aio_pika.RobustConnection):
-    """aio-pika's robust connection (reconnects, restores consumers) over the coalescing transport."""
+    """aio-pika's robust connection (reconnects, restores channels) over the coalescing transport."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
