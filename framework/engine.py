@@ -35,6 +35,7 @@ from framework.context import FanOut
 from framework.document import OutboxMessage, ProcessDocument, Status
 from framework.errors import (
     BrokerError, InvalidInputError, MessageError, ProcessConflictError, StageError, UnknownCaseError,
+    UnstorableDataError,
 )
 from framework.fanout import (
     FanIn, NewFanOut, child_client_key, child_process_id, dispatch_message, failure_reason, fan_in,
@@ -135,7 +136,12 @@ class Engine:
         else:
             doc.outbox = [run_stage_message(doc, first)]
         entry = {"version": 1, "event": "started", "to": first, "at": now, "start_at": start}
-        stored, created = await self.store.create(doc, entry, due_at=doc.due_at(self.relay_grace_s))
+        try:
+            stored, created = await self.store.create(doc, entry, due_at=doc.due_at(self.relay_grace_s))
+        except UnstorableDataError as exc:  # e.g. a NUL character, which PostgreSQL cannot keep
+            message = f"the input of case {case_cls.name!r} cannot be stored: {exc}"
+            raise InvalidInputError(message, errors=[{"field": "(input)", "message": str(exc)}],
+                                    case=case_cls.name) from None
         if not created:
             if stored.input != input_data:
                 raise ProcessConflictError(
@@ -352,9 +358,10 @@ class Engine:
                                                             due_at=new.due_at(self.relay_grace_s), fan_out=fan_out)
             else:
                 committed = await self._write(doc, new, entry)
-        except orjson.JSONEncodeError as exc:
+        except (orjson.JSONEncodeError, UnstorableDataError) as exc:
             case = self.cases.get(doc.case, doc.case_version)
-            reason = f"stage data is not JSON-serialisable: {exc}"
+            reason = (f"stage data is not JSON-serialisable: {exc}" if isinstance(exc, orjson.JSONEncodeError)
+                      else f"stage data cannot be stored: {exc}")
             now = self.clock.now()
             new, entry = self.planner.failure(case, doc, entry["stage"], reason, retryable=False, started=now,
                                               now=now)

@@ -104,3 +104,8 @@ class BrokerError(InfrastructureError):
 
 class StoreError(InfrastructureError):
     """The process store refused or lost an operation."""
+
+
+class UnstorableDataError(StageflowError):
+    """The store refused a document for what it holds, not for being unreachable (e.g. PostgreSQL's jsonb has no
+    NUL character): retrying cannot help, so it is not an ``InfrastructureError``."""

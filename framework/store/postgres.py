@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import Callable
 from typing import Any
 
 import asyncpg
 import orjson
 
 from framework.document import ProcessDocument
-from framework.errors import ConfigurationError, StoreError
+from framework.errors import ConfigurationError, StoreError, UnstorableDataError
 from framework.store.base import RETRYING, Job, PageKey, ProcessFilter, ProcessStore, ScheduleRow, summary
 from framework.store.batcher import Batcher
 from framework.store.pg_fanout import PostgresFanOuts
@@ -268,7 +269,9 @@ class PostgresStore(PostgresFanOuts, ProcessStore):
         return ProcessDocument.from_json(raw), False
 
     async def _create_batch(self, creates: list[_Create]) -> list[bool | BaseException]:
-        return await self._apply_rows(creates, many=self._sql_insert_many, one=self._sql_insert)
+        # Locks: the client key's unique index entry (when there is one), then the process id's.
+        return await self._apply_rows(creates, many=self._sql_insert_many, one=self._sql_insert,
+                                      lock_order=lambda c: (c[1], c[2] or "", c[0]))
 
     async def load(self, process_id: str) -> ProcessDocument | None:
         raw = await self._loads.submit(process_id)
@@ -293,17 +296,23 @@ class PostgresStore(PostgresFanOuts, ProcessStore):
         ))
 
     async def _commit_batch(self, commits: list[_Commit]) -> list[bool | BaseException]:
-        return await self._apply_rows(commits, many=self._sql_commit_many, one=self._sql_commit)
+        return await self._apply_rows(commits, many=self._sql_commit_many, one=self._sql_commit,
+                                      lock_order=lambda c: c[0])
 
-    async def _apply_rows(self, rows: list[Any], *, many: str, one: str) -> list[bool | BaseException]:
+    async def _apply_rows(
+        self, rows: list[Any], *, many: str, one: str, lock_order: Callable[[Any], Any]
+    ) -> list[bool | BaseException]:
         """Write ``rows`` (tuples starting with the process id) in one statement, ``many``, which returns the id
         of each row it applied; whether each row was applied, in order. If PostgreSQL refuses the statement
-        (e.g. one document it cannot store), the rows go one by one (``one``), so only that row's caller fails."""
+        (e.g. one document it cannot store), the rows go one by one (``one``), so only that row's caller fails
+        (with ``UnstorableDataError``)."""
         async with self._connection() as conn:
             if len(rows) > 1:
-                # Sorted, so two workers' batches lock shared rows in the same order (racing duplicates).
+                # In ``lock_order``, so two batches (two workers, two gateways) take the row and unique-index locks
+                # they share in the same order and never deadlock.
                 try:
-                    applied = await conn.fetch(many, *(list(column) for column in zip(*sorted(rows))))
+                    ordered = sorted(rows, key=lock_order)
+                    applied = await conn.fetch(many, *(list(column) for column in zip(*ordered)))
                 except TRANSIENT_ERRORS:
                     raise
                 except asyncpg.PostgresError:
@@ -318,7 +327,7 @@ class PostgresStore(PostgresFanOuts, ProcessStore):
                 except TRANSIENT_ERRORS:
                     raise
                 except asyncpg.PostgresError as exc:
-                    results.append(exc)
+                    results.append(UnstorableDataError(f"PostgreSQL refused the document: {exc}"))
             return results
 
     async def history(self, process_id: str) -> list[dict[str, Any]]:
