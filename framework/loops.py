@@ -38,8 +38,9 @@ _GC_YOUNG_THRESHOLD = 10_000
 
 
 def settle_garbage_collector() -> None:
-    """Once started: move every object made so far (modules, cases, connections) out of the collector's
-    sight (``gc.freeze``), so full collections do not walk them again and again, and collect less often."""
+    """Before connecting: move every object made so far (modules, cases, settings) out of the collector's
+    sight (``gc.freeze``), so full collections do not walk them again and again, and collect less often.
+    Not later: a frozen object in a reference cycle is never collected, and connections are replaced."""
     gc.collect()
     gc.freeze()
     _, older, oldest = gc.get_threshold()

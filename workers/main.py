@@ -30,6 +30,7 @@ async def run_worker(settings: Settings | None = None) -> None:
             hint="set STAGEFLOW_BROKER_URL=amqp://... (or run `stageflow demo` for the embedded demo)",
         )
     flow = Stageflow.from_settings(settings, connection_name=f"stageflow-worker-{os.getpid()}")
+    settle_garbage_collector()  # code and cases are loaded; no connection exists yet
     async with flow, hosted_http_adapter(settings, flow.broker) as http:
         worker = flow.worker()
 
@@ -37,7 +38,6 @@ async def run_worker(settings: Settings | None = None) -> None:
             await worker.start()
             if http is not None:
                 await http.start()
-            settle_garbage_collector()
 
         async def stop() -> None:
             # In-flight HTTP requests finish and reply first; then the worker applies what it holds.

@@ -1,10 +1,10 @@
 """Group concurrent calls into batches: many transitions in one round trip and one commit.
 
 While a batch is running (``max_in_flight``, default one), new items wait and go together in the next
-batch; when a batch slot is free an item goes at once. So a quiet worker adds no latency (a batch of one, run in the
-caller's own task: no task, future or loop pass in between), and a busy one sends as many items per
-round trip as arrived during the last one (up to ``max_size``): the batch size follows the load, with no
-timer to tune.
+batch; when a batch slot is free an item goes at once. So a quiet worker adds no latency (a batch of one,
+run in the caller's own task: no task, future or loop pass in between), and a busy one sends as many items
+per round trip as arrived during the last one (up to ``max_size``): the batch size follows the load, with
+no timer to tune.
 """
 
 from __future__ import annotations
