@@ -22,15 +22,14 @@ import tempfile
 import time
 from pathlib import Path
 
-import aio_pika
-import asyncpg
 import orjson
 
 from chaos import servers
-from chaos.deploy import BROKER_URL, STORE_URL, say
+from chaos.deploy import say
 from chaos.report import Result, table, totals
 from chaos.scenarios import FULL, QUICK, SCENARIO_NAMES, SCENARIOS, run_scenario
 from framework.logs import configure_logging
+from tests.support.servers import unreachable
 
 # Whole-run bounds: a scenario starts only with this much left, and gets at most what is left.
 BUDGET_S = {"full": 900.0, "quick": 300.0}
@@ -55,26 +54,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-async def reachable() -> str | None:
-    try:
-        conn = await asyncio.wait_for(asyncpg.connect(STORE_URL), 10)
-        await conn.close()
-    except Exception as exc:  # noqa: BLE001
-        return f"PostgreSQL at {STORE_URL} is not reachable ({exc})"
-    try:
-        amqp = await asyncio.wait_for(aio_pika.connect(BROKER_URL), 10)
-        await amqp.close()
-    except Exception as exc:  # noqa: BLE001
-        return f"RabbitMQ at {BROKER_URL} is not reachable ({exc})"
-    return None
-
 
 async def main(args: argparse.Namespace, log_root: Path) -> list[Result]:
     task = asyncio.current_task()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)  # type: ignore[union-attr]
     configure_logging("CRITICAL")  # the driver's own logs (e.g. "outbox left for the relay" while
     # RabbitMQ is down) are expected noise here; the workers' logs are in their log files
-    problem = await reachable()
+    problem = await unreachable()
     if problem:
         say(f"[chaos] {problem}; run `make services` first")
         sys.exit(2)

@@ -24,7 +24,7 @@ from chaos.cases import CASES, EFFECTS_API
 from framework import Settings, Stageflow
 from framework.broker.base import REASON_HEADER, SOURCE_HEADER
 from framework.errors import InfrastructureError
-from tests.conftest import BROKER_URL, STORE_URL  # the servers the tests use (default: the local ones)
+from tests.support.servers import BROKER_URL, STORE_URL, drop_namespace  # the servers the tests use
 from tests.support.cluster import Cluster
 from tests.support.ledger import install_ledger, queue_depth
 from tests.support.processes import Managed
@@ -136,7 +136,7 @@ class Deployment:
         deadline = time.monotonic() + 60
         while True:
             try:
-                await drop_namespace(self.namespace)
+                await drop_namespace(self.namespace, QUEUE_SUFFIXES)
                 break
             except Exception as exc:  # noqa: BLE001 - the servers may still be coming back
                 if time.monotonic() > deadline:
@@ -331,20 +331,6 @@ class Supervisor:
                     worker.start()
             await asyncio.sleep(self.interval_s)
 
-
-async def drop_namespace(namespace: str) -> None:
-    conn = await asyncpg.connect(STORE_URL)
-    try:
-        await conn.execute(f"DROP SCHEMA IF EXISTS {namespace} CASCADE")
-    finally:
-        await conn.close()
-    amqp = await aio_pika.connect(BROKER_URL)
-    try:
-        channel = await amqp.channel()
-        for suffix in QUEUE_SUFFIXES:
-            await channel.queue_delete(f"{namespace}.{suffix}")
-    finally:
-        await amqp.close()
 
 
 def stop_all(procs: Sequence[Managed], timeout_s: float = 20.0) -> dict[str, int | None]:

@@ -14,14 +14,12 @@ import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 
-import aio_pika
 import asyncpg
 import pytest
 
 from framework import Settings, Stageflow
+from tests.support.servers import BROKER_URL, STORE_URL, drop_namespace, unreachable
 
-BROKER_URL = os.environ.get("STAGEFLOW_TEST_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672/")
-STORE_URL = os.environ.get("STAGEFLOW_TEST_STORE_URL", "postgresql://postgres@127.0.0.1:5432/test")
 TEST_SECRET = "test-secret-key-0123456789"
 
 
@@ -37,20 +35,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 @pytest.fixture(scope="session")
 def servers_reachable(request: pytest.FixtureRequest) -> None:
-    async def check() -> str | None:
-        try:
-            conn = await asyncio.wait_for(asyncpg.connect(STORE_URL), 10)
-            await conn.close()
-        except Exception as exc:  # noqa: BLE001 - any failure means "not reachable"
-            return f"PostgreSQL at {STORE_URL} is not reachable ({exc})"
-        try:
-            amqp = await asyncio.wait_for(aio_pika.connect(BROKER_URL), 10)
-            await amqp.close()
-        except Exception as exc:  # noqa: BLE001
-            return f"RabbitMQ at {BROKER_URL} is not reachable ({exc})"
-        return None
-
-    problem = asyncio.run(check())
+    problem = asyncio.run(unreachable())
     if problem:
         pytest.exit(
             f"{problem}.\nRun `make services` (starts local RabbitMQ/PostgreSQL), or point "
@@ -79,23 +64,13 @@ def settings(servers_reachable: None, namespace: str) -> Iterator[Settings]:
         log_level="WARNING",
         store_pool_size=4,  # many processes share the test server's connection limit
     )
-    asyncio.run(_drop_namespace(namespace))
+    asyncio.run(drop_namespace(namespace, _QUEUE_SUFFIXES))
 
 
-async def _drop_namespace(namespace: str) -> None:
-    conn = await asyncpg.connect(STORE_URL)
-    try:
-        await conn.execute(f"DROP SCHEMA IF EXISTS {namespace} CASCADE")
-    finally:
-        await conn.close()
-    amqp = await aio_pika.connect(BROKER_URL)
-    try:
-        channel = await amqp.channel()
-        for suffix in ("inner", "service", "parked", "command.scheduling", "command.third_party_jobs",
-                       "command.effects", "command.moody", "command.silent", "command.http", "command.lead_writer"):
-            await channel.queue_delete(f"{namespace}.{suffix}")
-    finally:
-        await amqp.close()
+# Every queue a test may create under its namespace.
+_QUEUE_SUFFIXES = ("inner", "service", "parked", "command.scheduling", "command.third_party_jobs",
+                       "command.effects", "command.moody", "command.silent", "command.http", "command.lead_writer")
+
 
 
 def settings_env(settings: Settings, **extra: str) -> dict[str, str]:

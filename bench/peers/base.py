@@ -29,9 +29,8 @@ import aiormq
 import asyncpg
 
 from tests.support.processes import Managed
+from tests.support.servers import BROKER_URL, STORE_URL
 
-BROKER_URL = os.environ.get("STAGEFLOW_TEST_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672/")
-STORE_URL = os.environ.get("STAGEFLOW_TEST_STORE_URL", "postgresql://postgres@127.0.0.1:5432/test")
 STAGES = 5
 PREFETCH = 64  # per worker process for the hand-written loops (their best: 128 was slower), and starts in flight
 THREADS = 16  # per worker process for the thread-based peers (Dramatiq, Celery)

@@ -1,0 +1,46 @@
+"""The RabbitMQ and PostgreSQL that the tests, the benchmark and the fault runs use (default: the local ones;
+``STAGEFLOW_TEST_BROKER_URL`` / ``STAGEFLOW_TEST_STORE_URL`` point them elsewhere), and what all three need of
+them: whether they answer, and dropping what one run created."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Iterable
+
+import aio_pika
+import asyncpg
+
+BROKER_URL = os.environ.get("STAGEFLOW_TEST_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672/")
+STORE_URL = os.environ.get("STAGEFLOW_TEST_STORE_URL", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+async def unreachable() -> str | None:
+    """Why PostgreSQL or RabbitMQ cannot be used, or None if both answer."""
+    try:
+        conn = await asyncio.wait_for(asyncpg.connect(STORE_URL), 10)
+        await conn.close()
+    except Exception as exc:  # noqa: BLE001 - any failure means "not reachable"
+        return f"PostgreSQL at {STORE_URL} is not reachable ({exc})"
+    try:
+        amqp = await asyncio.wait_for(aio_pika.connect(BROKER_URL), 10)
+        await amqp.close()
+    except Exception as exc:  # noqa: BLE001
+        return f"RabbitMQ at {BROKER_URL} is not reachable ({exc})"
+    return None
+
+
+async def drop_namespace(namespace: str, queue_suffixes: Iterable[str]) -> None:
+    """Drop a run's PostgreSQL schema and its queues ``<namespace>.<suffix>``."""
+    conn = await asyncpg.connect(STORE_URL)
+    try:
+        await conn.execute(f"DROP SCHEMA IF EXISTS {namespace} CASCADE")
+    finally:
+        await conn.close()
+    amqp = await aio_pika.connect(BROKER_URL)
+    try:
+        channel = await amqp.channel()
+        for suffix in queue_suffixes:
+            await channel.queue_delete(f"{namespace}.{suffix}")
+    finally:
+        await amqp.close()
