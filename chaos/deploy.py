@@ -31,7 +31,7 @@ from tests.support.processes import Managed
 
 SECRET = "chaos-secret-key-0123456789"
 CASE_MODULES = "chaos.cases"
-QUEUE_SUFFIXES = ("inner", "service", "parked", f"command.{EFFECTS_API}")
+QUEUE_SUFFIXES = ("inner", "service", "parked", f"command.{EFFECTS_API}", "command.http")  # http: served by each worker
 FINISHED = ("completed", "failed", "cancelled")
 _DB_ERRORS = (OSError, asyncio.TimeoutError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
               asyncpg.exceptions.OperatorInterventionError)

@@ -22,7 +22,7 @@ from framework import Settings, Stageflow
 from framework.logs import configure_logging
 
 SECRET = "bench-secret-key-0123456789"
-QUEUE_SUFFIXES = ("inner", "service", "parked")
+QUEUE_SUFFIXES = ("inner", "service", "parked", "command.http")  # command.http: each worker serves the http API
 
 
 class StageflowPeer(Peer):
