@@ -197,8 +197,9 @@ class Worker:
         next_expiry = loop.time()
         while True:
             try:
-                while await self.engine.fire_due() > 0:
-                    pass  # a full page was due: look again at once
+                fired = await self.engine.fire_due()
+                while fired > 0:  # a full page was due: look again at once
+                    fired = await self.engine.fire_due()
                 if loop.time() >= next_expiry:
                     await self.engine.expire()
                     next_expiry = loop.time() + self.expire_interval_s

@@ -65,10 +65,10 @@ class MemoryBroker(Broker):
         self._in_flight: set[asyncio.Task[None]] = set()
 
     async def connect(self) -> None:
-        pass
+        """Nothing to connect to: the queues live in this process."""
 
     async def ping(self) -> None:
-        pass  # in this process: reachable while the process runs
+        """Reachable while this process runs."""
 
     async def close(self) -> None:
         for consumer in self._consumers:

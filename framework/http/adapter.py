@@ -148,12 +148,12 @@ class HttpAdapter:
 def _body(response: httpx.Response) -> Any:
     if not response.content:
         return None
-    if "json" in response.headers.get("content-type", ""):
-        try:
-            return orjson.loads(response.content)
-        except orjson.JSONDecodeError:
-            pass  # a server that says JSON and sends something else: keep the text
-    return response.text
+    if "json" not in response.headers.get("content-type", ""):
+        return response.text
+    try:
+        return orjson.loads(response.content)
+    except orjson.JSONDecodeError:  # a server that says JSON and sends something else: keep the text
+        return response.text
 
 
 def _status_ok(status: int, ok_statuses: Any) -> bool:

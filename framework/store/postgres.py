@@ -307,28 +307,19 @@ class PostgresStore(PostgresFanOuts, ProcessStore):
         (e.g. one document it cannot store), the rows go one by one (``one``), so only that row's caller fails
         (with ``UnstorableDataError``)."""
         async with self._connection() as conn:
-            if len(rows) > 1:
-                # In ``lock_order``, so two batches (two workers, two gateways) take the row and unique-index locks
-                # they share in the same order and never deadlock.
-                try:
-                    ordered = sorted(rows, key=lock_order)
-                    applied = await conn.fetch(many, *(list(column) for column in zip(*ordered)))
-                except TRANSIENT_ERRORS:
-                    raise
-                except asyncpg.PostgresError:
-                    pass
-                else:
-                    done = {r["process_id"] for r in applied}
-                    return [row[0] in done for row in rows]
-            results: list[bool | BaseException] = []
-            for row in rows:
-                try:
-                    results.append((await conn.execute(one, *row)).endswith(" 1"))
-                except TRANSIENT_ERRORS:
-                    raise
-                except asyncpg.PostgresError as exc:
-                    results.append(UnstorableDataError(f"PostgreSQL refused the document: {exc}"))
-            return results
+            if len(rows) == 1:
+                return await _apply_one_by_one(conn, rows, one)
+            # In ``lock_order``, so two batches (two workers, two gateways) take the row and unique-index locks
+            # they share in the same order and never deadlock.
+            ordered = sorted(rows, key=lock_order)
+            try:
+                applied = await conn.fetch(many, *(list(column) for column in zip(*ordered)))
+            except TRANSIENT_ERRORS:
+                raise
+            except asyncpg.PostgresError:
+                return await _apply_one_by_one(conn, rows, one)
+        done = {r["process_id"] for r in applied}
+        return [row[0] in done for row in rows]
 
     async def history(self, process_id: str) -> list[dict[str, Any]]:
         async with self._connection() as conn:
@@ -645,3 +636,16 @@ def _schema_sql(s: str) -> str:
         PRIMARY KEY (process_id, version)
     );
     """
+
+
+async def _apply_one_by_one(conn: asyncpg.Connection, rows: list[Any], one: str) -> list[bool | BaseException]:
+    """Each row in its own statement: a row PostgreSQL refuses fails alone, as ``UnstorableDataError``."""
+    results: list[bool | BaseException] = []
+    for row in rows:
+        try:
+            results.append((await conn.execute(one, *row)).endswith(" 1"))
+        except TRANSIENT_ERRORS:
+            raise
+        except asyncpg.PostgresError as exc:
+            results.append(UnstorableDataError(f"PostgreSQL refused the document: {exc}"))
+    return results
