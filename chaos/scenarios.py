@@ -36,6 +36,7 @@ from chaos.report import Result
 from framework.broker.base import INNER, SERVICE, Outgoing, command_queue
 from framework.document import ProcessDocument
 from framework.messages import RunStage, ServiceCommand, ServiceReplyMessage
+from framework.state import ResendWait, ServiceWait
 from framework.taskid import TaskIdSigner, TaskRef
 from tests.support.failure_cases import Killer
 from tests.support.ledger import Expected, audit, doubled_commits, doubled_effects, queue_depth
@@ -484,7 +485,7 @@ async def _bad_batch(run: Run, count: int, kinds: Counter[str]) -> list[Outgoing
     dep, rng = run.dep, run.rng
     rows = await dep.fetch(f"SELECT doc FROM {dep.schema}.processes ORDER BY random() LIMIT 20")
     docs = [ProcessDocument.from_json(row["doc"]) for row in rows]
-    waiting = [d.waiting["task_id"] for d in docs if d.waiting and d.waiting.get("task_id")]
+    waiting = [d.waiting.task_id for d in docs if isinstance(d.waiting, ServiceWait | ResendWait)]
     signer = dep.flow.engine.signer
     attacker = TaskIdSigner(["an-attackers-key"])
     limit = dep.settings.max_message_bytes

@@ -9,6 +9,8 @@ from framework.app import Stageflow
 from framework.case import BusinessCase, stage
 from framework.clock import Clock, FakeClock, SystemClock
 from framework.context import ServiceReply, StageContext
+from framework.observers import Observer
+from framework.state import Failure
 from framework.document import ProcessDocument, Status
 from framework.fanout import FanIn, FanItem
 from framework.engine import Engine
@@ -49,12 +51,14 @@ __all__ = [
     "ServiceReply",
     "FanItem",
     "FanIn",
+    "Failure",
     # running them
     "Stageflow",
     "Settings",
     "Worker",
     "Engine",
     "Operations",
+    "Observer",
     "ProcessFilter",
     "ProcessDocument",
     "Status",

@@ -7,7 +7,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any, Self
 
@@ -17,6 +17,7 @@ from framework.clock import Clock
 from framework.document import ProcessDocument
 from framework.engine import Engine
 from framework.errors import ConfigurationError, ProcessNotFoundError
+from framework.observers import Observer
 from framework.operations import Operations
 from framework.scheduler import Scheduler
 from framework.settings import Settings
@@ -36,6 +37,7 @@ class Stageflow:
         signer: TaskIdSigner,
         settings: Settings | None = None,
         clock: Clock | None = None,
+        observers: Sequence[Observer] = (),
     ) -> None:
         self.settings = settings or Settings()
         self.store = store
@@ -43,7 +45,7 @@ class Stageflow:
         self.engine = Engine(
             cases=cases, store=store, broker=broker, signer=signer, clock=clock,
             relay_grace_s=self.settings.relay_grace_s, max_message_bytes=self.settings.max_message_bytes,
-            process_ttl_s=self.settings.process_ttl_s,
+            process_ttl_s=self.settings.process_ttl_s, observers=observers,
         )
         self.operations = Operations(self.engine)
 
@@ -55,6 +57,7 @@ class Stageflow:
         cases: Iterable[type[BusinessCase]] | None = None,
         clock: Clock | None = None,
         connection_name: str = "stageflow",
+        observers: Sequence[Observer] = (),
     ) -> Self:
         keys = settings.signing_keys()
         if not keys:
@@ -70,6 +73,7 @@ class Stageflow:
             signer=TaskIdSigner(keys),
             settings=settings,
             clock=clock,
+            observers=observers,
         )
 
     async def __aenter__(self) -> Self:

@@ -14,16 +14,9 @@ from pydantic import BaseModel
 
 from framework.errors import StageError
 from framework.fanout import FanIn
+from framework.state import Failure, ServiceReply
 
-
-@dataclass(frozen=True, slots=True)
-class ServiceReply:
-    """A service's answer to a command: ``data`` when ``ok``, else ``error``."""
-
-    api: str
-    ok: bool
-    data: Any = None
-    error: str | None = None
+__all__ = ["Call", "Complete", "Fail", "FanOut", "Next", "Outcome", "ServiceReply", "StageContext", "Wait"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,7 +84,7 @@ class StageContext:
     now: float
     reply: ServiceReply | None = None
     attempt: int = 1
-    failure: dict[str, Any] | None = None
+    failure: Failure | None = None
     fan_in: FanIn | None = None
     outcome: Outcome | None = field(default=None, init=False)
 

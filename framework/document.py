@@ -16,6 +16,8 @@ from typing import Any
 
 import orjson
 
+from framework.state import Failure, Wait, due_time, wait_from_json
+
 
 class Status(enum.StrEnum):
     RUNNING = "running"  # a stage is due or being run
@@ -38,6 +40,16 @@ class OutboxMessage:
     body: str
 
 
+@dataclass(frozen=True, slots=True)
+class ParentRef:
+    """A child process's place: item ``index`` of fan-out ``group`` of process ``process_id``."""
+
+    process_id: str
+    case: str
+    group: int
+    index: int
+
+
 @dataclass(slots=True)
 class ProcessDocument:
     process_id: str
@@ -51,13 +63,13 @@ class ProcessDocument:
     updated_at: float
     client_key: str | None = None
     store: dict[str, Any] = field(default_factory=dict)
-    waiting: dict[str, Any] | None = None
+    waiting: Wait | None = None
     result: Any = None
-    error: dict[str, Any] | None = None
+    error: Failure | None = None
     ended_at: float | None = None
     attempts: int = 0  # failed attempts of the current stage (or service call) so far
-    failures: list[dict[str, Any]] = field(default_factory=list)  # failures the process went on from
-    parent: dict[str, Any] | None = None  # a child process: its parent's process_id, case, group and index
+    failures: list[Failure] = field(default_factory=list)  # failures the process went on from
+    parent: ParentRef | None = None  # a child process: its place in its parent's fan-out
     outbox: list[OutboxMessage] = field(default_factory=list)
 
     def to_json(self) -> bytes:
@@ -67,15 +79,18 @@ class ProcessDocument:
     def from_json(cls, raw: bytes | str) -> ProcessDocument:
         data = orjson.loads(raw)
         data["status"] = Status(data["status"])
-        data["outbox"] = [
-            OutboxMessage(m["queue"], m["message_id"], m["body"]) for m in data["outbox"]
-        ]
+        data["outbox"] = [OutboxMessage(m["queue"], m["message_id"], m["body"]) for m in data["outbox"]]
+        data["waiting"] = wait_from_json(data["waiting"])
+        if data["error"] is not None:
+            data["error"] = Failure.from_json(data["error"])
+        data["failures"] = [Failure.from_json(f) for f in data["failures"]]
+        if data["parent"] is not None:
+            data["parent"] = ParentRef(**data["parent"])
         return cls(**data)
 
     def timer_due(self) -> float | None:
-        """When the current wait ends by itself: a timer's ``until`` or a service reply's ``deadline``."""
-        waiting = self.waiting or {}
-        return waiting.get("until", waiting.get("deadline"))
+        """When the current wait ends by itself: a timer's ``until`` or a reply's or fan-out's ``deadline``."""
+        return due_time(self.waiting)
 
     def due_at(self, relay_grace_s: float) -> float | None:
         """When a worker must look at this document without being told: to fire its timer, or to

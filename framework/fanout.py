@@ -22,7 +22,7 @@ from typing import Any
 import orjson
 
 from framework.broker.base import INNER, command_queue
-from framework.document import OutboxMessage
+from framework.document import OutboxMessage, ParentRef
 from framework.errors import StageError
 from framework.messages import ItemDone, RunStage, ServiceCommand, StartChild
 from framework.taskid import TaskIdSigner, TaskRef
@@ -193,11 +193,11 @@ def join_message(process_id: str, case: str, resume: str, group: int) -> OutboxM
     return OutboxMessage(INNER, f"{process_id}/{group}/join", body)
 
 
-def item_done_message(parent: dict[str, Any], child_id: str, *, ok: bool, result: Any, error: str | None) -> OutboxMessage:
+def item_done_message(parent: ParentRef, child_id: str, *, ok: bool, result: Any, error: str | None) -> OutboxMessage:
     """What a finishing child process tells its parent."""
-    body = ItemDone(parent["process_id"], parent["case"], parent["group"], parent["index"], ok, result, error,
+    body = ItemDone(parent.process_id, parent.case, parent.group, parent.index, ok, result, error,
                     child_id).to_json().decode()
-    return OutboxMessage(INNER, f"{parent['process_id']}/{parent['group']}/done/{parent['index']}", body)
+    return OutboxMessage(INNER, f"{parent.process_id}/{parent.group}/done/{parent.index}", body)
 
 
 def item_specs(items: Any, *, api: str | None, case: str | None, max_bytes: int) -> list[str]:

@@ -58,6 +58,11 @@ class RunStage:
             {"process_id": self.process_id, "case": self.case, "stage": self.stage, "transition": self.transition}
         )
 
+    @property
+    def key(self) -> str:
+        """A stable name for the message (the poison ledger counts its isolated runs under it)."""
+        return f"run:{self.process_id}/{self.transition}/{self.stage}"
+
     @classmethod
     def parse(cls, body: bytes, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> RunStage:
         return cls.from_data(decode_object(body, max_bytes))
@@ -82,6 +87,10 @@ class StartChild:
     index: int
     child_case: str
     input: Any
+
+    @property
+    def key(self) -> str:
+        return f"item-start:{self.process_id}/{self.group}/{self.index}"
 
     def to_json(self) -> bytes:
         return encode({
@@ -110,6 +119,10 @@ class ItemDone:
     result: Any = None
     error: str | None = None
     child_id: str | None = None
+
+    @property
+    def key(self) -> str:
+        return f"item-done:{self.process_id}/{self.group}/{self.index}"
 
     def to_json(self) -> bytes:
         return encode({

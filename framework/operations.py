@@ -20,16 +20,14 @@ from framework.errors import (
     InvalidInputError,
     ProcessNotFoundError,
     ProcessStateError,
-    StageError,
     StageflowError,
 )
+from framework.planner import RETRYABLE_STATUSES, Plan
 from framework.store.base import ProcessFilter
-from framework.transitions import Plan, run_stage_message
 
 log = structlog.get_logger("stageflow.operations")
 
 _CAS_ATTEMPTS = 20
-RETRYABLE_STATUSES = (Status.FAILED, Status.CANCELLED)
 
 
 def reprocess_filter(where: ProcessFilter) -> ProcessFilter:
@@ -49,23 +47,8 @@ class Operations:
 
     async def cancel(self, process_id: str, *, reason: str = "cancelled by an operator") -> ProcessDocument:
         """Cancel a process that has not finished. Pending messages and timers of it become no-ops."""
-
-        def plan(doc: ProcessDocument) -> Plan:
-            if doc.status.finished:
-                raise ProcessStateError(
-                    f"process {process_id} is already {doc.status.value}", hint="only unfinished processes can be cancelled"
-                )
-            now = self.engine.clock.now()
-            new, entry = self.engine.planner.step(doc, None, now, now)
-            new.status, new.ended_at = Status.CANCELLED, now
-            # Waiting on a reply or a fan-out, the stage to run again on retry is the one that asked, not the one
-            # its answer would have resumed (that one needs the answer).
-            stage = (doc.waiting or {}).get("from") or doc.stage
-            new.error = {"stage": stage, "reason": reason, "at": now, "version": new.version}
-            entry.update(event="cancelled", reason=reason, stage=stage)
-            return new, entry
-
-        return await self._transition(process_id, plan)
+        planner, clock = self.engine.planner, self.engine.clock
+        return await self._transition(process_id, lambda doc: planner.cancel(doc, reason, now=clock.now()))
 
     async def retry(
         self, process_id: str, *, from_stage: str | None = None, input: Any = None
@@ -75,31 +58,10 @@ class Operations:
         ``input`` replaces the process input (validated like at start). The store is kept, so stages
         before the restart point keep their results.
         """
-
-        def plan(doc: ProcessDocument) -> Plan:
-            if doc.status not in RETRYABLE_STATUSES:
-                raise ProcessStateError(
-                    f"process {process_id} is {doc.status.value}", hint="only failed or cancelled processes can be retried"
-                )
-            case = self.engine.cases.get(doc.case, doc.case_version)
-            stage = from_stage or (doc.error or {}).get("stage") or case.stages[0].name
-            if case.stage_named(stage) is None:
-                raise StageError(
-                    f"case {case.name!r} has no stage {stage!r}",
-                    hint=f"known stages: {', '.join(s.name for s in case.stages)}",
-                )
-            now = self.engine.clock.now()
-            new, entry = self.engine.planner.step(doc, None, now, now)
-            if input is not None:
-                new.input = case.validate_input(input).model_dump(mode="json")
-            new.status, new.stage, new.error, new.ended_at, new.result, new.attempts = (
-                Status.RUNNING, stage, None, None, None, 0,
-            )
-            new.outbox = [run_stage_message(new, stage)]
-            entry.update(event="retried", to=stage, input_changed=input is not None)
-            return new, entry
-
-        return await self._transition(process_id, plan)
+        planner, clock = self.engine.planner, self.engine.clock
+        return await self._transition(
+            process_id, lambda doc: planner.retry(doc, from_stage=from_stage, input=input, now=clock.now())
+        )
 
     async def reprocess(
         self,
@@ -156,9 +118,9 @@ class Operations:
             doc = await self.engine.store.load(process_id)
             if doc is None:
                 raise ProcessNotFoundError(f"no process {process_id!r}", process_id=process_id)
-            new, entry = plan(doc)
-            if await self.engine.commit_plan(doc, (new, entry)):
-                return new
+            planned = plan(doc)
+            if await self.engine.commit(doc, planned):
+                return planned.doc
         raise ProcessStateError(
             f"process {process_id} kept changing; the action was not applied", hint="try again"
         )

@@ -16,9 +16,9 @@ runs, by the workers that have it. Rows of schedules removed from code stay (vis
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Iterable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 import structlog
@@ -31,7 +31,11 @@ from framework.store.base import ProcessStore, ScheduleRow
 
 log = structlog.get_logger("stageflow.scheduler")
 
-StartProcess = Callable[..., Awaitable[tuple[Any, bool]]]
+class StartProcess(Protocol):
+    """What the scheduler needs: start a process of ``case``, at most once per client key; the process and
+    whether it is new (``framework.starter.Starter`` is one)."""
+
+    async def __call__(self, case: str, input: Any = None, *, client_key: str | None = None) -> tuple[Any, bool]: ...
 
 
 def collect_schedules(cases: Iterable[type[BusinessCase]]) -> dict[str, Schedule]:

@@ -81,9 +81,10 @@ class TestEnvironment:
             await self._fire_due()
             doc = await self.get(doc.process_id)
         if raise_on_failure and doc.status is Status.FAILED:
-            error = doc.error or {}
+            error = doc.error
             raise ProcessFailed(
-                f"process {doc.process_id} failed at stage {error.get('stage')!r}: {error.get('reason')}",
+                f"process {doc.process_id} failed at stage {error.stage if error else None!r}: "
+                f"{error.reason if error else None}",
                 process_id=doc.process_id,
             )
         return doc

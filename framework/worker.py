@@ -18,13 +18,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 
 import structlog
 
 from framework.broker.base import INNER, SERVICE, Consumer, Delivery
 from framework.engine import Engine
 from framework.errors import InfrastructureError, MessageError, UnknownCaseError
+from framework.inbound import Inbound
+from framework.observers import Observer
 
 log = structlog.get_logger("stageflow.worker")
 
@@ -119,22 +121,27 @@ class Worker:
         return await self.engine.fire_due()
 
     async def _on_inner(self, delivery: Delivery) -> None:
-        await self._handle(delivery, self.engine.handle_inner)
+        await self._handle(delivery, self.engine.inbound.inner)
 
     async def _on_reply(self, delivery: Delivery) -> None:
-        await self._handle(delivery, self.engine.handle_reply)
+        await self._handle(delivery, self.engine.inbound.reply)
 
-    async def _handle(self, delivery: Delivery, apply: Callable[..., Awaitable[None]]) -> None:
+    async def _handle(self, delivery: Delivery, parse: Callable[[bytes], Inbound]) -> None:
         task = asyncio.current_task()
         self._in_flight.add(task)  # type: ignore[arg-type]  # handlers always run in a task
         try:
+            try:
+                message = parse(delivery.body)  # once, here: everything after dispatches on its type
+            except MessageError as exc:
+                await self._park(delivery, str(exc))
+                return
             if delivery.redelivered or delivery.delivery_count > 0:
                 async with self._isolation.alone():
-                    await self._apply_redelivered(delivery, apply)
+                    await self._apply_redelivered(delivery, message)
             else:
                 await self._isolation.enter()
                 try:
-                    await self._apply_with_retries(delivery, apply)
+                    await self._apply_with_retries(delivery, message)
                 finally:
                     self._isolation.leave()
         except InfrastructureError as exc:
@@ -150,35 +157,36 @@ class Worker:
         finally:
             self._in_flight.discard(task)  # type: ignore[arg-type]
 
-    async def _apply_redelivered(self, delivery: Delivery, apply: Callable[..., Awaitable[None]]) -> None:
-        key = self.engine.message_key(delivery.body, delivery.queue)
-        if key is None:  # unreadable: it will be parked with its reason
-            await self._apply_with_retries(delivery, apply)
-            return
-        runs = await self.engine.store.count_isolated_run(key, self.engine.clock.now())
+    async def _apply_redelivered(self, delivery: Delivery, message: Inbound) -> None:
+        ledger = self.engine.store
+        runs = await ledger.count_isolated_run(message.key, self.engine.clock.now())
+        if self.engine.observers:
+            self.engine.observers.emit(Observer.isolated_run, message.key, runs)
         if runs > self.poison_after:
-            await self._park_poison(delivery, crashes=runs - 1)
+            # This message crashed or killed its worker each time it ran alone: fail its process, park it.
+            reason = f"poison message: it crashed or killed its worker {runs - 1} times when run on its own"
+            log.error("poison message parked", queue=delivery.queue, crashes=runs - 1)
+            await self.engine.condemn(message, reason)
+            await self._park(delivery, reason)
             return
-        await self._apply_with_retries(delivery, apply)
-        await self.engine.store.forget_isolated_runs(key)
+        await self._apply_with_retries(delivery, message)
+        await ledger.forget_isolated_runs(message.key)
 
-    async def _park_poison(self, delivery: Delivery, *, crashes: int) -> None:
-        """This message crashed or killed its worker each time it ran alone: fail its process, park it."""
-        reason = f"poison message: it crashed or killed its worker {crashes} times when run on its own"
-        log.error("poison message parked", queue=delivery.queue, crashes=crashes)
-        await self.engine.handle_poison(delivery.body, delivery.queue, reason)
+    async def _park(self, delivery: Delivery, reason: str) -> None:
+        log.warning("message parked", queue=delivery.queue, reason=reason)
         await self.engine.broker.park(delivery, reason)
+        if self.engine.observers:
+            self.engine.observers.emit(Observer.message_parked, delivery.queue, reason)
 
-    async def _apply_with_retries(self, delivery: Delivery, apply: Callable[..., Awaitable[None]]) -> None:
+    async def _apply_with_retries(self, delivery: Delivery, message: Inbound) -> None:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.retry_for_s
         delay = self.retry_backoff_s
         while True:
             try:
-                await apply(delivery.body, redelivered=delivery.redelivered)
+                await self.engine.apply(message, redelivered=delivery.redelivered)
             except _PARKABLE as exc:
-                log.warning("message parked", queue=delivery.queue, reason=str(exc))
-                await self.engine.broker.park(delivery, str(exc))
+                await self._park(delivery, str(exc))
                 return
             except InfrastructureError as exc:
                 # Short outages (a database restart) are waited out here rather than nacked, so a

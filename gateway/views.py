@@ -29,8 +29,8 @@ def process_view(case: type[BusinessCase], doc: ProcessDocument, history: list[d
         spec = case.stage_named(doc.stage) if doc.stage else None
         done = spec.index if spec else 0
     view["progress"] = {"stages_done": done, "stages_total": len(case.stages)}
-    if doc.waiting is not None:
-        view["waiting"] = {k: v for k, v in doc.waiting.items() if k not in _HIDDEN_WAITING}
+    if view["waiting"] is not None:
+        view["waiting"] = {k: v for k, v in view["waiting"].items() if k not in _HIDDEN_WAITING}
     end = doc.ended_at if doc.ended_at is not None else now
     view["timings"] = {
         "created_at": doc.created_at, "updated_at": doc.updated_at, "ended_at": doc.ended_at,

@@ -209,7 +209,7 @@ async def test_admin_page_shows_progress_and_retries_a_failed_process(
                 async with store_of(cluster_settings) as store:
                     cancelled = await store.load(waiter_id)
                     assert cancelled is not None and cancelled.status.value == "cancelled"
-                    assert cancelled.error["reason"] == "cancelled from the admin page"
+                    assert cancelled.error.reason == "cancelled from the admin page"
 
                 # bulk reprocess of the failed crashers: a background job with a progress bar
                 crashers = [await start(api, "crasher", {}) for _ in range(3)]

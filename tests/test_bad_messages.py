@@ -60,7 +60,7 @@ async def test_forged_and_altered_task_ids_are_parked_and_touch_nothing(
         doc = await flow.start(Jumper, {"word": "w"})
         await wait_for(flow, doc.process_id, Status.WAITING)
         waiting = await flow.get(doc.process_id)
-        real_task_id = waiting.waiting["task_id"]
+        real_task_id = waiting.waiting.task_id
         ref = flow.engine.signer.verify(real_task_id)
 
         payload, _, signature = real_task_id.rpartition(".")

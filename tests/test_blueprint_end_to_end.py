@@ -97,10 +97,10 @@ async def test_a_final_http_error_takes_the_on_failed_path(
     doc = await flow.start("ecommerce_order_blueprint", {"order_id": "BP-3", "desired_date": "2026-12-24"})
     [done] = await wait_finished(flow, [doc.process_id], timeout_s=60)
     assert done.status is Status.FAILED
-    assert done.error["stage"] == "report_failure"
-    assert done.error["reason"].startswith("order BP-3 failed at create_job: service 'http' replied with an error: "
+    assert done.error.stage == "report_failure"
+    assert done.error.reason.startswith("order BP-3 failed at create_job: service 'http' replied with an error: "
                                            "POST http://127.0.0.1:")
-    assert "HTTP 401" in done.error["reason"]
+    assert "HTTP 401" in done.error.reason
     assert [path for path, _ in api.calls].count("/jobs") == 1
 
 
@@ -116,7 +116,7 @@ async def test_product_import_blueprint_with_its_optional_enrichment(
 
     assert without.status is Status.COMPLETED, (without.error, cluster.logs())
     assert without.result == {"stored": 3, "rejected": [2, 3], "enriched": False}
-    assert [f["stage"] for f in without.failures] == ["enrich"]
+    assert [f.stage for f in without.failures] == ["enrich"]
     assert enriched.result == {"stored": 3, "rejected": [2, 3], "enriched": True}
     assert api.catalog["tuesday"] == [
         {"sku": "ABC-001", "title": "Desk Lamp", "price": "25.99"},

@@ -122,8 +122,8 @@ async def test_a_blueprint_runs_as_a_case_with_data_mapped_between_steps() -> No
         down = await env.run(case, {"sku": "down", "qty": 2}, raise_on_failure=False)
     assert done.status is Status.COMPLETED and done.result == {"sku": "lamp", "reserved": 2}
     assert done.store == {"on_hand": 5, "reserved": 2}
-    assert short.status is Status.FAILED and short.error["reason"] == "only 1 of chair in stock"
-    assert down.error["stage"] == "stock" and "inventory is down" in down.error["reason"]
+    assert short.status is Status.FAILED and short.error.reason == "only 1 of chair in stock"
+    assert down.error.stage == "stock" and "inventory is down" in down.error.reason
 
 
 async def test_validate_and_transform_steps() -> None:
@@ -143,7 +143,7 @@ async def test_validate_and_transform_steps() -> None:
         bad = await env.run(case, {"rows": [{"sku": "a", "price": "3"}, {"price": -1}]}, raise_on_failure=False)
     assert ok.result == ["B"]
     assert bad.status is Status.FAILED
-    assert bad.error["reason"] == (
+    assert bad.error.reason == (
         "NonRetryableError: step 'check': invalid data: [0].sku: String should match pattern '^[A-Z]+$'; "
         "[0].price: Input should be a valid integer; [1].sku: Field required; "
         "[1].price: Input should be greater than or equal to 0"
@@ -161,9 +161,9 @@ async def test_a_process_keeps_the_blueprint_version_it_started_with() -> None:
     async with store:
         before = Engine(cases=[v1], store=store, broker=broker, signer=signer)
         doc = await before.start("routing", {"sku": "a", "qty": 1})
-        await before.handle_inner(RunStage(doc.process_id, "routing", "first", 1).to_json())
+        await before.apply(before.inbound.inner(RunStage(doc.process_id, "routing", "first", 1).to_json()))
         after = Engine(cases=[v1, v2], store=store, broker=broker, signer=signer)
-        await after.handle_inner(RunStage(doc.process_id, "routing", "old_name", 2).to_json())
+        await after.apply(after.inbound.inner(RunStage(doc.process_id, "routing", "old_name", 2).to_json()))
         newer = await after.start("routing", {"sku": "b", "qty": 1})
         done = await store.load(doc.process_id)
     assert done is not None and done.case_version == 1 and done.result == "v1" and done.store == {"v": 1}

@@ -21,6 +21,7 @@ import pytest
 from framework import ProcessDocument, Settings, Stageflow, Status
 from framework.broker.base import INNER, SERVICE, Broker, Consumer, Handler, Outgoing, command_queue
 from framework.engine import Engine
+from framework.inbound import Inbound
 from framework.messages import RunStage, ServiceReplyMessage
 from framework.service import Service
 from framework.service.inbox import PostgresInbox
@@ -51,24 +52,24 @@ WAIT_S = 60.0  # generous: another benchmark may share the machine
 
 
 class Tap:
-    """Counts the messages the engine has finished handling, so a test can wait for its injected ones."""
+    """Counts the messages the engine has finished applying, so a test can wait for its injected ones."""
 
     def __init__(self, engine: Engine) -> None:
-        self.handled: list[tuple[str, bytes, bool]] = []
-        for kind in ("inner", "reply"):  # the worker looks engine.handle_* up on each message
-            setattr(engine, f"handle_{kind}", self._tapped(kind, getattr(engine, f"handle_{kind}")))
+        self.handled: list[Inbound] = []
+        self._parse = {"inner": engine.inbound.inner, "reply": engine.inbound.reply}
+        original = engine.apply  # the worker looks engine.apply up on each message
 
-    def _tapped(self, kind: str, original: Callable[..., Awaitable[None]]) -> Callable[..., Awaitable[None]]:
-        async def tapped(body: bytes, *, redelivered: bool = False) -> None:
+        async def tapped(message: Inbound, *, redelivered: bool = False) -> None:
             try:
-                await original(body, redelivered=redelivered)
+                await original(message, redelivered=redelivered)
             finally:
-                self.handled.append((kind, body, redelivered))
+                self.handled.append(message)
 
-        return tapped
+        engine.apply = tapped  # type: ignore[method-assign]
 
     def count(self, kind: str, body: bytes) -> int:
-        return sum(1 for k, b, _ in self.handled if k == kind and b == body)
+        message = self._parse[kind](body)
+        return sum(1 for m in self.handled if m == message)
 
     async def wait(self, kind: str, body: bytes, times: int, timeout_s: float = WAIT_S) -> None:
         deadline = time.monotonic() + timeout_s
@@ -239,7 +240,7 @@ async def test_stale_and_redelivered_run_stage_after_the_process_moved_on(harnes
     # A redelivered stale message re-publishes the outbox (its worker may have died before publishing):
     # that makes a duplicate of the pending service command, which the service's inbox absorbs.
     harness.spy.published.clear()
-    await harness.flow.engine.handle_inner(stale, redelivered=True)
+    await harness.flow.engine.apply(harness.flow.engine.inbound.inner(stale), redelivered=True)
     [republished] = harness.spy.published
     assert (republished.queue, republished.message_id) == (command_queue("effects"), f"{pid}/2/call")
     assert await harness.snapshot(pid) == waiting
@@ -260,11 +261,11 @@ async def test_duplicated_service_reply_resumes_once(harness: Harness) -> None:
     # Play the worker by hand for the first stage, then catch the service's real reply before anyone uses it.
     first = await take_message(harness.settings.broker_url, f"{prefix}.inner")
     assert first.body == run_stage(pid, "step_1", 1)
-    await harness.flow.engine.handle_inner(first.body)
+    await harness.flow.engine.apply(harness.flow.engine.inbound.inner(first.body))
     reply = (await take_message(harness.settings.broker_url, f"{prefix}.service")).body
     parsed = ServiceReplyMessage.parse(reply)
     assert parsed.ok and parsed.data == {"step": 1, "ok": True}
-    assert parsed.task_id == (await harness.doc(pid)).waiting["task_id"]
+    assert parsed.task_id == (await harness.doc(pid)).waiting.task_id
 
     await harness.publish(SERVICE, reply, copies=3, message_id=f"reply/{parsed.task_id[:200]}")
     await harness.start_worker()  # the three copies race in one worker
@@ -317,9 +318,9 @@ async def test_messages_for_a_completed_process_change_nothing(harness: Harness)
     # ... and the same as redeliveries, which may re-publish an outbox: a completed process has none.
     harness.spy.published.clear()
     for body in inner:
-        await harness.flow.engine.handle_inner(body, redelivered=True)
+        await harness.flow.engine.apply(harness.flow.engine.inbound.inner(body), redelivered=True)
     for body in replies:
-        await harness.flow.engine.handle_reply(body, redelivered=True)
+        await harness.flow.engine.apply(harness.flow.engine.inbound.reply(body), redelivered=True)
     assert harness.spy.published == []
 
     assert await harness.snapshot(pid) == before
@@ -342,28 +343,28 @@ async def test_redelivery_republishes_an_outbox_its_dead_worker_never_published(
     doc = await dead.start(FiveCalls, {"n": 4})  # created; its first RunStage never reached RabbitMQ
     pid = doc.process_id
     body = run_stage(pid, "step_1", 1)
-    await dead.handle_inner(body)  # step_1 committed; the service command is lost with the worker
+    await dead.apply(dead.inbound.inner(body))  # step_1 committed; the service command is lost with the worker
     committed = await harness.doc(pid)
     assert (committed.version, committed.status, len(committed.outbox)) == (2, Status.WAITING, 1)
     lost = blackhole.swallowed[-1]
     assert (lost.queue, lost.message_id) == (command_queue("effects"), f"{pid}/2/call")
 
     harness.spy.published.clear()
-    await flow.engine.handle_inner(body)  # a fresh duplicate must not re-publish...
+    await flow.engine.apply(flow.engine.inbound.inner(body))  # a fresh duplicate must not re-publish...
     assert harness.spy.published == []
-    await flow.engine.handle_inner(body, redelivered=True)  # ...but the redelivered original does
+    await flow.engine.apply(flow.engine.inbound.inner(body), redelivered=True)  # ...but the redelivered original does
     assert harness.spy.published == [lost]
 
     # The same for a service reply: take the real reply, let the dead engine commit it, then redeliver it.
     reply = (await take_message(harness.settings.broker_url, f"{harness.settings.queue_prefix}.service")).body
-    await dead.handle_reply(reply)  # step_2 committed; its command is lost
+    await dead.apply(dead.inbound.reply(reply))  # step_2 committed; its command is lost
     assert (await harness.doc(pid)).version == 3
     lost = blackhole.swallowed[-1]
     assert (lost.queue, lost.message_id) == (command_queue("effects"), f"{pid}/3/call")
     harness.spy.published.clear()
-    await flow.engine.handle_reply(reply)
+    await flow.engine.apply(flow.engine.inbound.reply(reply))
     assert harness.spy.published == []
-    await flow.engine.handle_reply(reply, redelivered=True)
+    await flow.engine.apply(flow.engine.inbound.reply(reply), redelivered=True)
     assert harness.spy.published == [lost]
 
     await harness.start_worker()  # the rest runs normally

@@ -55,7 +55,7 @@ async def test_a_service_error_reply_fails_the_process_with_the_services_words()
     async with run_cases([Jumper], services={"effects": refuse}) as env:
         doc = await env.run(Jumper, {"word": "x"}, raise_on_failure=False)
     assert doc.status is Status.FAILED
-    assert doc.error["reason"] == "service 'effects' replied with an error: slot unavailable"
+    assert doc.error.reason == "service 'effects' replied with an error: slot unavailable"
 
 
 async def test_malformed_messages_are_parked_embedded_and_the_worker_goes_on() -> None:
@@ -105,6 +105,6 @@ async def test_a_reply_too_large_for_a_message_is_an_error_reply_and_its_effect_
         async with env.inbox.transaction() as tx:
             tables = await tx.fetchval("SELECT count(*) FROM sqlite_master WHERE name = 'bulky_effects'")
     assert doc.status is Status.FAILED
-    assert "over the 262144-byte message limit" in doc.error["reason"]
+    assert "over the 262144-byte message limit" in doc.error.reason
     assert parked == [] and applied  # answered with an error, not parked
     assert tables == 0  # the handler's writes were rolled back with the refused reply

@@ -71,8 +71,8 @@ async def test_failing_stage_fails_the_process_with_its_reason(flow: Stageflow, 
     doc = await flow.start("crasher")
     [done] = await wait_finished(flow, [doc.process_id], timeout_s=30)
     assert done.status is Status.FAILED
-    assert done.error["stage"] == "boom"
-    assert done.error["reason"] == "RuntimeError: the stage blew up"
+    assert done.error.stage == "boom"
+    assert done.error.reason == "RuntimeError: the stage blew up"
 
 
 async def test_client_key_never_starts_a_second_process(flow: Stageflow) -> None:

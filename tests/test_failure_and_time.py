@@ -61,8 +61,9 @@ class TimedEnv:
 
 def waiting(kind: str, reason: str | None = None) -> Callable[[ProcessDocument], bool]:
     def check(doc: ProcessDocument) -> bool:
-        w = doc.waiting or {}
-        return doc.status is Status.WAITING and w.get("kind") == kind and (reason is None or w.get("reason") == reason)
+        w = doc.waiting
+        return doc.status is Status.WAITING and w is not None and w.kind == kind and (
+            reason is None or getattr(w, "reason", None) == reason)
     return check
 
 
@@ -94,12 +95,12 @@ async def env(settings: Settings) -> AsyncIterator[TimedEnv]:
 async def test_retry_backs_off_durably_then_succeeds(env: TimedEnv) -> None:
     doc = await env.flow.start("flaky", {"succeed_on": 3})
     first = await env.until(doc.process_id, waiting("timer", "retry"))
-    assert first.attempts == 1 and first.waiting["until"] == pytest.approx(env.clock.now() + 10)
+    assert first.attempts == 1 and first.waiting.until == pytest.approx(env.clock.now() + 10)
     await env.advance(9)  # not yet due
     assert (await env.flow.get(doc.process_id)).version == first.version
     await env.advance(1)
     second = await env.until(doc.process_id, lambda d: d.attempts == 2)
-    assert second.waiting["until"] == pytest.approx(env.clock.now() + 20)  # exponential backoff
+    assert second.waiting.until == pytest.approx(env.clock.now() + 20)  # exponential backoff
     await env.advance(20)
     done = await env.until(doc.process_id, finished)
     assert done.status is Status.COMPLETED and done.result == {"succeeded_on": 3}
@@ -115,28 +116,28 @@ async def test_retries_exhausted_record_stage_reason_and_attempts(env: TimedEnv)
     await env.advance(20)
     failed = await env.until(doc.process_id, finished)
     assert failed.status is Status.FAILED
-    assert (failed.error["stage"], failed.error["attempts"]) == ("flaky", 3)
-    assert failed.error["reason"] == "ConnectionError: attempt 3 failed"
+    assert (failed.error.stage, failed.error.attempts) == ("flaky", 3)
+    assert failed.error.reason == "ConnectionError: attempt 3 failed"
 
 
 async def test_non_retryable_error_fails_at_once(env: TimedEnv) -> None:
     doc = await env.flow.start("flaky", {"succeed_on": 1, "fatal": True})
     failed = await env.until(doc.process_id, finished)
     assert failed.status is Status.FAILED
-    assert failed.error["attempts"] == 1
-    assert failed.error["reason"] == "NonRetryableError: the input can never work"
+    assert failed.error.attempts == 1
+    assert failed.error.reason == "NonRetryableError: the input can never work"
 
 
 async def test_wait_stages_are_durable_and_skipped_with_injected_time(env: TimedEnv) -> None:
     t0 = env.clock.now()
     doc = await env.flow.start("waiter", {"until": t0 + 3600})
     w = await env.until(doc.process_id, waiting("timer", "wait"))
-    assert w.waiting["until"] == pytest.approx(t0 + 60) and w.stage == "middle"
+    assert w.waiting.until == pytest.approx(t0 + 60) and w.stage == "middle"
     await env.advance(59.5)
     assert (await env.flow.get(doc.process_id)).version == w.version
     await env.advance(0.5)
     w2 = await env.until(doc.process_id, lambda d: d.stage == "finish")
-    assert w2.waiting["until"] == pytest.approx(t0 + 3600)
+    assert w2.waiting.until == pytest.approx(t0 + 3600)
     await env.advance(3540)
     done = await env.until(doc.process_id, finished)
     assert done.result == {"began": t0, "middle": pytest.approx(t0 + 60), "finished": pytest.approx(t0 + 3600)}
@@ -155,7 +156,7 @@ async def test_a_timer_fires_once_with_many_workers(env: TimedEnv) -> None:
 
 async def test_start_at_waits_for_its_date(env: TimedEnv) -> None:
     doc = await env.flow.start("optional_step", start_at=env.clock.now() + 86400)
-    assert doc.status is Status.WAITING and doc.waiting["reason"] == "start"
+    assert doc.status is Status.WAITING and doc.waiting.reason == "start"
     await env.advance(86399)
     assert (await env.flow.get(doc.process_id)).version == 1  # nothing ran
     await env.advance(1)
@@ -168,23 +169,24 @@ async def test_stage_timeout_is_retried_then_fails(env: TimedEnv) -> None:
     await env.advance(5)
     failed = await env.until(doc.process_id, finished)
     assert failed.status is Status.FAILED
-    assert failed.error == {**failed.error, "stage": "slow", "attempts": 2, "reason": "stage timed out after 0.3 s"}
+    assert failed.error is not None
+    assert (failed.error.stage, failed.error.attempts, failed.error.reason) == ("slow", 2, "stage timed out after 0.3 s")
 
 
 async def test_reply_deadline_resends_the_same_command_then_takes_on_failed(env: TimedEnv, settings: Settings) -> None:
     doc = await env.flow.start("timeouts", {"stage_seconds": 0})
     asked = await env.until(doc.process_id, waiting("service"))
-    assert asked.waiting["deadline"] == pytest.approx(env.clock.now() + 30)
+    assert asked.waiting.deadline == pytest.approx(env.clock.now() + 30)
     await env.advance(30)  # no reply: retry after the backoff, re-sending the same command
     await env.until(doc.process_id, waiting("resend"))
     await env.advance(5)
-    again = await env.until(doc.process_id, lambda d: waiting("service")(d) and d.waiting["attempt"] == 2)
-    assert again.waiting["task_id"] == asked.waiting["task_id"]
+    again = await env.until(doc.process_id, lambda d: waiting("service")(d) and d.waiting.attempt == 2)
+    assert again.waiting.task_id == asked.waiting.task_id
     await env.advance(30)
     done = await env.until(doc.process_id, finished)
     assert done.status is Status.COMPLETED
     assert done.result == {"fallback": True, "because": "no reply from service 'silent' within 30 s", "attempts": 2}
-    assert [f["stage"] for f in done.failures] == ["ask"]
+    assert [f.stage for f in done.failures] == ["ask"]
     sent = await _drain(f"{settings.queue_prefix}.command.silent")
     assert len(sent) == 2 and len({m["task_id"] for m in sent}) == 1
 
@@ -203,14 +205,14 @@ async def test_optional_stage_failure_is_recorded_and_the_process_goes_on(env: T
     doc = await env.flow.start("optional_step")
     done = await env.until(doc.process_id, finished)
     assert done.status is Status.COMPLETED and done.result == "stored"
-    assert done.failures[0]["stage"] == "enrich" and "enrichment service is down" in done.failures[0]["reason"]
+    assert done.failures[0].stage == "enrich" and "enrichment service is down" in done.failures[0].reason
 
 
 async def test_cancel_stops_a_waiting_process_for_good(env: TimedEnv) -> None:
     doc = await env.flow.start("waiter", {"until": env.clock.now()})
     await env.until(doc.process_id, waiting("timer"))
     cancelled = await env.flow.operations.cancel(doc.process_id, reason="customer called")
-    assert cancelled.status is Status.CANCELLED and cancelled.error["reason"] == "customer called"
+    assert cancelled.status is Status.CANCELLED and cancelled.error.reason == "customer called"
     await env.advance(120)
     await asyncio.sleep(0.3)
     assert (await env.flow.get(doc.process_id)).version == cancelled.version
@@ -221,7 +223,7 @@ async def test_cancel_stops_a_waiting_process_for_good(env: TimedEnv) -> None:
 async def test_retry_a_failed_process_with_corrected_input(env: TimedEnv) -> None:
     doc = await env.flow.start("fixable", {"quantity": 0})
     failed = await env.until(doc.process_id, finished)
-    assert failed.error["stage"] == "check"
+    assert failed.error.stage == "check"
     with pytest.raises(Exception, match="quantity"):
         await env.flow.operations.retry(doc.process_id, input={"quantity": "lots"})
     assert (await env.flow.get(doc.process_id)).version == failed.version  # bad input changed nothing
@@ -245,7 +247,7 @@ async def test_reprocess_by_filter(env: TimedEnv) -> None:
     for d in fixable:
         again = await env.until(d.process_id, lambda x: x.status is Status.FAILED and x.version > 3)
         assert [h["event"] for h in await env.history(d.process_id)][-2] == "retried"
-        assert again.error["stage"] == "check"
+        assert again.error.stage == "check"
     assert (await env.flow.get(other.process_id)).version == 2  # not matched by the filter
 
 

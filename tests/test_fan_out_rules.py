@@ -13,6 +13,7 @@ from framework.errors import ServiceError, StageError
 from framework.fanout import FanOutState, complete, tolerated
 from framework.messages import ServiceCommand
 from framework.service import ServiceTransaction
+from framework.state import FanOutWait
 from framework.testing import run_cases
 
 
@@ -89,9 +90,9 @@ async def test_results_come_back_in_item_order_through_a_small_window() -> None:
 async def test_more_failures_than_tolerated_fail_the_fanning_stage_with_the_items_errors() -> None:
     doc = await run(Squares, {"numbers": [1, -2, 3, -4]})
     assert doc.status is Status.FAILED
-    assert doc.error["stage"] == "spread"
+    assert doc.error.stage == "spread"
     # Item 3 may or may not have failed too before the join ran: both are counted if so.
-    assert re.match(r"fan-out failed: [12] of 4 items failed, 0 tolerated: item 1: negative: -2", doc.error["reason"])
+    assert re.match(r"fan-out failed: [12] of 4 items failed, 0 tolerated: item 1: negative: -2", doc.error.reason)
 
 
 async def test_tolerated_failures_leave_none_in_their_place() -> None:
@@ -123,16 +124,16 @@ async def test_commands_and_child_processes_mix_and_a_child_that_cannot_start_is
     async with run_cases([Squares, Child, Mixed], services=SERVICES) as env:
         doc = await env.run(Mixed, {"items": items}, raise_on_failure=False)
         assert doc.status is Status.FAILED
-        assert "child process not started" in doc.error["reason"]
+        assert "child process not started" in doc.error.reason
         assert env.parked() == []  # bad items fail their item; nothing is parked
 
 
 async def test_bad_fan_out_arguments_fail_the_stage_with_a_clear_reason() -> None:
     doc = await run(Mixed, {"items": [{"api": "square"}, {"api": "x", "case": "child"}]})
     assert doc.status is Status.FAILED
-    assert "names exactly one of api=" in doc.error["reason"]
+    assert "names exactly one of api=" in doc.error.reason
     doc = await run(Squares, {"numbers": [1], "max_in_flight": 0})
-    assert doc.status is Status.FAILED and "max_in_flight" in doc.error["reason"]
+    assert doc.status is Status.FAILED and "max_in_flight" in doc.error.reason
 
 
 def test_the_join_rule() -> None:
@@ -181,7 +182,7 @@ async def test_a_fan_out_that_does_not_finish_in_time_fails_its_stage() -> None:
     async with run_cases([Unanswered]) as env:
         doc = await env.run(Unanswered, raise_on_failure=False)
     assert doc.status is Status.FAILED
-    assert doc.error["reason"] == "fan-out not finished within 30 s (0 of 2 items done)"
+    assert doc.error.reason == "fan-out not finished within 30 s (0 of 2 items done)"
 
 
 class FlakyJoin(BusinessCase):
@@ -212,11 +213,11 @@ async def test_a_retried_joining_stage_sees_the_fan_in_again() -> None:
 async def test_retrying_a_cancelled_fan_out_parent_does_not_run_its_joining_stage_without_the_fan_in() -> None:
     async with run_cases([Squares]) as env:  # no square service yet: the fan-out stays open
         doc = await env.run(Squares, {"numbers": [1, 2]}, skip_time=False)
-        assert (doc.waiting or {}).get("kind") == "fan_out"
+        assert isinstance(doc.waiting, FanOutWait)
         await env.flow.operations.cancel(doc.process_id)
         await env.flow.operations.retry(doc.process_id)
         await env.join()
         doc = await env.get(doc.process_id)
     # Retried from the fanning stage: waiting on a new fan-out, not failed for want of results.
-    assert doc.status is Status.WAITING and doc.waiting["kind"] == "fan_out", (doc.status, doc.error)
-    assert doc.waiting["group"] > 2
+    assert doc.status is Status.WAITING and doc.waiting.kind == "fan_out", (doc.status, doc.error)
+    assert doc.waiting.group > 2

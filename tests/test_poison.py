@@ -40,9 +40,9 @@ async def test_poison_message_is_parked_and_its_process_failed(settings: Setting
                         restarts += 1
                 await asyncio.sleep(0.1)
             failed = await flow.get(poison.process_id)
-            assert failed.status is Status.FAILED and failed.error["poison"] is True
-            assert failed.error["stage"] == "die"
-            assert f"killed its worker {POISON_AFTER} times when run on its own" in failed.error["reason"]
+            assert failed.status is Status.FAILED and failed.error.poison is True
+            assert failed.error.stage == "die"
+            assert f"killed its worker {POISON_AFTER} times when run on its own" in failed.error.reason
             kills = restarts + sum(not w.alive for w in cluster.workers)
             assert kills >= POISON_AFTER + 1  # the first run, then each isolated run, killed a worker
             [parked] = await parked_messages(settings, expected=1)

@@ -39,7 +39,7 @@ async def test_readme_failure_example_runs() -> None:
     async with run_cases([product_import], services={"supplier_api": supplier, "enrichment_api": enrichment}) as env:
         doc = await env.run(product_import)
     assert doc.result == {"imported": 3}
-    assert doc.failures[0]["stage"] == "enrich"  # the optional stage failed; the process went on
+    assert doc.failures[0].stage == "enrich"  # the optional stage failed; the process went on
 
 
 def _yaml_blocks(heading: str) -> list[str]:

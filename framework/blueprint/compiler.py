@@ -22,6 +22,7 @@ same expression on the same data again cannot help, so it goes straight to ``on_
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
@@ -72,7 +73,7 @@ class _Runtime:
 
     def data(self, ctx: StageContext, **extra: Any) -> dict[str, Any]:
         return {"input": ctx.input.model_dump(mode="json"), "store": ctx.store, "const": self.constants,
-                "failure": ctx.failure, **extra}
+                "failure": dataclasses.asdict(ctx.failure) if ctx.failure else None, **extra}
 
     def evaluate(self, expression: str, data: Mapping[str, Any]) -> Any:
         return self.expressions.evaluate(expression, data)

@@ -12,6 +12,7 @@ from fastapi import APIRouter, Body, Depends, Query, Response
 from framework.app import Stageflow
 from framework.document import ProcessDocument
 from framework.errors import InvalidInputError, ProcessNotFoundError, UnknownCaseError
+from framework.state import FanOutWait
 from framework.store.base import ProcessFilter
 from gateway.auth import ApiKeys, Role
 from gateway.models import ItemStatus, StartRequest, StatusFilter
@@ -67,8 +68,8 @@ def router(keys: ApiKeys) -> APIRouter:
         doc, history = await flow.get_with_history(process_id)
         case = flow.engine.cases.get(doc.case, doc.case_version)
         view = process_view(case, doc, history, flow.engine.clock.now())
-        if (doc.waiting or {}).get("kind") == "fan_out":
-            state = await flow.store.fan_out_state(process_id, doc.waiting["group"])  # type: ignore[index]
+        if isinstance(doc.waiting, FanOutWait):
+            state = await flow.store.fan_out_state(process_id, doc.waiting.group)
             view["fan_out"] = state.counts() if state else None
         return Response(orjson.dumps(view), media_type="application/json")
 
@@ -84,7 +85,7 @@ def router(keys: ApiKeys) -> APIRouter:
     ) -> dict[str, Any]:
         doc = await flow.get(process_id)
         if group is None:
-            group = (doc.waiting or {}).get("group") if (doc.waiting or {}).get("kind") == "fan_out" else None
+            group = doc.waiting.group if isinstance(doc.waiting, FanOutWait) else None
         if group is None:
             fanned = [e["version"] for e in await flow.store.history(process_id) if e.get("event") == "fan_out"]
             group = fanned[-1] if fanned else None

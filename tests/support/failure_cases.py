@@ -89,7 +89,7 @@ class Timeouts(BusinessCase):
 
     @stage
     async def fallback(self, ctx: StageContext) -> None:
-        ctx.complete({"fallback": True, "because": ctx.failure["reason"], "attempts": ctx.failure["attempts"]})
+        ctx.complete({"fallback": True, "because": ctx.failure.reason, "attempts": ctx.failure.attempts})
 
 
 class Optional_(BusinessCase):

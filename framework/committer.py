@@ -1,0 +1,101 @@
+"""Committing planned transitions and publishing what they produced.
+
+``commit`` writes a plan's document with its outbox and history entry in one compare-and-set on the version
+(one store write per transition), then publishes the outbox with confirms. A plan whose data the store refuses
+(not JSON, or a NUL character PostgreSQL cannot keep) is replaced by the stage's failure, so a process never
+stays half-written. A finished child process also tells its parent: its end is the parent's item result.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import orjson
+import structlog
+
+from framework.broker.base import Broker, Outgoing
+from framework.clock import Clock
+from framework.document import OutboxMessage, ProcessDocument, Status
+from framework.errors import BrokerError, UnstorableDataError
+from framework.fanout import item_done_message
+from framework.observers import Observer, Observers
+from framework.planner import Plan, Planner
+from framework.store.base import ProcessStore
+
+log = structlog.get_logger("stageflow.engine")
+
+
+class Committer:
+    def __init__(
+        self, *, store: ProcessStore, broker: Broker, planner: Planner, clock: Clock, relay_grace_s: float,
+        process_ttl_s: float, max_message_bytes: int, observers: Observers,
+    ) -> None:
+        self._store = store
+        self._broker = broker
+        self._planner = planner
+        self._clock = clock
+        self._relay_grace_s = relay_grace_s
+        self._process_ttl_s = process_ttl_s
+        self._max_message_bytes = max_message_bytes
+        self._observers = observers
+
+    async def commit(self, doc: ProcessDocument, plan: Plan) -> bool:
+        """Commit ``plan`` (the next version of ``doc``) and publish its outbox; False if ``doc`` moved on."""
+        try:
+            committed = await self._write(doc, plan)
+        except (orjson.JSONEncodeError, UnstorableDataError) as exc:
+            reason = (f"stage data is not JSON-serialisable: {exc}" if isinstance(exc, orjson.JSONEncodeError)
+                      else f"stage data cannot be stored: {exc}")
+            now = self._clock.now()
+            plan = self._planner.failure(doc, plan.entry.stage or doc.stage or "(none)", reason, retryable=False,
+                                         started=now, now=now)
+            committed = await self._write(doc, plan)
+        new = plan.doc
+        if not committed:
+            log.debug("transition lost the race", process_id=doc.process_id, version=doc.version)
+            return False
+        # debug, not info: one line per transition costs ~50 us (console) and the history table has them all
+        log.debug("transition", process_id=doc.process_id, case=doc.case, stage=plan.entry.stage,
+                  version=new.version, outcome=plan.entry.event)
+        if self._observers:
+            self._observers.emit(Observer.transition_committed, new, plan.entry)
+        await self.publish(new.process_id, new.outbox)
+        return True
+
+    async def _write(self, doc: ProcessDocument, plan: Plan) -> bool:
+        new, entry = plan.doc, plan.entry.as_record()
+        due_at = new.due_at(self._relay_grace_s)
+        if plan.fan_out is not None:
+            return await self._store.commit_fan_out(new, entry, expected_version=doc.version, due_at=due_at,
+                                                    fan_out=plan.fan_out)
+        if new.parent is not None and new.status.finished and not doc.status.finished:
+            new.outbox.append(self.item_done(new))  # a child's end is its parent's item result
+        expires_at = new.ended_at + self._process_ttl_s if new.status.finished and new.ended_at else None
+        return await self._store.commit(new, entry, expected_version=doc.version, due_at=due_at,
+                                        expires_at=expires_at)
+
+    async def publish(self, process_id: str, outbox: Sequence[OutboxMessage]) -> None:
+        """Publish committed messages. A broker failure is not fatal: the due-work loop re-publishes them."""
+        if not outbox:
+            return
+        try:
+            await self._broker.publish([Outgoing(m.queue, m.message_id, m.body.encode()) for m in outbox])
+        except BrokerError as exc:
+            log.warning("outbox left for the relay", process_id=process_id, error=str(exc))
+
+    def item_done(self, child: ProcessDocument) -> OutboxMessage:
+        """A finished child's answer to its parent: its result, or why it did not complete. A result too large
+        for one message fails the item (the parent would park the message and ask again for ever)."""
+        parent = child.parent
+        if parent is None:
+            raise ValueError(f"process {child.process_id} is not a child process")
+        ok = child.status is Status.COMPLETED
+        error = None if ok else (child.error.reason if child.error else f"child process {child.status.value}")
+        message = item_done_message(parent, child.process_id, ok=ok, result=child.result if ok else None,
+                                    error=error)
+        size = len(message.body.encode())
+        if size <= self._max_message_bytes:
+            return message
+        error = (f"child process result is {size} bytes, over the {self._max_message_bytes}-byte message limit (it"
+                 f" is kept in child process {child.process_id})")
+        return item_done_message(parent, child.process_id, ok=False, result=None, error=error)

@@ -1,0 +1,60 @@
+"""The observer seam: hooks the engine and the worker call at each point of a transition.
+
+In the style of Dramatiq's middleware: subclass ``Observer``, override the hooks you need, and pass instances
+to ``Stageflow(..., observers=[...])`` (metrics, traces and audit logs plug in here). Hooks are synchronous and
+must not block or raise: they count, record or log. With no observers the engine skips the calls entirely
+(``if observers:`` on a tuple, before any argument is built), so the seam costs nothing when unused.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Concatenate, ParamSpec
+
+import structlog
+
+from framework.document import ProcessDocument
+from framework.state import HistoryEntry
+
+log = structlog.get_logger("stageflow.observers")
+P = ParamSpec("P")
+
+
+class Observer:
+    """Every hook does nothing by default."""
+
+    def transition_committed(self, doc: ProcessDocument, entry: HistoryEntry) -> None:
+        """``doc`` (the new version) and its history entry were committed; its outbox is about to be published.
+        A retry (``doc.waiting`` is a ``RetryWait`` or ``ResendWait``) is a transition like the others."""
+
+    def stage_failed(self, doc: ProcessDocument, stage: str, reason: str, *, attempt: int, retryable: bool) -> None:
+        """An attempt of ``stage`` raised or timed out (before its failure was planned and committed)."""
+
+    def message_dropped(self, key: str, reason: str) -> None:
+        """A duplicate or stale message was recognised and dropped (``key`` names it)."""
+
+    def message_parked(self, queue: str, reason: str) -> None:
+        """A message was set aside on the parked queue with ``reason`` (malformed, forged, unknown case, poison)."""
+
+    def isolated_run(self, key: str, runs: int) -> None:
+        """A redelivered message runs alone for the ``runs``-th time (a poison suspect)."""
+
+    def due_work(self, published: int, *, lag_s: float) -> None:
+        """One pass of the due-work loop published ``published`` messages; ``lag_s`` is how late the oldest
+        due item it found was."""
+
+
+class Observers(tuple[Observer, ...]):
+    """The observers of one engine. ``emit(Observer.hook, ...)`` calls that hook on each of them (the
+    hook's own signature types the arguments); a failing observer is logged, never raised."""
+
+    def __new__(cls, observers: Sequence[Observer] = ()) -> Observers:
+        return super().__new__(cls, observers)
+
+    def emit(self, hook: Callable[Concatenate[Observer, P], None], *args: P.args, **kwargs: P.kwargs) -> None:
+        name = hook.__name__
+        for observer in self:
+            try:
+                getattr(observer, name)(*args, **kwargs)
+            except Exception:
+                log.exception("observer failed", hook=name, observer=type(observer).__name__)

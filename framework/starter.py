@@ -1,0 +1,73 @@
+"""Starting processes: validate the input, create the document with its first message, publish it.
+
+With a ``client_key``, starting again returns the existing process (and raises ``ProcessConflictError`` if
+the input differs): one key never creates two processes. The scheduler (through its ``StartProcess``
+protocol) and the fan-out's child processes start through the same ``Starter``.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import structlog
+
+from framework.case import BusinessCase
+from framework.clock import Clock
+from framework.committer import Committer
+from framework.document import ParentRef, ProcessDocument
+from framework.errors import InvalidInputError, ProcessConflictError, UnstorableDataError
+from framework.planner import Planner
+from framework.store.base import ProcessStore
+
+log = structlog.get_logger("stageflow.engine")
+
+
+class Starter:
+    def __init__(self, *, store: ProcessStore, planner: Planner, committer: Committer, clock: Clock,
+                 relay_grace_s: float) -> None:
+        self._store = store
+        self._planner = planner
+        self._committer = committer
+        self._clock = clock
+        self._relay_grace_s = relay_grace_s
+
+    async def __call__(
+        self, case: str | type[BusinessCase], input: Any = None, *, client_key: str | None = None,
+        start_at: datetime | float | None = None, process_id: str | None = None, parent: ParentRef | None = None,
+    ) -> tuple[ProcessDocument, bool]:
+        """Create a process of ``case`` and say whether it is new (False: its client key already existed).
+        ``start_at`` (an aware datetime or epoch seconds) in the future makes it wait until then;
+        ``process_id`` and ``parent`` are set for the child processes of a fan-out."""
+        name = case if isinstance(case, str) else case.name
+        plan = self._planner.start(name, input, now=self._clock.now(), process_id=process_id, client_key=client_key,
+                                   parent=parent, start_at=epoch(start_at))
+        doc = plan.doc
+        try:
+            stored, created = await self._store.create(doc, plan.entry.as_record(),
+                                                       due_at=doc.due_at(self._relay_grace_s))
+        except UnstorableDataError as exc:  # e.g. a NUL character, which PostgreSQL cannot keep
+            message = f"the input of case {doc.case!r} cannot be stored: {exc}"
+            raise InvalidInputError(message, errors=[{"field": "(input)", "message": str(exc)}],
+                                    case=doc.case) from None
+        if not created:
+            if stored.input != doc.input:
+                raise ProcessConflictError(
+                    f"client key {client_key!r} of case {doc.case!r} belongs to process {stored.process_id}, "
+                    "started with different input",
+                    hint="use a new client key for a new process",
+                    process_id=stored.process_id,
+                )
+            return stored, False
+        await self._committer.publish(doc.process_id, doc.outbox)
+        log.info("process started", process_id=doc.process_id, case=doc.case, client_key=client_key)
+        return doc, True
+
+
+def epoch(value: datetime | float | None) -> float | None:
+    if value is None or isinstance(value, int | float):
+        return value
+    if value.tzinfo is None:
+        message = "start_at must be a timezone-aware datetime (or epoch seconds)"
+        raise InvalidInputError(message, errors=[{"field": "start_at", "message": message}])
+    return value.timestamp()

@@ -1,0 +1,247 @@
+"""The typed state of a process: what it waits for, what resumed its stage, its failures and history entries.
+
+Each kind of wait is a small frozen dataclass, and ``Wait`` is their union: code that handles waits ``match``es
+on the type, so the type checker finds every place a new kind must be handled. On the wire and in the store
+a wait is JSON with a ``kind`` tag (``to_json``/``wait_from_json``); the tags and keys are the ones the status
+API has always shown, so a stored document of an older release reads back unchanged.
+
+``Resumed`` is what resumed a stage (a service reply, a fan-in, a failure): a retry of the stage carries it in
+its ``RetryWait``, so every attempt of a stage sees what the first one saw (DESIGN.md, point 7).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any, Literal
+
+from framework.errors import MessageError
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceReply:
+    """A service's answer to a command: ``data`` when ``ok``, else ``error``."""
+
+    api: str
+    ok: bool
+    data: Any = None
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Failure:
+    """A stage that failed for good (``error``), or that the process went on from (``failures``)."""
+
+    stage: str | None
+    reason: str
+    at: float
+    version: int
+    attempts: int | None = None
+    went_to: str | None = None  # the on_failed (or next, for an optional stage) stage the process went on to
+    poison: bool = False  # its message kept crashing or killing workers
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Failure:
+        return cls(**data)
+
+
+# -- what resumed a stage --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReplyResumed:
+    kind: Literal["reply"] = "reply"
+    reply: ServiceReply
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JoinResumed:
+    """The fan-out ``group`` joined: the fan-in is read from the store's item rows, never copied here."""
+
+    kind: Literal["join"] = "join"
+    group: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FailureResumed:
+    """An ``on_failed`` stage (or the stage after an optional one) runs because of ``failure``."""
+
+    kind: Literal["failure"] = "failure"
+    failure: Failure
+
+
+Resumed = ReplyResumed | JoinResumed | FailureResumed
+
+
+def resumed_from_json(data: dict[str, Any] | None) -> Resumed | None:
+    match data:
+        case None:
+            return None
+        case {"kind": "reply", "reply": dict(reply)}:
+            return ReplyResumed(reply=ServiceReply(**reply))
+        case {"kind": "join", "group": int(group)}:
+            return JoinResumed(group=group)
+        case {"kind": "failure", "failure": dict(failure)}:
+            return FailureResumed(failure=Failure.from_json(failure))
+    raise MessageError(f"unreadable resumption {data!r}")
+
+
+# -- waits -------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TimerWait:
+    """A durable wait (``ctx.wait``) or a start date; then ``stage`` runs."""
+
+    kind: Literal["timer"] = "timer"
+    reason: Literal["wait", "start"]
+    stage: str
+    until: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RetryWait:
+    """A failed stage's retry backoff; ``resumed`` is what resumed the failed attempt, for the next one."""
+
+    kind: Literal["timer"] = "timer"
+    reason: Literal["retry"] = "retry"
+    stage: str
+    until: float
+    attempt: int
+    error: str
+    resumed: Resumed | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServiceWait:
+    """A service command is out; its reply (carrying ``task_id``) resumes ``resume``. ``from_stage`` asked."""
+
+    kind: Literal["service"] = "service"
+    api: str
+    task_id: str
+    resume: str
+    from_stage: str
+    since: float
+    attempt: int = 1
+    deadline: float | None = None
+    timeout_s: float | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ResendWait:
+    """A service call failed and is retried: at ``until`` the same ``command`` (same taskId) goes out again."""
+
+    kind: Literal["resend"] = "resend"
+    api: str
+    task_id: str
+    resume: str
+    from_stage: str
+    since: float
+    attempt: int
+    until: float
+    error: str
+    command: str
+    timeout_s: float | None = None
+
+    def service_wait(self, now: float) -> ServiceWait:
+        deadline = now + self.timeout_s if self.timeout_s else None
+        return ServiceWait(api=self.api, task_id=self.task_id, resume=self.resume, from_stage=self.from_stage,
+                           since=now, attempt=self.attempt, deadline=deadline, timeout_s=self.timeout_s)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FanOutWait:
+    """Fan-out ``group`` is running (its items live in the store); its join resumes ``resume`` once."""
+
+    kind: Literal["fan_out"] = "fan_out"
+    group: int
+    resume: str
+    from_stage: str
+    total: int
+    since: float
+    deadline: float | None = None
+    timeout_s: float | None = None
+
+
+Wait = TimerWait | RetryWait | ServiceWait | ResendWait | FanOutWait
+CallWait = ServiceWait | ResendWait  # a wait a service reply can end
+
+_WAIT_TYPES: dict[str, type[ServiceWait] | type[ResendWait] | type[FanOutWait]] = {
+    "service": ServiceWait, "resend": ResendWait, "fan_out": FanOutWait,
+}
+
+
+def wait_from_json(data: dict[str, Any] | None) -> Wait | None:
+    if data is None:
+        return None
+    values = dict(data)
+    kind = values.pop("kind", None)
+    if "from" in values:  # written by releases before the typed state
+        values["from_stage"] = values.pop("from")
+    if "fan_in" in values:
+        group = values.pop("fan_in")
+        values["resumed"] = None if group is None else {"kind": "join", "group": group}
+    try:
+        if kind == "timer":
+            if values.get("reason") == "retry":
+                del values["reason"]
+                resumed = resumed_from_json(values.pop("resumed", None))
+                return RetryWait(**values, resumed=resumed)
+            return TimerWait(**values)
+        return _WAIT_TYPES[kind](**values)
+    except (KeyError, TypeError) as exc:
+        raise MessageError(f"unreadable wait {data!r}: {exc}") from None
+
+
+def due_time(wait: Wait | None) -> float | None:
+    """When ``wait`` ends by itself: a timer's ``until``, or a reply's or a fan-out's ``deadline``."""
+    match wait:
+        case TimerWait(until=until) | RetryWait(until=until) | ResendWait(until=until):
+            return until
+        case ServiceWait(deadline=deadline) | FanOutWait(deadline=deadline):
+            return deadline
+    return None
+
+
+def fire_target(wait: Wait | None) -> str | None:
+    """The stage named in the message that fires ``wait`` when its time comes."""
+    match wait:
+        case TimerWait(stage=stage) | RetryWait(stage=stage):
+            return stage
+        case ServiceWait(resume=resume) | ResendWait(resume=resume) | FanOutWait(resume=resume):
+            return resume
+    return None
+
+
+def is_retrying(wait: Wait | None) -> bool:
+    """Waiting to try a failed stage or service call again (the ``retrying`` status filter)."""
+    return isinstance(wait, RetryWait | ResendWait)
+
+
+# -- history -----------------------------------------------------------------------------------------------
+
+
+@dataclass(slots=True, kw_only=True)
+class HistoryEntry:
+    """One transition in the process's history. Only the fields an event has are written (``as_record``)."""
+
+    version: int
+    stage: str | None
+    at: float
+    event: str = ""
+    duration_ms: float | None = None
+    to: str | None = None
+    api: str | None = None
+    until: float | None = None
+    attempt: int | None = None
+    error: str | None = None
+    reason: str | None = None
+    items: int | None = None
+    start_at: float | None = None
+    input_changed: bool | None = None
+    completed: bool | None = None  # a failure path that ended the process (no stage left to go to)
+
+    def as_record(self) -> dict[str, Any]:
+        return {name: value for name in _ENTRY_FIELDS if (value := getattr(self, name)) is not None}
+
+
+_ENTRY_FIELDS = tuple(f.name for f in fields(HistoryEntry))
