@@ -25,6 +25,7 @@ from framework.case import BusinessCase
 from framework.clock import FakeClock
 from framework.document import ProcessDocument, Status
 from framework.errors import StageflowError
+from framework.observers import Observer
 from framework.service.inbox import SqliteInbox
 from framework.service.sdk import CommandHandler, Service
 from framework.settings import DEMO_SECRET_KEY, Settings
@@ -102,13 +103,15 @@ async def run_cases(
     service_setup_sql: Sequence[str] = (),
     clock: FakeClock | None = None,
     workers: int = 1,
+    observers: Sequence[Observer] = (),
 ) -> AsyncIterator[TestEnvironment]:
-    """Run ``cases`` (and fake or real service handlers) in memory for the duration of the block."""
+    """Run ``cases`` (and fake or real service handlers) in memory for the duration of the block;
+    ``observers`` see every transition (see ``framework.observers``)."""
     clock = clock or FakeClock()
     broker = MemoryBroker()
     flow = Stageflow(
         cases=cases, store=SqliteStore(":memory:"), broker=broker, signer=TaskIdSigner([DEMO_SECRET_KEY]),
-        settings=Settings(), clock=clock,
+        settings=Settings(), clock=clock, observers=observers,
     )
     inbox = SqliteInbox(":memory:", setup_sql=service_setup_sql)
     async with flow, inbox:
