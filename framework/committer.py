@@ -20,6 +20,7 @@ from framework.errors import BrokerError, UnstorableDataError
 from framework.fanout import item_done_message
 from framework.observers import Observer, Observers
 from framework.planner import Plan, Planner
+from framework.state import ResendWait, RetryWait
 from framework.store.base import ProcessStore
 
 log = structlog.get_logger("stageflow.engine")
@@ -59,6 +60,8 @@ class Committer:
                   version=new.version, outcome=plan.entry.event)
         if self._observers:
             self._observers.emit(Observer.transition_committed, new, plan.entry)
+            if isinstance(new.waiting, RetryWait | ResendWait):
+                self._observers.emit(Observer.retry_scheduled, new, new.waiting)
         await self.publish(new.process_id, new.outbox)
         return True
 

@@ -14,7 +14,7 @@ from typing import Concatenate, ParamSpec
 import structlog
 
 from framework.document import ProcessDocument
-from framework.state import HistoryEntry
+from framework.state import HistoryEntry, ResendWait, RetryWait
 
 log = structlog.get_logger("stageflow.observers")
 P = ParamSpec("P")
@@ -26,6 +26,10 @@ class Observer:
     def transition_committed(self, doc: ProcessDocument, entry: HistoryEntry) -> None:
         """``doc`` (the new version) and its history entry were committed; its outbox is about to be published.
         A retry (``doc.waiting`` is a ``RetryWait`` or ``ResendWait``) is a transition like the others."""
+
+    def retry_scheduled(self, doc: ProcessDocument, wait: RetryWait | ResendWait) -> None:
+        """A failed stage (``RetryWait``) or service call (``ResendWait``) will be tried again at ``wait.until``;
+        called after the transition that scheduled it was committed."""
 
     def stage_failed(self, doc: ProcessDocument, stage: str, reason: str, *, attempt: int, retryable: bool) -> None:
         """An attempt of ``stage`` raised or timed out (before its failure was planned and committed)."""

@@ -9,7 +9,7 @@ from pydantic import BaseModel
 
 from framework import BusinessCase, Observer, ProcessDocument, Retry, StageContext, Status, stage
 from framework.broker.base import INNER, Outgoing
-from framework.state import HistoryEntry, RetryWait
+from framework.state import HistoryEntry, ResendWait, RetryWait
 from framework.testing import run_cases
 
 
@@ -35,6 +35,9 @@ class Recorder(Observer):
         retry = isinstance(doc.waiting, RetryWait)
         self.events.append(("committed", (doc.version, entry.event, doc.status.value, retry)))
 
+    def retry_scheduled(self, doc: ProcessDocument, wait: RetryWait | ResendWait) -> None:
+        self.events.append(("retry", (wait.stage if isinstance(wait, RetryWait) else wait.api, wait.attempt)))
+
     def stage_failed(self, doc: ProcessDocument, stage: str, reason: str, *, attempt: int, retryable: bool) -> None:
         self.events.append(("failed", (stage, reason, attempt, retryable)))
 
@@ -58,6 +61,7 @@ async def test_observers_see_transitions_failed_attempts_and_parked_messages() -
     assert transitions == [
         ("failed", ("work", "ConnectionError: attempt 1 failed", 1, True)),
         ("committed", (2, "retry", "waiting", True)),
+        ("retry", ("work", 2)),
         ("committed", (3, "completed", "completed", False)),
     ]
     assert (hook, queue) == ("parked", "inner") and reason.startswith("message is not valid JSON")
