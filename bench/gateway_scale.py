@@ -42,7 +42,8 @@ FROM (
            CASE WHEN status = 'failed' THEN (ARRAY['fetch', 'charge', 'ship'])[1 + n % 3]
                 WHEN status = 'completed' THEN NULL ELSE 'charge' END AS stage,
            CASE WHEN status = 'waiting' AND n % 4 = 0
-                    THEN jsonb_build_object('kind', 'timer', 'reason', 'retry', 'stage', 'charge', 'until', created + 60)
+                    THEN jsonb_build_object('kind', 'timer', 'reason', 'retry', 'stage', 'charge',
+                                            'until', created + 60)
                 WHEN status = 'waiting' THEN jsonb_build_object('kind', 'service', 'api', 'pay', 'stage', 'charge') END
                AS waiting,
            CASE WHEN status = 'failed' THEN jsonb_build_object('stage', (ARRAY['fetch', 'charge', 'ship'])[1 + n % 3],

@@ -36,9 +36,9 @@ async def run_demo(settings: Settings, *, count: int = 200, workers: int = 2, ti
             settings = settings.model_copy(update={"store_url": f"sqlite:///{os.path.join(tmp, 'demo.db')}"})
         where = "embedded (in-memory broker + SQLite)" if settings.embedded else "RabbitMQ + store"
         _say(f"Stageflow demo: {count} e-commerce orders on {where}")
-        async with Stageflow.from_settings(settings, cases=[EcommerceOrder]) as flow:
-            async with _embedded_runtime(flow, settings, workers, tmp):
-                return await _drive(flow, count, timeout_s)
+        async with Stageflow.from_settings(settings, cases=[EcommerceOrder]) as flow, \
+                _embedded_runtime(flow, settings, workers, tmp):
+            return await _drive(flow, count, timeout_s)
 
 
 @contextlib.asynccontextmanager

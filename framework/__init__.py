@@ -10,23 +10,18 @@ from framework.case import BusinessCase, stage
 from framework.clock import Clock, FakeClock, SystemClock
 from framework.context import ServiceReply, StageContext
 from framework.document import ProcessDocument, Status
-from framework.fanout import FanIn, FanItem
 from framework.engine import Engine
-from framework.operations import Operations
-from framework.policies import Retry
-from framework.schedules import Schedule
-from framework.store.base import ProcessFilter
 from framework.errors import (
-    NonRetryableError,
-    ProcessStateError,
     BrokerError,
     CaseDefinitionError,
     ConfigurationError,
     InfrastructureError,
     InvalidInputError,
     MessageError,
+    NonRetryableError,
     ProcessConflictError,
     ProcessNotFoundError,
+    ProcessStateError,
     ScheduleNotFoundError,
     ServiceError,
     StageError,
@@ -35,7 +30,12 @@ from framework.errors import (
     TaskIdError,
     UnknownCaseError,
 )
+from framework.fanout import FanIn, FanItem
+from framework.operations import Operations
+from framework.policies import Retry
+from framework.schedules import Schedule
 from framework.settings import Settings
+from framework.store.base import ProcessFilter
 from framework.taskid import TaskIdSigner, TaskRef
 from framework.worker import Worker
 

@@ -29,7 +29,7 @@ from typing import Any
 
 from framework.blueprint.expressions import ExpressionError, Expressions, truthy
 from framework.blueprint.fields import check_value, model_from_fields
-from framework.blueprint.loader import BlueprintError, CheckedBlueprint, Level, check_blueprint, read_blueprint
+from framework.blueprint.loader import CheckedBlueprint, Level, check_blueprint, read_blueprint
 from framework.case import BusinessCase, stage
 from framework.context import StageContext
 from framework.errors import NonRetryableError

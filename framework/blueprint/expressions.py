@@ -91,7 +91,7 @@ def _custom_method(name: str, function: Callable[..., Any]) -> Callable[..., Any
             result = function(*args)
         except ExpressionError:
             raise
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - whatever a blueprint's function raises is the expression's error
             raise ExpressionError(f"function {name}() failed: {type(exc).__name__}: {exc}") from None
         return _json_only(result, f"function {name}()")
 

@@ -374,4 +374,5 @@ def _check_flow(checked: CheckedBlueprint) -> Iterator[str]:
                        "only a step on a level of its own can be jumped to")
     last = checked.levels[-1].steps[-1] if checked.levels else None
     if last is not None and last["kind"] == "wait" and "next" not in last:
-        yield f"{location(['steps', index_of[last['name']]], data)}: a wait cannot be the last step (nothing to wait for)"
+        where = location(["steps", index_of[last["name"]]], data)
+        yield f"{where}: a wait cannot be the last step (nothing to wait for)"

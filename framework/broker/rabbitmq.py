@@ -29,7 +29,7 @@ import aiormq
 import structlog
 from aio_pika.abc import AbstractQueue, AbstractRobustConnection
 
-from framework.broker.base import INNER, PARKED, SERVICE, Broker, Consumer, Delivery, Handler, Outgoing, command_queue
+from framework.broker.base import INNER, PARKED, SERVICE, Broker, Consumer, Delivery, Handler, Outgoing
 from framework.broker.transport import CoalescingConnection
 from framework.errors import BrokerError, ConfigurationError
 
@@ -261,7 +261,7 @@ class RabbitBroker(Broker):
         try:
             channel = await asyncio.wait_for(self._connection.channel(), 5)
             await channel.close()
-        except (*_TRANSIENT_ERRORS, asyncio.TimeoutError, RuntimeError) as exc:
+        except (TimeoutError, *_TRANSIENT_ERRORS, RuntimeError) as exc:
             raise BrokerError(f"RabbitMQ unavailable: {type(exc).__name__}: {exc}") from exc
 
     async def close(self) -> None:

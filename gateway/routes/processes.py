@@ -91,7 +91,8 @@ def router(keys: ApiKeys) -> APIRouter:
         state = await flow.store.fan_out_state(process_id, group) if group is not None else None
         if state is None:
             raise ProcessNotFoundError(f"process {process_id} has no fan-out{'' if group is None else f' {group}'}",
-                                    hint="GET /processes/{id} shows its history; a fan_out entry's version is its group")
+                                    hint="GET /processes/{id} shows its history; "
+                                    "a fan_out entry's version is its group")
         rows = await flow.store.fan_out_items(process_id, group, status=status, after=after, limit=limit)
         return {
             "fan_out": state.counts(),
