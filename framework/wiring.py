@@ -75,7 +75,15 @@ def load_cases(specs: Iterable[str]) -> list[type[BusinessCase]]:
 
 
 def cases_from_settings(settings: Settings) -> list[type[BusinessCase]]:
-    """The Python cases of ``STAGEFLOW_CASES`` and the blueprints of ``STAGEFLOW_BLUEPRINTS``."""
+    """The Python cases of ``STAGEFLOW_CASES`` and the blueprints of ``STAGEFLOW_BLUEPRINTS``; at least one
+    of the two must be set (a worker, gateway or CLI with no case to run is a mistake, not an idle process)."""
+    if not settings.cases and not settings.blueprints:
+        raise ConfigurationError(
+            "no cases: STAGEFLOW_CASES and STAGEFLOW_BLUEPRINTS are both empty",
+            hint="set STAGEFLOW_CASES to the modules that define your cases, comma-separated "
+            "(e.g. STAGEFLOW_CASES=my_app.cases, or STAGEFLOW_CASES=business_cases for the examples), "
+            "or STAGEFLOW_BLUEPRINTS to blueprint files",
+        )
     cases = load_cases(settings.cases) if settings.cases else []
     if settings.blueprints:
         from framework.blueprint import load_blueprints, load_functions
