@@ -61,13 +61,14 @@ def load_cases(specs: Iterable[str]) -> list[type[BusinessCase]]:
             module = importlib.import_module(module_name)
         except ImportError as exc:
             raise ConfigurationError(f"cannot import cases from {module_name!r}: {exc}") from exc
+        candidates: list[object]
         if attr:
-            found = [getattr(module, attr, None)]
+            candidates = [getattr(module, attr, None)]
         elif hasattr(module, "CASES"):
-            found = list(module.CASES)
+            candidates = list(module.CASES)
         else:
-            found = [v for v in vars(module).values() if isinstance(v, type) and issubclass(v, BusinessCase)]
-        found = [c for c in found if isinstance(c, type) and issubclass(c, BusinessCase) and c.stages]
+            candidates = list(vars(module).values())
+        found = [c for c in candidates if isinstance(c, type) and issubclass(c, BusinessCase) and c.stages]
         if not found:
             raise ConfigurationError(f"no business cases found in {spec!r}", hint="name a module that defines cases")
         cases.extend(c for c in found if c not in cases)

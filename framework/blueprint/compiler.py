@@ -154,7 +154,8 @@ def _reply_timeout(step: Mapping[str, Any]) -> float | None:
     """An API call's reply may take its request timeout, plus room for a queue and a retry by the broker."""
     if step["kind"] != "api_call":
         return None
-    return step["request"].get("timeout_s", 30.0) * 2 + 30.0
+    request_timeout_s = float(step["request"].get("timeout_s", 30.0))
+    return request_timeout_s * 2 + 30.0
 
 
 # -- step kinds --------------------------------------------------------------------------------------------

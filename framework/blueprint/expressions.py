@@ -124,7 +124,7 @@ class Expressions:
             if not _FUNCTION_NAME.match(name) or not callable(function):
                 raise ExpressionError(f"custom function {name!r}: need a lowercase name and a callable")
             methods[f"_func_{name}"] = _custom_method(name, function)
-        table = type("BlueprintFunctions", (_BuiltinFunctions,), methods)
+        table: type[_BuiltinFunctions] = type("BlueprintFunctions", (_BuiltinFunctions,), methods)
         self.function_names = frozenset(table.FUNCTION_TABLE)
         self._arity = {  # name -> (arguments, variadic)
             name: (len(spec["signature"]), bool(spec["signature"] and spec["signature"][-1].get("variadic")))

@@ -74,6 +74,7 @@ class HttpAdapter:
         self, *, secrets: SecretLookup | Mapping[str, str] | None = None, default_timeout_s: float = 30.0,
         max_body_bytes: int = 100_000, max_connections: int = 100, transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
+        self._secret: SecretLookup
         if isinstance(secrets, Mapping):
             table = dict(secrets)
             self._secret = table.get
