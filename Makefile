@@ -34,8 +34,7 @@ services:  ## start local RabbitMQ and PostgreSQL if they are installed but not 
 	@deploy/local-services.sh
 
 lint: install  ## the floor: ruff's lint rules over the repository, mypy (strict on framework/); config in pyproject.toml
-	@$(BIN)/ruff check .
-	@$(BIN)/mypy
+	@status=0; $(BIN)/ruff check . || status=1; $(BIN)/mypy || status=1; exit $$status  # both report, then fail
 
 # lint first: a run that does not pass the floor does not start the servers or the suite.
 test: lint bench-env services  ## lint, then the whole suite, on real RabbitMQ + PostgreSQL (tests/test_bench.py uses .bench-venv)
