@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 BENCH_VENV := .bench-venv
 BENCH_STAMP := $(BENCH_VENV)/.installed-stamp
 
-.PHONY: install bench-env demo test test-unit services bench bench-scale chaos clean
+.PHONY: install bench-env demo lint test test-unit services bench bench-scale chaos clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -33,7 +33,11 @@ demo: install  ## run the e-commerce demo on the embedded default (no servers ne
 services:  ## start local RabbitMQ and PostgreSQL if they are installed but not running
 	@deploy/local-services.sh
 
-test: install bench-env services  ## the whole suite, on real RabbitMQ + PostgreSQL (tests/test_bench.py uses .bench-venv)
+lint: install  ## the floor: ruff's lint rules over the repository, mypy (strict on framework/); config in pyproject.toml
+	@status=0; $(BIN)/ruff check . || status=1; $(BIN)/mypy || status=1; exit $$status  # both report, then fail
+
+# lint first: a run that does not pass the floor does not start the servers or the suite.
+test: lint bench-env services  ## lint, then the whole suite, on real RabbitMQ + PostgreSQL (tests/test_bench.py uses .bench-venv)
 	@$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test-unit: install  ## only the tests that need no server

@@ -42,7 +42,8 @@ FROM (
            CASE WHEN status = 'failed' THEN (ARRAY['fetch', 'charge', 'ship'])[1 + n % 3]
                 WHEN status = 'completed' THEN NULL ELSE 'charge' END AS stage,
            CASE WHEN status = 'waiting' AND n % 4 = 0
-                    THEN jsonb_build_object('kind', 'timer', 'reason', 'retry', 'stage', 'charge', 'until', created + 60)
+                    THEN jsonb_build_object('kind', 'timer', 'reason', 'retry', 'stage', 'charge',
+                                            'until', created + 60)
                 WHEN status = 'waiting' THEN jsonb_build_object('kind', 'service', 'api', 'pay', 'stage', 'charge') END
                AS waiting,
            CASE WHEN status = 'failed' THEN jsonb_build_object('stage', (ARRAY['fetch', 'charge', 'ship'])[1 + n % 3],
@@ -126,7 +127,7 @@ async def through_gateway(schema: str, requests: int) -> dict[str, Any]:
 
     settings = Settings(store_url=STORE_URL, store_schema=schema, broker_url="memory://",
                         secret_keys=["bench-secret-0123456789"], gateway_insecure=True, cases=[])
-    async with Stageflow.from_settings(settings) as flow:
+    async with Stageflow.from_settings(settings, cases=[]) as flow:  # reads only: no case needed
         app = create_app(flow, settings)
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as client:
             figures: dict[str, Any] = {}

@@ -88,7 +88,8 @@ async def _drive(flow: Stageflow, shop: ShopApi, count: int, timeout_s: float) -
     run_id = uuid.uuid4().hex[:6]
     started = time.perf_counter()
     ids = [
-        (await flow.start("ecommerce_order_blueprint", {"order_id": f"BP-{run_id}-{i:04d}", "desired_date": "2026-12-01"},
+        (await flow.start("ecommerce_order_blueprint",
+                          {"order_id": f"BP-{run_id}-{i:04d}", "desired_date": "2026-12-01"},
                           client_key=f"BP-{run_id}-{i:04d}")).process_id
         for i in range(count)
     ]

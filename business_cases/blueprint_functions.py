@@ -4,6 +4,9 @@ Each takes and returns JSON values; the expression language checks that."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 
 def title_case(text: str) -> str:
     return text.title()
@@ -13,4 +16,4 @@ def cents_to_amount(cents: int) -> str:
     return f"{cents // 100}.{cents % 100:02d}"
 
 
-FUNCTIONS = {"title_case": title_case, "cents_to_amount": cents_to_amount}
+FUNCTIONS: dict[str, Callable[..., Any]] = {"title_case": title_case, "cents_to_amount": cents_to_amount}

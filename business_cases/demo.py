@@ -23,7 +23,9 @@ from business_cases.order_services import HANDLERS, SETUP_SQL
 from framework.app import Stageflow
 from framework.logs import configure_logging
 from framework.service.hosting import build_services, inbox_from_url
+from framework.service.sdk import Service
 from framework.settings import Settings
+from framework.worker import Worker
 
 _BAR_WIDTH = 30
 
@@ -36,9 +38,9 @@ async def run_demo(settings: Settings, *, count: int = 200, workers: int = 2, ti
             settings = settings.model_copy(update={"store_url": f"sqlite:///{os.path.join(tmp, 'demo.db')}"})
         where = "embedded (in-memory broker + SQLite)" if settings.embedded else "RabbitMQ + store"
         _say(f"Stageflow demo: {count} e-commerce orders on {where}")
-        async with Stageflow.from_settings(settings, cases=[EcommerceOrder]) as flow:
-            async with _embedded_runtime(flow, settings, workers, tmp):
-                return await _drive(flow, count, timeout_s)
+        async with Stageflow.from_settings(settings, cases=[EcommerceOrder]) as flow, \
+                _embedded_runtime(flow, settings, workers, tmp):
+            return await _drive(flow, count, timeout_s)
 
 
 @contextlib.asynccontextmanager
@@ -50,14 +52,14 @@ async def _embedded_runtime(flow: Stageflow, settings: Settings, workers: int, t
         return
     inbox = inbox_from_url(f"sqlite:///{os.path.join(tmp, 'services.db')}", setup_sql=SETUP_SQL)
     async with inbox:
-        running_workers = [flow.worker() for _ in range(max(1, workers))]
-        running_services = build_services(HANDLERS, broker=flow.broker, inbox=inbox)
-        for component in (*running_workers, *running_services):
+        components: list[Worker | Service] = [flow.worker() for _ in range(max(1, workers))]
+        components += build_services(HANDLERS, broker=flow.broker, inbox=inbox)
+        for component in components:
             await component.start()
         try:
             yield
         finally:
-            for component in (*running_workers, *running_services):
+            for component in components:
                 await component.stop()
 
 

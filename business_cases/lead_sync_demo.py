@@ -26,7 +26,7 @@ from framework.settings import Settings
 from framework.store.base import ProcessFilter
 
 LEAD_SYNC = Path(__file__).resolve().parent / "blueprints" / "lead_sync.yaml"
-DEMO_SCHEDULE = {"name": "lead-sync-demo", "cron": "*/2 * * * * *", "timezone": "Europe/Berlin",
+DEMO_SCHEDULE: dict[str, Any] = {"name": "lead-sync-demo", "cron": "*/2 * * * * *", "timezone": "Europe/Berlin",
                  "input": {"segment": "b2b"}}
 
 
@@ -65,7 +65,7 @@ async def watch_syncs(flow: Stageflow, inbox: Inbox, case: type[BusinessCase], *
         leads = await tx.fetchval("SELECT count(*) FROM leads")
     ours = [w for w in per_write if w["export_id"] in exports]
     return {
-        "syncs": [{"tick": d.client_key.split(":", 2)[2], "status": d.status.value,
+        "syncs": [{"tick": d.client_key.split(":", 2)[2] if d.client_key else None, "status": d.status.value,
                    **(d.result or {})} for d in docs],
         "lead_writes": sum(w["n"] for w in ours),
         "doubled_writes": sum(w["n"] - 1 for w in ours),

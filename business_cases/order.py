@@ -7,11 +7,11 @@ get the schedule from the scheduling service -> create the job at a third-party 
 from __future__ import annotations
 
 from datetime import date
-from typing import Any
+from typing import Any, cast
 
 from pydantic import BaseModel, Field
 
-from framework import BusinessCase, StageContext, stage
+from framework import BusinessCase, NonRetryableError, StageContext, stage
 
 
 class EcommerceOrder(BusinessCase):
@@ -29,24 +29,39 @@ class EcommerceOrder(BusinessCase):
 
         The order id is the client key, so a webhook delivered twice starts one process. The process
         starts at once: scheduling needs the lead time before the desired date."""
-        input_data = {k: body[k] for k in ("order_id", "desired_date", "customer_email") if k in body}
+        input_data: dict[str, Any] = {k: body[k] for k in ("order_id", "desired_date", "customer_email") if k in body}
         order_id = body.get("order_id")
         return input_data, (str(order_id) if order_id not in (None, "") else None), None
 
     @stage
     async def get_schedule(self, ctx: StageContext) -> None:
-        ctx.call("scheduling", {"order_id": ctx.input.order_id, "desired_date": str(ctx.input.desired_date)})
+        order = _order(ctx)
+        ctx.call("scheduling", {"order_id": order.order_id, "desired_date": str(order.desired_date)})
 
     @stage
     async def create_job(self, ctx: StageContext) -> None:
-        ctx.store["schedule"] = ctx.reply.data
-        ctx.call("third_party_jobs", {"order_id": ctx.input.order_id, "slot": ctx.reply.data["slot"]})
+        schedule = _reply(ctx)
+        ctx.store["schedule"] = schedule
+        ctx.call("third_party_jobs", {"order_id": _order(ctx).order_id, "slot": schedule["slot"]})
 
     @stage
     async def keep_job_id(self, ctx: StageContext) -> None:
-        ctx.store["job_id"] = ctx.reply.data["job_id"]
+        ctx.store["job_id"] = _reply(ctx)["job_id"]
         ctx.next()
 
     @stage
     async def finish(self, ctx: StageContext) -> None:
         ctx.complete({"job_id": ctx.store["job_id"], "slot": ctx.store["schedule"]["slot"]})
+
+
+def _order(ctx: StageContext) -> EcommerceOrder.Input:
+    """The process input, validated as ``EcommerceOrder.Input`` when the process started (the context types
+    it as any model)."""
+    return cast(EcommerceOrder.Input, ctx.input)
+
+
+def _reply(ctx: StageContext) -> Any:
+    """The data of the service reply that resumed this stage (each stage after the first is resumed by one)."""
+    if ctx.reply is None:
+        raise NonRetryableError(f"stage {ctx.stage!r} runs on a service reply and has none")
+    return ctx.reply.data

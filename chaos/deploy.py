@@ -24,10 +24,10 @@ from chaos.cases import CASES, EFFECTS_API
 from framework import Settings, Stageflow
 from framework.broker.base import REASON_HEADER, SOURCE_HEADER
 from framework.errors import InfrastructureError
-from tests.support.servers import BROKER_URL, STORE_URL, drop_namespace  # the servers the tests use
 from tests.support.cluster import Cluster
 from tests.support.ledger import install_ledger, queue_depth
 from tests.support.processes import Managed
+from tests.support.servers import BROKER_URL, STORE_URL, drop_namespace  # the servers the tests use
 
 SECRET = "chaos-secret-key-0123456789"
 CASE_MODULES = "chaos.cases"
@@ -151,7 +151,9 @@ class Deployment:
 
     # -- the driver's database connection, re-opened after a PostgreSQL restart -------------------------
 
-    async def execute(self, action: Callable[[asyncpg.Connection], Awaitable[Any]], *, retry_for_s: float = 90.0) -> Any:
+    async def execute(
+        self, action: Callable[[asyncpg.Connection], Awaitable[Any]], *, retry_for_s: float = 90.0
+    ) -> Any:
         """Run ``action`` on a pooled connection, retried while PostgreSQL is unreachable (restarting)."""
         deadline = time.monotonic() + retry_for_s
         while True:

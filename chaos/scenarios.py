@@ -124,7 +124,9 @@ async def _drain(run: Run, *, label: str) -> None:
         run.result.problems.append(f"{label}: not every process finished within {run.profile.drain_timeout_s:g} s")
 
 
-async def _wait_for(predicate: Callable[[], Awaitable[bool]], timeout_s: float, interval_s: float = 0.2) -> float | None:
+async def _wait_for(
+    predicate: Callable[[], Awaitable[bool]], timeout_s: float, interval_s: float = 0.2
+) -> float | None:
     """Seconds until ``predicate()`` held, or None if it did not within ``timeout_s``."""
     began = time.monotonic()
     while True:
@@ -276,7 +278,7 @@ FREEZE_BURST_PER_WORKER = 8
 
 
 async def frozen_worker(run: Run) -> None:
-    p, dep, r, rng = run.profile, run.dep, run.result, run.rng
+    p, dep, r = run.profile, run.dep, run.result
     run.healthy = dep.process_ids  # every process started here must complete
     run.expected = CHAOS_SLOW
     # The frozen one: a short AMQP heartbeat, so RabbitMQ gives up on it quickly and requeues its
@@ -410,7 +412,8 @@ async def _inject_duplicates(run: Run, injected: Counter[str], *, finished: bool
                 task_id = signer.sign(TaskRef(doc.process_id, doc.case, EFFECTS_API, entry["to"], version))
                 payload = {"n": doc.input["n"], "step": CHAOS_FLOW_CALLS[entry["to"]], "process_id": doc.process_id}
                 body = ServiceCommand(task_id, EFFECTS_API, payload).to_json()
-                messages.append(("command", Outgoing(command_queue(EFFECTS_API), f"chaos-cmd-{uuid.uuid4().hex}", body)))
+                command = Outgoing(command_queue(EFFECTS_API), f"chaos-cmd-{uuid.uuid4().hex}", body)
+                messages.append(("command", command))
                 task_ids.append(task_id)
     for row in await dep.fetch(f"SELECT reply FROM {schema}.stageflow_inbox"
                                " WHERE task_id = ANY($1::text[]) AND reply IS NOT NULL", task_ids):

@@ -95,7 +95,7 @@ async def exclusive(say: object = None) -> AsyncIterator[None]:
     """One chaos scenario at a time on this machine: the restart scenario stops the servers every other
     scenario (of another ``make chaos``, or of the pytest version) depends on. Waits for the lock."""
     LOCK_PATH.parent.mkdir(parents=True, exist_ok=True)
-    with open(LOCK_PATH, "a+") as lock:
+    with await asyncio.to_thread(open, LOCK_PATH, "a+") as lock:
         told = False
         while True:
             try:

@@ -12,23 +12,18 @@ from framework.context import ServiceReply, StageContext
 from framework.observers import Observer
 from framework.state import Failure
 from framework.document import ProcessDocument, Status
-from framework.fanout import FanIn, FanItem
 from framework.engine import Engine
-from framework.operations import Operations
-from framework.policies import Retry
-from framework.schedules import Schedule
-from framework.store.base import ProcessFilter
 from framework.errors import (
-    NonRetryableError,
-    ProcessStateError,
     BrokerError,
     CaseDefinitionError,
     ConfigurationError,
     InfrastructureError,
     InvalidInputError,
     MessageError,
+    NonRetryableError,
     ProcessConflictError,
     ProcessNotFoundError,
+    ProcessStateError,
     ScheduleNotFoundError,
     ServiceError,
     StageError,
@@ -37,7 +32,12 @@ from framework.errors import (
     TaskIdError,
     UnknownCaseError,
 )
+from framework.fanout import FanIn, FanItem
+from framework.operations import Operations
+from framework.policies import Retry
+from framework.schedules import Schedule
 from framework.settings import Settings
+from framework.store.base import ProcessFilter
 from framework.taskid import TaskIdSigner, TaskRef
 from framework.worker import Worker
 

@@ -51,7 +51,7 @@ def cli() -> None:
 @cli.command()
 def worker() -> None:
     """Run a worker until SIGTERM (STAGEFLOW_BROKER_URL, STAGEFLOW_STORE_URL, STAGEFLOW_CASES...)."""
-    from workers.main import run_worker
+    from framework.hosting import run_worker
 
     settings = Settings()
     _run(run_worker(settings), event_loop=settings.event_loop)
@@ -64,6 +64,8 @@ def gateway(host: str, port: int) -> None:
     """Serve the HTTP API (STAGEFLOW_API_KEYS_READ / STAGEFLOW_API_KEYS_OPERATE, or STAGEFLOW_GATEWAY_INSECURE=true)."""
     import uvicorn
 
+    # The gateway is an app on top of the library, not part of it: imported here, when it is asked for, so
+    # that importing framework/ never imports it (tests/test_layering.py).
     from gateway.app import create_app
 
     try:
@@ -75,11 +77,11 @@ def gateway(host: str, port: int) -> None:
 
 
 @cli.command()
-@click.argument("module", default="business_cases.order_services")
+@click.argument("module")
 @click.option("--db", "db_url", envvar="STAGEFLOW_SERVICES_DB_URL", default=None,
               help="the services' own database (default: STAGEFLOW_STORE_URL)")
 def services(module: str, db_url: str | None) -> None:
-    """Run the services in MODULE (its HANDLERS) until SIGTERM."""
+    """Run the services in MODULE (its HANDLERS) until SIGTERM, e.g. business_cases.order_services."""
 
     settings = Settings()
 
@@ -118,6 +120,7 @@ def services(module: str, db_url: str | None) -> None:
               "stand-in APIs")
 def demo(count: int, workers: int, blueprints: bool) -> None:
     """Run the e-commerce order demo: embedded by default, or on RabbitMQ + PostgreSQL if configured."""
+    # The demo is the examples' (business_cases): imported only here, and it passes its cases explicitly.
     if blueprints:
         from business_cases.blueprint_demo import run_blueprint_demo
 

@@ -17,8 +17,13 @@ async def run_until_signalled(start: Callable[[], Awaitable[None]], stop: Callab
     """Start, wait for SIGTERM/SIGINT, stop. A signal that arrives while starting is honoured once started."""
     loop = asyncio.get_running_loop()
     received: asyncio.Future[signal.Signals] = loop.create_future()
+
+    def on_signal(sig: signal.Signals) -> None:
+        if not received.done():
+            received.set_result(sig)
+
     for sig in _SIGNALS:
-        loop.add_signal_handler(sig, lambda s=sig: received.done() or received.set_result(s))
+        loop.add_signal_handler(sig, on_signal, sig)
     try:
         await start()
         sig = await received

@@ -28,9 +28,10 @@ class Settings(BaseSettings):
         default_factory=list, description="taskId signing keys, comma-separated, newest first"
     )
     queue_prefix: str = Field("stageflow", description="prefix of every RabbitMQ queue name")
+    # No default: the library does not know its users' cases (nor runs its own examples unasked).
     cases: Annotated[list[str], NoDecode] = Field(
-        default_factory=lambda: ["business_cases"],
-        description="modules (or module:Class) whose BusinessCase subclasses a worker runs",
+        default_factory=list,
+        description="modules (or module:Class) whose BusinessCase subclasses a worker runs, comma-separated",
     )
     # 128, not 64: more transitions in flight make larger store batches (make bench, alternating runs: 1,810 /
     # 1,866 hops/s at 64, 2,196 / 2,089 at 128, 2,002 / 1,948 at 256).

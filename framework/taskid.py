@@ -59,6 +59,6 @@ class TaskIdSigner:
         match fields:
             case [str(p), str(c), str(a), str(s), int(t)] if not isinstance(t, bool):
                 return TaskRef(p, c, a, s, t)
-            case [str(p), str(c), str(a), str(s), int(t), int(i)] if not isinstance(t, bool) and not isinstance(i, bool):
+            case [str(p), str(c), str(a), str(s), int(t), int(i)] if not (isinstance(t, bool) or isinstance(i, bool)):
                 return TaskRef(p, c, a, s, t, i)
         raise TaskIdError("taskId is signed but its content has the wrong shape")

@@ -61,13 +61,14 @@ def load_cases(specs: Iterable[str]) -> list[type[BusinessCase]]:
             module = importlib.import_module(module_name)
         except ImportError as exc:
             raise ConfigurationError(f"cannot import cases from {module_name!r}: {exc}") from exc
+        candidates: list[object]
         if attr:
-            found = [getattr(module, attr, None)]
+            candidates = [getattr(module, attr, None)]
         elif hasattr(module, "CASES"):
-            found = list(module.CASES)
+            candidates = list(module.CASES)
         else:
-            found = [v for v in vars(module).values() if isinstance(v, type) and issubclass(v, BusinessCase)]
-        found = [c for c in found if isinstance(c, type) and issubclass(c, BusinessCase) and c.stages]
+            candidates = list(vars(module).values())
+        found = [c for c in candidates if isinstance(c, type) and issubclass(c, BusinessCase) and c.stages]
         if not found:
             raise ConfigurationError(f"no business cases found in {spec!r}", hint="name a module that defines cases")
         cases.extend(c for c in found if c not in cases)
@@ -75,7 +76,15 @@ def load_cases(specs: Iterable[str]) -> list[type[BusinessCase]]:
 
 
 def cases_from_settings(settings: Settings) -> list[type[BusinessCase]]:
-    """The Python cases of ``STAGEFLOW_CASES`` and the blueprints of ``STAGEFLOW_BLUEPRINTS``."""
+    """The Python cases of ``STAGEFLOW_CASES`` and the blueprints of ``STAGEFLOW_BLUEPRINTS``; at least one
+    of the two must be set (a worker, gateway or CLI with no case to run is a mistake, not an idle process)."""
+    if not settings.cases and not settings.blueprints:
+        raise ConfigurationError(
+            "no cases: STAGEFLOW_CASES and STAGEFLOW_BLUEPRINTS are both empty",
+            hint="set STAGEFLOW_CASES to the modules that define your cases, comma-separated "
+            "(e.g. STAGEFLOW_CASES=my_app.cases, or STAGEFLOW_CASES=business_cases for the examples), "
+            "or STAGEFLOW_BLUEPRINTS to blueprint files",
+        )
     cases = load_cases(settings.cases) if settings.cases else []
     if settings.blueprints:
         from framework.blueprint import load_blueprints, load_functions

@@ -17,6 +17,7 @@ from fastapi import FastAPI
 from framework.app import Stageflow
 from framework.jobs import Jobs
 from framework.settings import Settings
+from framework.wiring import cases_from_settings
 from gateway import problems
 from gateway.auth import ApiKeys
 from gateway.cache import Refreshed
@@ -31,12 +32,14 @@ STATS_MAX_AGE_S = 60.0  # an older cached count is not served: the request waits
 def create_app(flow: Stageflow | None = None, settings: Settings | None = None) -> FastAPI:
     """Build the app. Pass an open ``flow`` (tests, embedding), or let the app open one from ``settings``.
 
-    Raises ``ConfigurationError`` if no API key is configured and ``STAGEFLOW_GATEWAY_INSECURE`` is not set.
+    Raises ``ConfigurationError`` if no API key is configured and ``STAGEFLOW_GATEWAY_INSECURE`` is not set,
+    or (with no ``flow``) if the settings name no cases: here, not when the server starts, so the CLI can say so.
     With a ``flow`` passed in and no ASGI lifespan run (httpx's ASGI transport), call
     ``await app.state.shutdown()`` when done: it stops the jobs running in this app.
     """
     settings = settings or (flow.settings if flow is not None else Settings())
     keys = ApiKeys.from_settings(settings)
+    cases = cases_from_settings(settings) if flow is None else None
     name = f"gateway-{uuid.uuid4().hex[:6]}"
 
     def attach(app: FastAPI, opened: Stageflow) -> None:
@@ -64,7 +67,7 @@ def create_app(flow: Stageflow | None = None, settings: Settings | None = None) 
             finally:
                 await app.state.shutdown()
             return
-        async with Stageflow.from_settings(settings, connection_name="stageflow-gateway") as opened:
+        async with Stageflow.from_settings(settings, cases=cases, connection_name="stageflow-gateway") as opened:
             attach(app, opened)
             try:
                 yield

@@ -9,6 +9,7 @@ Stageflow errors, FastAPI's own validation errors (422 naming each bad field), H
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from http import HTTPStatus
 from typing import Any
 
@@ -60,7 +61,7 @@ class BodyTooLarge(HTTPException):
         super().__init__(413, f"the request body is larger than {limit} bytes")
 
 
-def problem(status: int, detail: str | None = None, *, headers: dict[str, str] | None = None,
+def problem(status: int, detail: str | None = None, *, headers: Mapping[str, str] | None = None,
             **extra: Any) -> JSONResponse:
     body: dict[str, Any] = {"type": "about:blank", "title": HTTPStatus(status).phrase, "status": status}
     if detail:

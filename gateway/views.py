@@ -73,7 +73,8 @@ def decode_cursor(cursor: str) -> PageKey:
         return float(created_at), process_id
     except (ValueError, TypeError, orjson.JSONDecodeError):
         message = "not a cursor this API returned"
-        raise InvalidInputError(f"invalid cursor: {message}", errors=[{"field": "cursor", "message": message}]) from None
+        errors = [{"field": "cursor", "message": message}]
+        raise InvalidInputError(f"invalid cursor: {message}", errors=errors) from None
 
 
 def _percentile(ordered: list[float], p: float) -> float:

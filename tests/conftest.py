@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Iterator
 import asyncpg
 import pytest
 
-from framework import Settings, Stageflow
+from framework import Settings
 from tests.support.servers import BROKER_URL, STORE_URL, drop_namespace, unreachable
 
 TEST_SECRET = "test-secret-key-0123456789"

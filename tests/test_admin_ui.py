@@ -3,7 +3,8 @@ worker and service subprocesses, Debian's chromium driven by Playwright.
 
 An operator enters the key, watches a process complete, opens a failed one, retries it with corrected
 input and sees it complete; cancels a waiting process; reprocesses the failed ones of a case as a background
-job and watches its progress bar; loads more of a long list. What the page shows is checked in the store too. Without /usr/bin/chromium the test is skipped on a developer's machine, but
+job and watches its progress bar; loads more of a long list. What the page shows is checked in the store too.
+Without /usr/bin/chromium the test is skipped on a developer's machine, but
 fails under CI (``CI`` set), where .ci/run installs chromium first.
 Set ``STAGEFLOW_UPDATE_SCREENSHOT=1`` to refresh docs/admin.png (the README's picture) from this run.
 """
@@ -240,7 +241,7 @@ async def test_admin_page_shows_progress_and_retries_a_failed_process(
                 if os.environ.get("STAGEFLOW_UPDATE_SCREENSHOT"):
                     SCREENSHOT.parent.mkdir(exist_ok=True)
                     SCREENSHOT.write_bytes((tmp_path / "admin.png").read_bytes())
-                for i in range(45):
+                for _ in range(45):
                     await start(api, "waiter", {"until": time.time() + 3600})
                 await expect(page.locator("#rows tr[data-id]")).to_have_count(50)
                 await expect(page.locator("#more")).to_be_visible()

@@ -41,9 +41,9 @@ def test_templates_keep_types_interpolate_strings_and_refuse_nulls() -> None:
 
 def test_bad_expressions_are_refused_when_checked() -> None:
     ex = Expressions()
-    with pytest.raises(ExpressionError, match="invalid expression 'store.a\\['"):
+    with pytest.raises(ExpressionError, match=r"invalid expression 'store.a\['"):
         ex.compile("store.a[")
-    with pytest.raises(ExpressionError, match="reads 'inptu'.*did you mean 'input'"):
+    with pytest.raises(ExpressionError, match=r"reads 'inptu'.*did you mean 'input'"):
         ex.compile("inptu.order_id")
     with pytest.raises(ExpressionError, match=r"unknown function uper\(\) \(did you mean upper\(\)\?\)"):
         ex.compile("uper(input.order_id)")
@@ -77,7 +77,7 @@ def test_expressions_cannot_reach_python_internals(attack: str) -> None:
     except ExpressionError:
         return  # refused: fine
     # Whatever evaluates is plain JSON taken from the data, never a Python object.
-    assert value is None or isinstance(value, str) and "__import__" in value
+    assert value is None or (isinstance(value, str) and "__import__" in value)
 
 
 def test_no_attribute_access_on_objects() -> None:

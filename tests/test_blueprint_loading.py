@@ -17,7 +17,7 @@ import yaml
 from click.testing import CliRunner
 
 from business_cases.blueprint_functions import FUNCTIONS
-from framework import Engine, ServiceError, Status, TaskIdSigner
+from framework import Engine, InvalidInputError, ServiceError, Status, TaskIdSigner
 from framework.blueprint import BlueprintError, blueprint_schema, load_blueprint
 from framework.broker.memory import MemoryBroker
 from framework.cli import cli
@@ -85,7 +85,8 @@ def test_errors_name_the_step_and_the_field() -> None:
         "steps[3] 'reserve'.name: duplicate step name (also steps[2])",
         "steps[1] 'route'.default: unknown step 'backorder'",
     ]
-    assert errors_of(broken(s2={"depends_on": ["done"]})) == ["steps[2] 'reserve'.depends_on[0]: 'done' is not an earlier step"]
+    assert errors_of(broken(s2={"depends_on": ["done"]})) == [
+        "steps[2] 'reserve'.depends_on[0]: 'done' is not an earlier step"]
     assert errors_of({**ROUTING, "name": "Routing"}) == [
         "name: 'Routing' does not match ^[a-z][a-z0-9_]{0,62}$ (lowercase letters, digits, underscores)"
     ]
@@ -93,15 +94,16 @@ def test_errors_name_the_step_and_the_field() -> None:
 
 def test_a_bad_blueprint_file_is_refused_by_the_cli_with_exit_1(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
-    bad.write_text(yaml.safe_dump(broken(s4={"result": {"sku": "${upper(input.sku, input.qty)}", "x": "${nope(input.sku)}"}})))
+    result_exprs = {"sku": "${upper(input.sku, input.qty)}", "x": "${nope(input.sku)}"}
+    bad.write_text(yaml.safe_dump(broken(s4={"result": result_exprs})))
     good = tmp_path / "good.json"
     good.write_text(json.dumps(ROUTING))
     result = CliRunner().invoke(cli, ["blueprint", "validate", str(good), str(bad)])
     assert result.exit_code == 1
     assert f"{good}: ok, routing v1: stock -> route -> reserve -> backorder -> done" in result.stdout
     assert "steps[4] 'done'.result.x: expression 'nope(input.sku)' calls unknown function nope()" in result.stderr
-    assert "steps[4] 'done'.result.sku: expression 'upper(input.sku, input.qty)': upper() takes 1 argument(s), not 2" in (
-        result.stderr)
+    assert ("steps[4] 'done'.result.sku: expression 'upper(input.sku, input.qty)': upper() takes 1 argument(s), "
+            "not 2") in result.stderr
     (tmp_path / "broken.yaml").write_text("name: [unclosed")
     assert CliRunner().invoke(cli, ["blueprint", "validate", str(tmp_path / "broken.yaml")]).exit_code == 1
     ok = CliRunner().invoke(cli, ["blueprint", "validate", str(good)])
@@ -172,9 +174,9 @@ async def test_a_process_keeps_the_blueprint_version_it_started_with() -> None:
 
 def test_input_is_validated_at_start_with_field_names() -> None:
     case = load_blueprint(ROUTING)
-    with pytest.raises(Exception) as raised:
+    with pytest.raises(InvalidInputError) as raised:
         case.validate_input({"sku": 5, "qty": 0, "extra": 1})
-    assert {e["field"] for e in raised.value.errors} == {"sku", "qty", "extra"}  # type: ignore[attr-defined]
+    assert {e["field"] for e in raised.value.errors} == {"sku", "qty", "extra"}
 
 
 PARALLEL: dict[str, Any] = {
@@ -219,7 +221,8 @@ async def test_fan_out_step_over_a_list() -> None:
     case = load_blueprint({
         "name": "fan", "version": 1, "input": {"skus": {"type": "array"}},
         "steps": [
-            {"name": "each", "kind": "fan_out", "items": "input.skus", "call": {"api": "lookup", "payload": {"sku": "${item}"}},
+            {"name": "each", "kind": "fan_out", "items": "input.skus",
+             "call": {"api": "lookup", "payload": {"sku": "${item}"}},
              "max_in_flight": 2, "keep": {"found": "fan_in.results[].name", "ok": "fan_in.succeeded"}},
         ],
         "result": {"found": "${store.found}", "ok": "${store.ok}"},

@@ -105,3 +105,34 @@ def test_a_setting_that_does_not_parse_is_one_clear_line_not_a_traceback() -> No
     assert done.returncode == 2
     assert "error: STAGEFLOW_PREFETCH: Input should be greater than or equal to 1" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_no_cases_is_a_clear_error_for_the_cli_the_worker_and_the_gateway(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The library names no default cases: with neither STAGEFLOW_CASES nor STAGEFLOW_BLUEPRINTS set, each
+    entry point refuses to start and says which setting to set."""
+    for name in ("STAGEFLOW_CASES", "STAGEFLOW_BLUEPRINTS"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("STAGEFLOW_STORE_URL", f"sqlite:///{tmp_path / 'cli.db'}")
+    monkeypatch.setenv("STAGEFLOW_BROKER_URL", "memory://")
+    runner = CliRunner()
+    for args in (["cases"], ["start", "ecommerce_order"], ["list"]):
+        refused = runner.invoke(cli, args)
+        assert refused.exit_code == 2, (args, refused.output)
+        assert "no cases" in refused.stderr and "set STAGEFLOW_CASES" in refused.stderr, args
+        assert "Traceback" not in refused.output
+
+    # Real processes: a worker (on a broker it never reaches: the settings are refused before any connection)
+    # and a gateway (refused when its app is built, before the server starts).
+    env = {key: value for key, value in os.environ.items() if key not in ("STAGEFLOW_CASES", "STAGEFLOW_BLUEPRINTS")}
+    worker_env = {**env, "STAGEFLOW_BROKER_URL": "amqp://guest:guest@127.0.0.1:1/", "STAGEFLOW_SECRET_KEYS": "k"}
+    gateway_env = {**env, "STAGEFLOW_GATEWAY_INSECURE": "true"}
+    for command, command_env in ((["worker"], worker_env), (["gateway", "--port", "0"], gateway_env)):
+        done = subprocess.run(
+            [sys.executable, "-c", "from framework.cli import main; main()", *command],
+            env=command_env, capture_output=True, text=True, timeout=60, cwd=tmp_path,
+        )
+        assert done.returncode == 2, (command, done.stderr)
+        assert "no cases" in done.stderr and "set STAGEFLOW_CASES" in done.stderr, (command, done.stderr)
+        assert "Traceback" not in done.stderr

@@ -137,7 +137,7 @@ async def test_a_thousand_items_join_correctly_under_worker_sigkills(
             await asyncio.to_thread(victim.kill)
             victim.start()
             killed.append(victim.name)
-        [done] = await wait_finished(flow, [doc.process_id], timeout_s=180)
+        [_finished] = await wait_finished(flow, [doc.process_id], timeout_s=180)
         await check_spread(flow, pg, settings.store_schema, doc.process_id, items=items, children=children)
         parked = await queue_depth(settings.broker_url, f"{settings.queue_prefix}.parked")
         print(f"\nFANOUT items={items} children={children} kills={len(killed)} parked={parked}")

@@ -137,8 +137,9 @@ async def test_random_sigkills_lose_nothing_and_double_nothing(
     }
     print("\nFAULT " + " ".join(f"{k}={v}" for k, v in figures.items()))
     if path := os.environ.get("STAGEFLOW_FAULT_REPORT"):
-        Path(path).write_text(json.dumps({**figures, "kill_log": kills, "audit": report.figures(),
-                                          "examples": report.examples, "exit_codes": codes}, indent=2))
+        text = json.dumps({**figures, "kill_log": kills, "audit": report.figures(),
+                           "examples": report.examples, "exit_codes": codes}, indent=2)
+        await asyncio.to_thread(Path(path).write_text, text)
 
     context = f"seed={SEED} figures={figures}\nexamples={report.examples}\n{cluster.logs()}"
     assert len(kills) == WORKER_KILLS + SERVICE_KILLS

@@ -24,7 +24,8 @@ def server() -> Iterator[tuple[str, list[dict[str, Any]]]]:
 
     @app.api_route("/echo/{status}", methods=["GET", "POST"])
     async def echo(status: int, request: Request) -> Any:
-        seen.append({"headers": dict(request.headers), "body": await request.body(), "query": dict(request.query_params)})
+        body = await request.body()
+        seen.append({"headers": dict(request.headers), "body": body, "query": dict(request.query_params)})
         return JSONResponse({"got": status}, status_code=status, headers={"ETag": "v1", "X-Other": "no"})
 
     @app.get("/text")
@@ -86,7 +87,7 @@ async def test_timeouts_and_refused_connections_are_retryable(server: tuple[str,
         sock.bind(("127.0.0.1", 0))
         closed = sock.getsockname()[1]
     async with HttpAdapter() as http:
-        with pytest.raises(ServiceError, match="no response within 0.3 s") as slow:
+        with pytest.raises(ServiceError, match=r"no response within 0\.3 s") as slow:
             await http.handle(command({"url": f"{url}/slow", "timeout_s": 0.3}))
         with pytest.raises(ServiceError, match="ConnectError") as refused:
             await http.handle(command({"url": f"http://127.0.0.1:{closed}/"}))

@@ -15,7 +15,7 @@ def _snippets(heading: str) -> str:
 
 def _run(heading: str) -> dict[str, object]:
     namespace: dict[str, object] = {"__name__": "readme_example"}
-    exec(compile(_snippets(heading), str(README), "exec"), namespace)  # noqa: S102 - our own README
+    exec(compile(_snippets(heading), str(README), "exec"), namespace)  # our own README
     return namespace
 
 

@@ -13,8 +13,18 @@ import pytest
 from click.testing import CliRunner
 from pydantic import BaseModel
 
-from framework import BusinessCase, CaseDefinitionError, ConfigurationError, FakeClock, Schedule, Settings, stage
-from framework import ProcessFilter, ScheduleNotFoundError, Stageflow
+from framework import (
+    BusinessCase,
+    CaseDefinitionError,
+    ConfigurationError,
+    FakeClock,
+    ProcessFilter,
+    Schedule,
+    ScheduleNotFoundError,
+    Settings,
+    Stageflow,
+    stage,
+)
 from framework.cli import cli
 from framework.scheduler import Scheduler, collect_schedules
 from framework.store.sqlite import SqliteStore

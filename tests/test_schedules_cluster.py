@@ -38,7 +38,7 @@ async def _ticks(pg: asyncpg.Connection, schema: str, case: str) -> list[float]:
 
 
 def _tick_of(client_key: str) -> float:
-    prefix, name, iso = client_key.split(":", 2)
+    prefix, _name, iso = client_key.split(":", 2)
     assert prefix == "schedule", client_key
     return datetime.fromisoformat(iso).timestamp()
 

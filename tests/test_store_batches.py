@@ -9,7 +9,6 @@ import asyncio
 
 import asyncpg
 import pytest
-
 from pydantic import BaseModel
 
 from framework import BusinessCase, Settings, StageContext, Stageflow, Status, stage

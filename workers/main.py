@@ -1,48 +1,7 @@
-"""Run one worker until SIGTERM/SIGINT, configured from ``STAGEFLOW_*`` environment variables.
-
-Unless ``STAGEFLOW_HTTP_ADAPTER=false``, the worker also serves the built-in ``http`` service (API calls from
-stages and blueprints), so no extra process is needed for them.
-
-On SIGTERM the worker stops consuming, finishes its in-flight transitions, then closes its connections,
-so a rolling deploy or ``docker compose down`` loses nothing and leaves nothing half-done.
-"""
+"""The worker process body lives in the library (:mod:`framework.hosting`); this app re-exports it."""
 
 from __future__ import annotations
 
-import os
+from framework.hosting import run_worker
 
-from framework.app import Stageflow
-from framework.http import hosted_http_adapter
-from framework.logs import configure_logging
-from framework.loops import settle_garbage_collector
-from framework.runner import run_until_signalled
-from framework.settings import Settings
-
-
-async def run_worker(settings: Settings | None = None) -> None:
-    settings = settings or Settings()
-    configure_logging(settings.log_level, json=settings.log_json)
-    if settings.embedded:
-        from framework.errors import ConfigurationError
-
-        raise ConfigurationError(
-            "a worker process needs a real broker: the in-memory broker lives inside one process",
-            hint="set STAGEFLOW_BROKER_URL=amqp://... (or run `stageflow demo` for the embedded demo)",
-        )
-    flow = Stageflow.from_settings(settings, connection_name=f"stageflow-worker-{os.getpid()}")
-    settle_garbage_collector()  # code and cases are loaded; no connection exists yet
-    async with flow, hosted_http_adapter(settings, flow.broker) as http:
-        worker = flow.worker()
-
-        async def start() -> None:
-            await worker.start()
-            if http is not None:
-                await http.start()
-
-        async def stop() -> None:
-            # In-flight HTTP requests finish and reply first; then the worker applies what it holds.
-            if http is not None:
-                await http.stop()
-            await worker.stop()
-
-        await run_until_signalled(start, stop)
+__all__ = ["run_worker"]

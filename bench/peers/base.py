@@ -76,7 +76,7 @@ class Peer(ABC):
     async def open(self) -> None:
         """Create queues/tables, start the worker subprocesses, return once they all consume."""
 
-    async def prepare_chains(self, ids: Sequence[int]) -> None:
+    async def prepare_chains(self, ids: Sequence[int]) -> None:  # noqa: B027 - optional: most peers need nothing
         """Before the measured window: whatever must exist for these chains (e.g. their table rows)."""
 
     @abstractmethod

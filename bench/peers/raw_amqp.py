@@ -25,7 +25,15 @@ import asyncpg
 import orjson
 
 from bench.peers.base import (
-    BROKER_URL, POOL_SIZE, PREFETCH, STAGES, STORE_URL, BenchError, ChainTable, Peer, delete_broker_objects,
+    BROKER_URL,
+    POOL_SIZE,
+    PREFETCH,
+    STAGES,
+    STORE_URL,
+    BenchError,
+    ChainTable,
+    Peer,
+    delete_broker_objects,
 )
 
 QUEUE_TYPES = ("quorum", "classic")

@@ -30,7 +30,7 @@ from typing import Any
 
 from framework.blueprint.expressions import ExpressionError, Expressions, truthy
 from framework.blueprint.fields import check_value, model_from_fields
-from framework.blueprint.loader import BlueprintError, CheckedBlueprint, Level, check_blueprint, read_blueprint
+from framework.blueprint.loader import CheckedBlueprint, Level, check_blueprint, read_blueprint
 from framework.case import BusinessCase, stage
 from framework.context import StageContext
 from framework.errors import NonRetryableError
@@ -155,7 +155,8 @@ def _reply_timeout(step: Mapping[str, Any]) -> float | None:
     """An API call's reply may take its request timeout, plus room for a queue and a retry by the broker."""
     if step["kind"] != "api_call":
         return None
-    return step["request"].get("timeout_s", 30.0) * 2 + 30.0
+    request_timeout_s = float(step["request"].get("timeout_s", 30.0))
+    return request_timeout_s * 2 + 30.0
 
 
 # -- step kinds --------------------------------------------------------------------------------------------

@@ -91,7 +91,7 @@ def _custom_method(name: str, function: Callable[..., Any]) -> Callable[..., Any
             result = function(*args)
         except ExpressionError:
             raise
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - whatever a blueprint's function raises is the expression's error
             raise ExpressionError(f"function {name}() failed: {type(exc).__name__}: {exc}") from None
         return _json_only(result, f"function {name}()")
 
@@ -124,7 +124,7 @@ class Expressions:
             if not _FUNCTION_NAME.match(name) or not callable(function):
                 raise ExpressionError(f"custom function {name!r}: need a lowercase name and a callable")
             methods[f"_func_{name}"] = _custom_method(name, function)
-        table = type("BlueprintFunctions", (_BuiltinFunctions,), methods)
+        table: type[_BuiltinFunctions] = type("BlueprintFunctions", (_BuiltinFunctions,), methods)
         self.function_names = frozenset(table.FUNCTION_TABLE)
         self._arity = {  # name -> (arguments, variadic)
             name: (len(spec["signature"]), bool(spec["signature"] and spec["signature"][-1].get("variadic")))

@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, create_model
+from pydantic.config import ExtraValues
 
 _TYPES: dict[str, Any] = {
     "string": str, "integer": int, "number": float, "boolean": bool, "object": dict[str, Any],
@@ -20,7 +21,9 @@ _TYPES: dict[str, Any] = {
 _CONSTRAINTS = {"min": "ge", "max": "le", "min_length": "min_length", "max_length": "max_length", "pattern": "pattern"}
 
 
-def model_from_fields(name: str, fields: Mapping[str, Mapping[str, Any]], *, extra: str) -> type[BaseModel]:
+def model_from_fields(
+    name: str, fields: Mapping[str, Mapping[str, Any]], *, extra: ExtraValues
+) -> type[BaseModel]:
     """A pydantic model with one attribute per field spec. Fields are required unless ``required: false``
     or they have a ``default``."""
     definitions: dict[str, Any] = {}
@@ -35,7 +38,7 @@ def model_from_fields(name: str, fields: Mapping[str, Mapping[str, Any]], *, ext
             definitions[field_name] = (annotation, Field(..., **constraints))
         else:
             definitions[field_name] = (annotation | None, Field(None, **constraints))
-    return create_model(name, __config__=ConfigDict(extra=extra), **definitions)  # type: ignore[call-overload]
+    return create_model(name, __config__=ConfigDict(extra=extra), **definitions)
 
 
 def check_value(model: type[BaseModel], value: Any) -> list[str]:

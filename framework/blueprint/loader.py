@@ -47,7 +47,8 @@ class BlueprintError(CaseDefinitionError):
 @cache
 def blueprint_schema() -> dict[str, Any]:
     """The published JSON Schema of blueprints (``framework/blueprint/schema.json``)."""
-    return json.loads(resources.files("framework.blueprint").joinpath("schema.json").read_text())
+    schema: dict[str, Any] = json.loads(resources.files("framework.blueprint").joinpath("schema.json").read_text())
+    return schema
 
 
 def read_blueprint(source: str | Path | Mapping[str, Any]) -> tuple[dict[str, Any], str]:
@@ -138,7 +139,8 @@ def _unknown_step_fields(step: Any, index: int) -> list[jsonschema.ValidationErr
 
 def _schema_message(error: jsonschema.ValidationError, data: dict[str, Any]) -> str:
     message = error.message
-    alternatives = [r["required"][0] for r in error.schema.get(error.validator) or () if isinstance(r, dict)
+    schema = error.schema if isinstance(error.schema, Mapping) else {}  # a schema may be just true or false
+    alternatives = [r["required"][0] for r in schema.get(str(error.validator)) or () if isinstance(r, dict)
                     and len(r.get("required") or ()) == 1] if error.validator in ("oneOf", "anyOf") else []
     if error.validator == "oneOf" and not error.context and alternatives:  # valid under more than one
         message = f"takes only one of {' or '.join(repr(a) for a in alternatives)}"
@@ -149,14 +151,14 @@ def _schema_message(error: jsonschema.ValidationError, data: dict[str, Any]) -> 
         else:
             message = jsonschema.exceptions.best_match(error.context).message
     elif error.validator == "additionalProperties" and isinstance(error.instance, dict):
-        allowed = sorted(error.schema.get("properties", {}))
+        allowed = sorted(schema.get("properties", {}))
         unknown = [k for k in error.instance if k not in allowed]
         hints = [f"{k!r}" + (f" (did you mean {c[0]!r}?)" if (c := difflib.get_close_matches(k, allowed, n=1)) else "")
                  for k in unknown]
         message = f"unknown field{'s' if len(unknown) > 1 else ''} {', '.join(hints)}; allowed: {', '.join(allowed)}"
     elif error.validator == "pattern":
-        message = f"{error.instance!r} does not match {error.schema['pattern']}"
-        if error.schema["pattern"] == blueprint_schema()["$defs"]["name"]["pattern"]:
+        message = f"{error.instance!r} does not match {schema['pattern']}"
+        if schema["pattern"] == blueprint_schema()["$defs"]["name"]["pattern"]:
             message += " (lowercase letters, digits, underscores)"
     return f"{location(list(error.absolute_path), data)}: {message}"
 
@@ -365,8 +367,8 @@ def _check_flow(checked: CheckedBlueprint) -> Iterator[str]:
                 if key in step:
                     yield f"{where}.{key}: not allowed on a step that runs in parallel (it joins with the others)"
     for index, step in enumerate(data["steps"]):
-        targets = [(["on_failed"], step.get("on_failed")), (["next"], step.get("next")),
-                   (["default"], step.get("default"))]
+        targets: list[tuple[list[str | int], Any]] = [
+            (["on_failed"], step.get("on_failed")), (["next"], step.get("next")), (["default"], step.get("default"))]
         targets += [(["branches", b, "goto"], br["goto"]) for b, br in enumerate(step.get("branches") or [])]
         for path, target in targets:
             if target in grouped:
@@ -374,4 +376,5 @@ def _check_flow(checked: CheckedBlueprint) -> Iterator[str]:
                        "only a step on a level of its own can be jumped to")
     last = checked.levels[-1].steps[-1] if checked.levels else None
     if last is not None and last["kind"] == "wait" and "next" not in last:
-        yield f"{location(['steps', index_of[last['name']]], data)}: a wait cannot be the last step (nothing to wait for)"
+        where = location(["steps", index_of[last["name"]]], data)
+        yield f"{where}: a wait cannot be the last step (nothing to wait for)"

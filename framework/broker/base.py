@@ -8,7 +8,7 @@ them to its own names.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Self
 
@@ -50,7 +50,7 @@ class Delivery(ABC):
     async def nack(self, *, requeue: bool) -> None: ...
 
 
-Handler = Callable[[Delivery], Awaitable[None]]
+Handler = Callable[[Delivery], Coroutine[Any, Any, None]]  # a coroutine: consumers run each in a task
 
 
 class Consumer(ABC):

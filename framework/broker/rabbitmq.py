@@ -22,14 +22,14 @@ import asyncio
 import contextlib
 import itertools
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import aio_pika
 import aiormq
 import structlog
 from aio_pika.abc import AbstractQueue, AbstractRobustConnection
 
-from framework.broker.base import INNER, PARKED, SERVICE, Broker, Consumer, Delivery, Handler, Outgoing, command_queue
+from framework.broker.base import INNER, PARKED, SERVICE, Broker, Consumer, Delivery, Handler, Outgoing
 from framework.broker.transport import CoalescingConnection
 from framework.errors import BrokerError, ConfigurationError
 
@@ -133,6 +133,12 @@ class RabbitDelivery(Delivery):
         self._acks.settled(self._tag)
 
 
+async def _underlay(channel: aio_pika.abc.AbstractChannel) -> aiormq.Channel:
+    """The aiormq channel under an aio-pika one. aio-pika declares it as aiormq's ABC, which has neither the
+    consumers nor publish's ``wait``; the object is always an ``aiormq.Channel`` (a cast: this is the hot path)."""
+    return cast(aiormq.Channel, await channel.get_underlay_channel())
+
+
 class RabbitConsumer(Consumer):
     """Consumes one queue on its own channel, straight from aiormq.
 
@@ -152,13 +158,13 @@ class RabbitConsumer(Consumer):
         self._queue = queue
         self._handler = handler
         self._prefetch = prefetch
-        self._consuming: tuple[aiormq.abc.AbstractChannel, str] | None = None  # (aiormq channel, consumer tag)
+        self._consuming: tuple[aiormq.Channel, str] | None = None  # (aiormq channel, consumer tag)
         self._acks: _AckBatcher | None = None
         self._cancelled = False
         self._restarting: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        underlay = await self._channel.get_underlay_channel()
+        underlay = await _underlay(self._channel)
         if self._consuming is not None and self._consuming[0] is underlay and self._consuming[1] in underlay.consumers:
             return  # already consuming on this channel
         # Set here too, not only by the robust channel's restore: a retry can reach a restored channel before
@@ -261,7 +267,7 @@ class RabbitBroker(Broker):
         try:
             channel = await asyncio.wait_for(self._connection.channel(), 5)
             await channel.close()
-        except (*_TRANSIENT_ERRORS, asyncio.TimeoutError, RuntimeError) as exc:
+        except (TimeoutError, *_TRANSIENT_ERRORS, RuntimeError) as exc:
             raise BrokerError(f"RabbitMQ unavailable: {type(exc).__name__}: {exc}") from exc
 
     async def close(self) -> None:
@@ -308,7 +314,7 @@ class RabbitBroker(Broker):
                 await self._declare_once(message.queue)
             # Straight to aiormq (aio-pika's Message and Exchange.publish only wrap this, at a cost per message).
             # Confirms are pipelined: all messages go out, then we wait for all acks together.
-            underlay = await channel.get_underlay_channel()
+            underlay = await _underlay(channel)
             if len(messages) == 1:  # a transition's usual outbox: no task for gather to wrap it in
                 await self._publish_one(underlay, messages[0])
             else:
@@ -316,7 +322,7 @@ class RabbitBroker(Broker):
         except (*_TRANSIENT_ERRORS, aio_pika.exceptions.PublishError) as exc:
             raise BrokerError(f"publish not confirmed: {type(exc).__name__}: {exc}") from exc
 
-    async def _publish_one(self, channel: aiormq.abc.AbstractChannel, message: Outgoing) -> None:
+    async def _publish_one(self, channel: aiormq.Channel, message: Outgoing) -> None:
         await channel.basic_publish(
             message.body,
             routing_key=self.queue_name(message.queue),
@@ -356,9 +362,9 @@ class RabbitBroker(Broker):
         await channel.set_qos(prefetch_count=prefetch)  # kept by the robust channel for its restores
         await self._ensure_queue(queue, channel)  # declared on this channel: redeclared when it is restored
         consumer = RabbitConsumer(
-            channel, self.queue_name(queue), queue, handler, prefetch,  # type: ignore[arg-type]  # a robust channel
+            channel, self.queue_name(queue), queue, handler, prefetch,
             declare=lambda: self._ensure_queue(queue, channel),
         )
         await consumer.start()
-        channel.reopen_callbacks.add(consumer.consume_again)  # type: ignore[attr-defined]  # a robust channel
+        channel.reopen_callbacks.add(consumer.consume_again)
         return consumer

@@ -70,6 +70,8 @@ class CoalescingTransportFactory(TransportFactory):
     async def create(self, url: URL, **kwargs: Any) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         ssl_context_provider = kwargs.pop("ssl_context_provider", None)
         ssl = await ssl_context_provider.get_context() if url.scheme == "amqps" and ssl_context_provider else None
+        if url.host is None or url.port is None:  # aiormq fills in the scheme's port; an AMQP URL names a host
+            raise AMQPConnectionError(f"no host and port in the broker URL {url.with_password(None)}")
         loop = asyncio.get_running_loop()
         reader = asyncio.StreamReader(limit=_READ_LIMIT, loop=loop)
         protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
@@ -77,7 +79,7 @@ class CoalescingTransportFactory(TransportFactory):
             transport, _ = await loop.create_connection(lambda: protocol, url.host, url.port, ssl=ssl, **kwargs)
         except OSError as exc:
             raise AMQPConnectionError(*exc.args) from exc
-        return reader, _CoalescingWriter(transport, protocol, reader, loop)  # type: ignore[arg-type]
+        return reader, _CoalescingWriter(transport, protocol, reader, loop)
 
 
 class CoalescingConnection(aio_pika.RobustConnection):

@@ -74,6 +74,7 @@ class HttpAdapter:
         self, *, secrets: SecretLookup | Mapping[str, str] | None = None, default_timeout_s: float = 30.0,
         max_body_bytes: int = 100_000, max_connections: int = 100, transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
+        self._secret: SecretLookup
         if isinstance(secrets, Mapping):
             table = dict(secrets)
             self._secret = table.get
@@ -180,10 +181,11 @@ def _parse_request(payload: Any) -> dict[str, Any]:
     if not isinstance(headers, Mapping):
         raise ServiceError("http headers must be an object")
     for name, value in headers.items():
-        secret = value.get("secret") if isinstance(value, Mapping) else None
-        if isinstance(value, Mapping) and not (len(value) == 1 and isinstance(secret, str) and _SECRET_NAME.match(secret)):
-            raise ServiceError(f"header {name!r}: an object value must be {{\"secret\": \"NAME\"}}")
-        if not isinstance(value, str | Mapping):
+        if isinstance(value, Mapping):
+            secret = value.get("secret")
+            if not (len(value) == 1 and isinstance(secret, str) and _SECRET_NAME.match(secret)):
+                raise ServiceError(f"header {name!r}: an object value must be {{\"secret\": \"NAME\"}}")
+        elif not isinstance(value, str):
             raise ServiceError(f"header {name!r} must be a string or {{\"secret\": \"NAME\"}}")
     params = request.get("params")
     if params is not None and not isinstance(params, Mapping):
@@ -194,7 +196,7 @@ def _parse_request(payload: Any) -> dict[str, Any]:
     ok = request.get("ok_statuses")
     if ok is not None and not (
         isinstance(ok, list) and ok
-        and all(isinstance(r, int) and 100 <= r <= 599 or isinstance(r, str) and _STATUS_CLASS.match(r) for r in ok)
+        and all((isinstance(r, int) and 100 <= r <= 599) or (isinstance(r, str) and _STATUS_CLASS.match(r)) for r in ok)
     ):
         raise ServiceError("http ok_statuses must be a list of status codes or classes like '2xx'")
     return request

@@ -19,7 +19,8 @@ def inbox_from_url(
     if scheme in ("postgresql", "postgres"):
         return PostgresInbox(url, table=table, setup_sql=setup_sql, max_size=pool_size)
     if scheme == "sqlite":
-        return SqliteInbox(url.removeprefix("sqlite://").removeprefix("/") or ":memory:", table=table, setup_sql=setup_sql)
+        path = url.removeprefix("sqlite://").removeprefix("/") or ":memory:"
+        return SqliteInbox(path, table=table, setup_sql=setup_sql)
     raise ConfigurationError(f"unsupported service database URL {url!r}", hint="use postgresql://... or sqlite:///...")
 
 

@@ -11,11 +11,13 @@ import re
 import sqlite3
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any, Self
 
 import aiosqlite
 import asyncpg
+from asyncpg import Record
+from asyncpg.pool import PoolConnectionProxy
 
 from framework.errors import ConfigurationError, StoreError
 from framework.store.postgres import TRANSIENT_ERRORS, keep_session
@@ -67,7 +69,7 @@ class Inbox(ABC):
     async def close(self) -> None: ...
 
     @abstractmethod
-    def transaction(self) -> Any:
+    def transaction(self) -> AbstractAsyncContextManager[ServiceTransaction]:
         """An async context manager yielding a ``ServiceTransaction``; commits on success."""
 
 
@@ -78,8 +80,9 @@ def _check_table(table: str) -> str:
 
 
 class _PostgresTransaction(ServiceTransaction):
-    def __init__(self, conn: asyncpg.Connection, table: str) -> None:
-        self.connection = conn  # the raw asyncpg connection, for anything the helpers do not cover
+    def __init__(self, conn: PoolConnectionProxy[Record], table: str) -> None:
+        # The raw asyncpg connection (the pool's proxy of it), for anything the helpers do not cover.
+        self.connection = conn
         self._table = table
 
     async def execute(self, sql: str, *args: Any) -> None:
@@ -95,7 +98,10 @@ class _PostgresTransaction(ServiceTransaction):
         if inserted:
             return None
         # The row exists and is committed (our INSERT waited for its transaction): return its reply.
-        return await self.connection.fetchval(f"SELECT reply FROM {self._table} WHERE task_id = $1", task_id)
+        reply: str | None = await self.connection.fetchval(
+            f"SELECT reply FROM {self._table} WHERE task_id = $1", task_id
+        )
+        return reply
 
     async def record(self, task_id: str, reply: str) -> None:
         await self.connection.execute(
@@ -162,7 +168,8 @@ class _SqliteTransaction(ServiceTransaction):
     async def claim(self, task_id: str) -> str | None:
         rows = await self.fetch(f"SELECT reply FROM {self._table} WHERE task_id = $1", task_id)
         if rows:
-            return rows[0]["reply"]
+            reply: str | None = rows[0]["reply"]
+            return reply
         await self.execute(f"INSERT INTO {self._table} (task_id) VALUES ($1)", task_id)
         return None
 

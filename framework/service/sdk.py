@@ -71,12 +71,13 @@ class Service:
             await asyncio.wait(set(self._in_flight), timeout=timeout_s)
 
     async def _on_command(self, delivery: Delivery) -> None:
-        task = asyncio.current_task()
-        self._in_flight.add(task)  # type: ignore[arg-type]
+        task = asyncio.current_task()  # brokers run each delivery in a task of its own: never None
+        if task is not None:
+            self._in_flight.add(task)
         try:
             await self._handle(delivery)
         finally:
-            self._in_flight.discard(task)  # type: ignore[arg-type]
+            self._in_flight.discard(task)
 
     async def _handle(self, delivery: Delivery) -> None:
         try:
@@ -122,13 +123,13 @@ class Service:
                 return reply
         except _Rejected as rejected:
             if rejected.error.retryable:  # nothing recorded: a later delivery of this taskId tries afresh
-                reply = ServiceReplyMessage(command.task_id, ok=False, error=rejected.error.message, retryable=True)
-                return reply.to_json().decode()
+                retry = ServiceReplyMessage(command.task_id, ok=False, error=rejected.error.message, retryable=True)
+                return retry.to_json().decode()
             async with self.inbox.transaction() as tx:
                 recorded = await tx.claim(command.task_id)
                 if recorded is not None:
                     return recorded
-                reply = ServiceReplyMessage(command.task_id, ok=False, error=rejected.error.message)
-                encoded = reply.to_json().decode()
+                error = ServiceReplyMessage(command.task_id, ok=False, error=rejected.error.message)
+                encoded = error.to_json().decode()
                 await tx.record(command.task_id, encoded)
                 return encoded

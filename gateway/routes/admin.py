@@ -32,7 +32,7 @@ HEADERS = {
 }
 
 
-def router(keys: ApiKeys) -> APIRouter:  # noqa: ARG001 - the page holds no data; the API it calls checks keys
+def router(keys: ApiKeys) -> APIRouter:  # keys unused: the page holds no data; the API it calls checks keys
     api = APIRouter(tags=["admin"], include_in_schema=False)
 
     @api.get("/admin")

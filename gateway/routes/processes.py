@@ -90,9 +90,10 @@ def router(keys: ApiKeys) -> APIRouter:
             fanned = [e["version"] for e in await flow.store.history(process_id) if e.get("event") == "fan_out"]
             group = fanned[-1] if fanned else None
         state = await flow.store.fan_out_state(process_id, group) if group is not None else None
-        if state is None:
+        if state is None or group is None:  # (no group: no state)
             raise ProcessNotFoundError(f"process {process_id} has no fan-out{'' if group is None else f' {group}'}",
-                                    hint="GET /processes/{id} shows its history; a fan_out entry's version is its group")
+                                    hint="GET /processes/{id} shows its history; "
+                                    "a fan_out entry's version is its group")
         rows = await flow.store.fan_out_items(process_id, group, status=status, after=after, limit=limit)
         return {
             "fan_out": state.counts(),
