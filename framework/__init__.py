@@ -9,8 +9,6 @@ from framework.app import Stageflow
 from framework.case import BusinessCase, stage
 from framework.clock import Clock, FakeClock, SystemClock
 from framework.context import ServiceReply, StageContext
-from framework.observers import Observer
-from framework.state import Failure
 from framework.document import ProcessDocument, Status
 from framework.engine import Engine
 from framework.errors import (
@@ -33,10 +31,12 @@ from framework.errors import (
     UnknownCaseError,
 )
 from framework.fanout import FanIn, FanItem
+from framework.observers import Observer
 from framework.operations import Operations
 from framework.policies import Retry
 from framework.schedules import Schedule
 from framework.settings import Settings
+from framework.state import Failure
 from framework.store.base import ProcessFilter
 from framework.taskid import TaskIdSigner, TaskRef
 from framework.worker import Worker

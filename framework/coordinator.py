@@ -17,7 +17,13 @@ from framework.committer import Committer
 from framework.document import OutboxMessage, ParentRef, ProcessDocument, Status
 from framework.errors import InvalidInputError, MessageError, ProcessConflictError, UnknownCaseError
 from framework.fanout import (
-    FanIn, child_client_key, child_process_id, dispatch_message, failure_reason, fan_in, join_message,
+    FanIn,
+    child_client_key,
+    child_process_id,
+    dispatch_message,
+    failure_reason,
+    fan_in,
+    join_message,
 )
 from framework.messages import StartChild
 from framework.planner import Planner

@@ -26,7 +26,15 @@ from framework.observers import Observer, Observers
 from framework.planner import Planner
 from framework.stages import StageRunner
 from framework.state import (
-    FanOutWait, ReplyResumed, ResendWait, RetryWait, ServiceReply, ServiceWait, TimerWait, due_time, fire_target,
+    FanOutWait,
+    ReplyResumed,
+    ResendWait,
+    RetryWait,
+    ServiceReply,
+    ServiceWait,
+    TimerWait,
+    due_time,
+    fire_target,
 )
 from framework.store.base import ProcessStore
 

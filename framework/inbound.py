@@ -11,7 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from framework.messages import (
-    DEFAULT_MAX_MESSAGE_BYTES, ItemDone, RunStage, ServiceReplyMessage, StartChild, parse_inner,
+    DEFAULT_MAX_MESSAGE_BYTES,
+    ItemDone,
+    RunStage,
+    ServiceReplyMessage,
+    StartChild,
+    parse_inner,
 )
 from framework.taskid import TaskIdSigner, TaskRef
 

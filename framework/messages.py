@@ -41,7 +41,7 @@ def decode_object(body: bytes, max_bytes: int) -> dict[str, Any]:
 
 def _field(data: dict[str, Any], name: str, kind: type, kind_name: str) -> Any:
     value = data.get(name)
-    if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
         raise MessageError(f"message field {name!r} must be {kind_name}")
     return value
 

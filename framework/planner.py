@@ -26,7 +26,15 @@ from framework.fanout import NewFanOut, dispatch_message, item_specs, join_messa
 from framework.messages import DEFAULT_MAX_MESSAGE_BYTES, RunStage, ServiceCommand
 from framework.registry import CaseRegistry
 from framework.state import (
-    CallWait, FanOutWait, Failure, HistoryEntry, ResendWait, Resumed, RetryWait, ServiceWait, TimerWait,
+    CallWait,
+    Failure,
+    FanOutWait,
+    HistoryEntry,
+    ResendWait,
+    Resumed,
+    RetryWait,
+    ServiceWait,
+    TimerWait,
 )
 from framework.taskid import TaskIdSigner, TaskRef
 

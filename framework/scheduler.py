@@ -94,6 +94,8 @@ class Scheduler:
 
     async def _fire(self, schedule: Schedule, tick: float) -> int:
         key = schedule.client_key(tick)
+        if schedule.case is None:  # collect_schedules only finds schedules bound to the case declaring them
+            raise ConfigurationError(f"schedule {schedule.name!r} is not declared on a case")
         try:
             doc, new = await self._start(schedule.case, schedule.input, client_key=key)
         except InfrastructureError:

@@ -11,8 +11,8 @@ import asyncio
 
 import structlog
 
-from framework.committer import Committer
 from framework.clock import Clock
+from framework.committer import Committer
 from framework.context import StageContext
 from framework.document import ProcessDocument
 from framework.errors import MessageError, StageError
@@ -62,7 +62,7 @@ class StageRunner:
                     hint="end every stage with ctx.next(), ctx.call(), ctx.wait(), ctx.complete() or ctx.fail()",
                 )
             plan = self._planner.outcome(doc, stage, ctx.store, ctx.outcome, started=started, now=self._clock.now())
-        except Exception as exc:  # stage code failed: retry, take the failure path, or fail the process
+        except Exception as exc:  # noqa: BLE001 - stage code failed: retry, take the failure path, or fail the process
             if isinstance(exc, TimeoutError) and spec.timeout_s is not None:
                 reason, retryable = f"stage timed out after {spec.timeout_s:g} s", True
             else:

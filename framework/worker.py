@@ -127,8 +127,9 @@ class Worker:
         await self._handle(delivery, self.engine.inbound.reply)
 
     async def _handle(self, delivery: Delivery, parse: Callable[[bytes], Inbound]) -> None:
-        task = asyncio.current_task()
-        self._in_flight.add(task)  # type: ignore[arg-type]  # handlers always run in a task
+        task = asyncio.current_task()  # handlers always run in a task of their own
+        if task is not None:
+            self._in_flight.add(task)
         try:
             try:
                 message = parse(delivery.body)  # once, here: everything after dispatches on its type
@@ -155,7 +156,8 @@ class Worker:
             with contextlib.suppress(InfrastructureError):
                 await delivery.nack(requeue=True)
         finally:
-            self._in_flight.discard(task)  # type: ignore[arg-type]
+            if task is not None:
+                self._in_flight.discard(task)
 
     async def _apply_redelivered(self, delivery: Delivery, message: Inbound) -> None:
         ledger = self.engine.store

@@ -163,9 +163,9 @@ async def test_a_process_keeps_the_blueprint_version_it_started_with() -> None:
     async with store:
         before = Engine(cases=[v1], store=store, broker=broker, signer=signer)
         doc = await before.start("routing", {"sku": "a", "qty": 1})
-        await before.apply(before.inbound.inner(RunStage(doc.process_id, "routing", "first", 1).to_json()))
+        await before.apply(RunStage(doc.process_id, "routing", "first", 1))
         after = Engine(cases=[v1, v2], store=store, broker=broker, signer=signer)
-        await after.apply(after.inbound.inner(RunStage(doc.process_id, "routing", "old_name", 2).to_json()))
+        await after.apply(RunStage(doc.process_id, "routing", "old_name", 2))
         newer = await after.start("routing", {"sku": "b", "qty": 1})
         done = await store.load(doc.process_id)
     assert done is not None and done.case_version == 1 and done.result == "v1" and done.store == {"v": 1}

@@ -46,11 +46,11 @@ async def test_old_version_process_finishes_after_its_stage_is_renamed() -> None
     async with store:
         before_deploy = Engine(cases=[RenamedV1], store=store, broker=broker, signer=signer)
         doc = await before_deploy.start("renamed")
-        await before_deploy.apply(before_deploy.inbound.inner(RunStage(doc.process_id, "renamed", "first", 1).to_json()))
+        await before_deploy.apply(RunStage(doc.process_id, "renamed", "first", 1))
         assert (await store.load(doc.process_id)).stage == "old_name"  # type: ignore[union-attr]
 
         after_deploy = Engine(cases=[RenamedV1, RenamedV2], store=store, broker=broker, signer=signer)
-        await after_deploy.apply(after_deploy.inbound.inner(RunStage(doc.process_id, "renamed", "old_name", 2).to_json()))
+        await after_deploy.apply(RunStage(doc.process_id, "renamed", "old_name", 2))
 
         done = await store.load(doc.process_id)
         assert done is not None and done.status is Status.COMPLETED

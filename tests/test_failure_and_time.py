@@ -170,7 +170,8 @@ async def test_stage_timeout_is_retried_then_fails(env: TimedEnv) -> None:
     failed = await env.until(doc.process_id, finished)
     assert failed.status is Status.FAILED
     assert failed.error is not None
-    assert (failed.error.stage, failed.error.attempts, failed.error.reason) == ("slow", 2, "stage timed out after 0.3 s")
+    error = failed.error
+    assert (error.stage, error.attempts, error.reason) == ("slow", 2, "stage timed out after 0.3 s")
 
 
 async def test_reply_deadline_resends_the_same_command_then_takes_on_failed(env: TimedEnv, settings: Settings) -> None:

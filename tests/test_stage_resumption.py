@@ -31,7 +31,13 @@ from framework.service import ServiceTransaction
 from framework.testing import run_cases
 from tests.support.cluster import Cluster, wait_finished
 from tests.support.resumption_cases import (
-    CASES, MEMORY_SIGHTINGS, SIGHTINGS_SQL, STAGE_TIMEOUT_S, JoinsFanOut, RecoversFromFailure, ResumedByReply,
+    CASES,
+    MEMORY_SIGHTINGS,
+    SIGHTINGS_SQL,
+    STAGE_TIMEOUT_S,
+    JoinsFanOut,
+    RecoversFromFailure,
+    ResumedByReply,
     ResumedByReplyTimed,
 )
 
