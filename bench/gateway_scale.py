@@ -29,14 +29,16 @@ STORE_URL = "postgresql://postgres@127.0.0.1:5432/test"
 DAY = 86400.0
 
 SEED = """
-INSERT INTO {s}.processes (process_id, case_name, client_key, status, version, doc, due_at, created_at, updated_at)
+INSERT INTO {s}.processes (process_id, case_name, client_key, status, version, doc, due_at, created_at, updated_at,
+                           retrying, waiting_summary)
 SELECT id, case_name, NULL, status, 3,
        jsonb_build_object('process_id', id, 'case', case_name, 'case_version', 1, 'status', status,
                           'stage', stage, 'version', 3, 'input', '{{}}'::jsonb, 'created_at', created,
                           'updated_at', created + 1,
                           'ended_at', CASE WHEN status IN ('completed', 'failed') THEN created + 1 END,
                           'waiting', waiting, 'error', error),
-       CASE WHEN status = 'waiting' THEN created + DAY_S END, created, created + 1
+       CASE WHEN status = 'waiting' THEN created + DAY_S END, created, created + 1,
+       coalesce(waiting->>'reason' = 'retry', false), waiting::text  -- what the store's derived_columns writes
 FROM (
     SELECT id, case_name, status, created,
            CASE WHEN status = 'failed' THEN (ARRAY['fetch', 'charge', 'ship'])[1 + n % 3]
@@ -101,16 +103,17 @@ async def timed(conn: asyncpg.Connection, sql: str, *args: Any, runs: int = 5) -
 async def explain_lists(conn: asyncpg.Connection, store: PostgresStore) -> dict[str, Any]:
     """EXPLAIN ANALYZE of the first page (50 rows) and of a page deep in the list, per filter."""
     from framework.store.base import ProcessFilter
-    from framework.store.postgres import _conditions
+    from framework.store.sql.dialect import POSTGRESQL
+    from framework.store.sql.statements import conditions
 
     out: dict[str, Any] = {}
     for name, kwargs in LIST_FILTERS:
         if kwargs.get("created_after") == "day":
             kwargs = {**kwargs, "created_after": time.time() - DAY}
-        conditions, params = _conditions(ProcessFilter(**kwargs))
+        found, params = conditions(POSTGRESQL, ProcessFilter(**kwargs))
         params.append(51)
         sql = (f"SELECT process_id, created_at FROM {store.schema}.processes "
-               f"{'WHERE ' + ' AND '.join(conditions) if conditions else ''} "
+               f"{'WHERE ' + ' AND '.join(found) if found else ''} "
                f"ORDER BY created_at DESC, process_id DESC LIMIT ${len(params)}")
         plan = await conn.fetchval("EXPLAIN (ANALYZE, FORMAT JSON) " + sql, *params)
         top = orjson.loads(plan)[0]

@@ -1,5 +1,11 @@
-"""Process stores: the contract and its implementations (PostgreSQL for production, SQLite embedded)."""
+"""Process stores: the contract (narrow protocols, see ``protocols``) and its implementations (PostgreSQL
+for production, SQLite embedded), which share their SQL through ``framework.store.sql``."""
 
-from framework.store.base import ProcessStore
+from framework.store.protocols import (
+    DocumentStore, FanOutStore, JobStore, Lifecycle, PoisonLedger, ProcessQueries, ProcessStore, ScheduleStore,
+)
 
-__all__ = ["ProcessStore"]
+__all__ = [
+    "ProcessStore", "Lifecycle", "DocumentStore", "FanOutStore", "ScheduleStore", "JobStore", "ProcessQueries",
+    "PoisonLedger",
+]

@@ -1,0 +1,36 @@
+"""The columns a store writes beside the document so that queries never parse the document's state.
+
+``derived_columns`` is the one place a store reads ``doc.waiting``: every backend calls it at ``create`` and
+``commit`` time and writes what it returns, so ``status=retrying`` is an indexed flag and a list row shows
+what a process waits for without the document.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import orjson
+
+from framework.document import ProcessDocument, Status
+from framework.store.records import WAITING_SUMMARY_KEYS
+
+
+class Derived(NamedTuple):
+    retrying: bool  # waiting to try a failed stage (retry backoff) or a failed service call (re-send) again
+    waiting_summary: str | None  # JSON of the waiting keys a list row shows (``records.summary``), if waiting
+
+
+NOT_WAITING = Derived(False, None)
+
+
+def derived_columns(doc: ProcessDocument) -> Derived:
+    """What the list columns of ``doc`` hold. Called once per create and commit: keep it cheap."""
+    waiting = doc.waiting
+    if waiting is None:
+        return NOT_WAITING
+    kind = waiting.get("kind")
+    # With typed waits: retrying = isinstance(waiting, RetryWait | ResendWait)
+    retrying = doc.status is Status.WAITING and (
+        kind == "resend" or (kind == "timer" and waiting.get("reason") == "retry"))
+    shown = {k: waiting[k] for k in WAITING_SUMMARY_KEYS if k in waiting}
+    return Derived(retrying, orjson.dumps(shown).decode())
