@@ -21,14 +21,14 @@ from framework.fanout import item_done_message
 from framework.observers import Observer, Observers
 from framework.planner import Plan, Planner
 from framework.state import ResendWait, RetryWait
-from framework.store.base import ProcessStore
+from framework.store.protocols import DocumentStore
 
 log = structlog.get_logger("stageflow.engine")
 
 
 class Committer:
     def __init__(
-        self, *, store: ProcessStore, broker: Broker, planner: Planner, clock: Clock, relay_grace_s: float,
+        self, *, store: DocumentStore, broker: Broker, planner: Planner, clock: Clock, relay_grace_s: float,
         process_ttl_s: float, max_message_bytes: int, observers: Observers,
     ) -> None:
         self._store = store

@@ -30,7 +30,7 @@ from framework.planner import Planner
 from framework.stages import StageRunner
 from framework.starter import Starter
 from framework.state import FanOutWait, JoinResumed, Resumed
-from framework.store.base import ProcessStore
+from framework.store.protocols import DocumentStore, FanOutStore
 from framework.taskid import TaskIdSigner
 
 log = structlog.get_logger("stageflow.engine")
@@ -38,10 +38,11 @@ log = structlog.get_logger("stageflow.engine")
 
 class FanOutCoordinator:
     def __init__(
-        self, *, store: ProcessStore, signer: TaskIdSigner, planner: Planner, committer: Committer,
-        stages: StageRunner, starter: Starter, clock: Clock, relay_grace_s: float,
+        self, *, documents: DocumentStore, items: FanOutStore, signer: TaskIdSigner, planner: Planner,
+        committer: Committer, stages: StageRunner, starter: Starter, clock: Clock, relay_grace_s: float,
     ) -> None:
-        self._store = store
+        self._documents = documents
+        self._items = items
         self._signer = signer
         self._planner = planner
         self._committer = committer
@@ -57,7 +58,7 @@ class FanOutCoordinator:
         child_id = child_process_id(message.process_id, message.group, message.index)
         # A re-sent start finds the child it made before, without validating its input again (the child's case
         # may have changed since, and that must not fail an item whose child is running).
-        child = await self._store.load(child_id)
+        child = await self._documents.load(child_id)
         if child is None and not await self._item_in_flight(parent):
             return  # a stale start (the item ended, e.g. failed as poison): never run it again
         if child is None:
@@ -74,13 +75,13 @@ class FanOutCoordinator:
             await self._committer.publish(child_id, [self._committer.item_done(child)])
 
     async def _item_in_flight(self, item: ParentRef) -> bool:
-        rows = await self._store.fan_out_items(item.process_id, item.group, after=item.index - 1, limit=1)
+        rows = await self._items.fan_out_items(item.process_id, item.group, after=item.index - 1, limit=1)
         return bool(rows) and rows[0].index == item.index and rows[0].status == "dispatched"
 
     async def complete_item(self, item: ParentRef, *, ok: bool, result: Any, error: str | None,
                             redelivered: bool) -> None:
         """Record one item's end; publish the item it releases and, if it decided the fan-out, the join."""
-        done = await self._store.complete_item(item.process_id, item.group, item.index, ok=ok, result=result,
+        done = await self._items.complete_item(item.process_id, item.group, item.index, ok=ok, result=result,
                                                error=error, now=self._clock.now())
         if done is None:
             log.debug("item of an unknown fan-out dropped", process_id=item.process_id, group=item.group,
@@ -105,10 +106,10 @@ class FanOutCoordinator:
 
     async def join(self, doc: ProcessDocument, wait: FanOutWait, now: float) -> None:
         """The parent's fan-out is decided (or its time is up): run the resuming stage once with the results."""
-        state = await self._store.fan_out_state(doc.process_id, wait.group)
+        state = await self._items.fan_out_state(doc.process_id, wait.group)
         if state is None or (state.decided is None and (wait.deadline is None or now < wait.deadline)):
             return  # not decided yet: a fired timer came early; the completions will send the join
-        joined = fan_in(state, await self._store.fan_out_items(doc.process_id, wait.group))
+        joined = fan_in(state, await self._items.fan_out_items(doc.process_id, wait.group))
         if state.decided is None:
             reason = (f"fan-out not finished within {wait.timeout_s or 0:g} s ({state.done + state.failed} of "
                       f"{state.total} items done)")
@@ -123,16 +124,16 @@ class FanOutCoordinator:
         """The joined results a retried joining stage sees again (read from the item rows)."""
         if not isinstance(resumed, JoinResumed):
             return None
-        state = await self._store.fan_out_state(process_id, resumed.group)
-        return None if state is None else fan_in(state, await self._store.fan_out_items(process_id, state.group))
+        state = await self._items.fan_out_state(process_id, resumed.group)
+        return None if state is None else fan_in(state, await self._items.fan_out_items(process_id, state.group))
 
     async def sweep(self, doc: ProcessDocument, wait: FanOutWait, now: float) -> list[OutboxMessage]:
         """The safety net of a fan-out: re-send the join if it is decided, else re-dispatch items that have been
         running longer than the relay grace (their replies or children may have been lost with a worker)."""
-        state = await self._store.fan_out_state(doc.process_id, wait.group)
+        state = await self._items.fan_out_state(doc.process_id, wait.group)
         if state is None or state.decided is not None or (wait.deadline is not None and now >= wait.deadline):
             return [join_message(doc.process_id, doc.case, wait.resume, wait.group)]
-        stale = await self._store.fan_out_items(doc.process_id, wait.group, status="dispatched", limit=state.window,
+        stale = await self._items.fan_out_items(doc.process_id, wait.group, status="dispatched", limit=state.window,
                                                 updated_before=now - self._relay_grace_s)
         return [
             dispatch_message(self._signer, process_id=doc.process_id, case=doc.case, resume=wait.resume,
@@ -141,10 +142,10 @@ class FanOutCoordinator:
         ]
 
     async def _load(self, process_id: str, case: str) -> ProcessDocument:
-        return await load_process(self._store, process_id, case)
+        return await load_process(self._documents, process_id, case)
 
 
-async def load_process(store: ProcessStore, process_id: str, case: str) -> ProcessDocument:
+async def load_process(store: DocumentStore, process_id: str, case: str) -> ProcessDocument:
     """The document a message names; ``MessageError`` (to park it) if there is none, or of another case."""
     doc = await store.load(process_id)
     if doc is None:

@@ -36,14 +36,14 @@ from framework.state import (
     due_time,
     fire_target,
 )
-from framework.store.base import ProcessStore
+from framework.store.protocols import DocumentStore
 
 log = structlog.get_logger("stageflow.engine")
 
 
 class Dispatcher:
     def __init__(
-        self, *, store: ProcessStore, planner: Planner, committer: Committer, stages: StageRunner,
+        self, *, store: DocumentStore, planner: Planner, committer: Committer, stages: StageRunner,
         fanouts: FanOutCoordinator, clock: Clock, observers: Observers,
     ) -> None:
         self._store = store

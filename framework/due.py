@@ -19,7 +19,7 @@ from framework.observers import Observer, Observers
 from framework.planner import run_stage_message
 from framework.scheduler import Scheduler
 from framework.state import FanOutWait, fire_target
-from framework.store.base import ProcessStore
+from framework.store.protocols import DocumentStore
 
 log = structlog.get_logger("stageflow.engine")
 
@@ -28,7 +28,7 @@ _DUE_MAX_INTERVAL_S = 3600.0
 
 class DueWork:
     def __init__(
-        self, *, store: ProcessStore, committer: Committer, fanouts: FanOutCoordinator, schedules: Scheduler,
+        self, *, store: DocumentStore, committer: Committer, fanouts: FanOutCoordinator, schedules: Scheduler,
         clock: Clock, relay_grace_s: float, observers: Observers,
     ) -> None:
         self._store = store

@@ -77,7 +77,7 @@ class Engine:
         stages = StageRunner(planner=self.planner, committer=self.committer, clock=self.clock,
                              observers=self.observers)
         fanouts = FanOutCoordinator(
-            store=store, signer=signer, planner=self.planner, committer=self.committer, stages=stages,
+            documents=store, items=store, signer=signer, planner=self.planner, committer=self.committer, stages=stages,
             starter=self.start_process, clock=self.clock, relay_grace_s=relay_grace_s,
         )
         self._dispatcher = Dispatcher(store=store, planner=self.planner, committer=self.committer, stages=stages,

@@ -15,11 +15,11 @@ from framework.inbound import Inbound, Reply
 from framework.messages import ItemDone, RunStage, StartChild
 from framework.planner import Planner
 from framework.state import ResendWait, ServiceWait
-from framework.store.base import ProcessStore
+from framework.store.protocols import DocumentStore
 
 
 class PoisonJudge:
-    def __init__(self, *, store: ProcessStore, planner: Planner, committer: Committer,
+    def __init__(self, *, store: DocumentStore, planner: Planner, committer: Committer,
                  fanouts: FanOutCoordinator, clock: Clock) -> None:
         self._store = store
         self._planner = planner

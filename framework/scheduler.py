@@ -27,7 +27,8 @@ from framework.case import BusinessCase
 from framework.clock import Clock
 from framework.errors import ConfigurationError, InfrastructureError, ScheduleNotFoundError, StageflowError
 from framework.schedules import Schedule, Timing
-from framework.store.base import ProcessStore, ScheduleRow
+from framework.store.protocols import ScheduleStore
+from framework.store.records import ScheduleRow
 
 log = structlog.get_logger("stageflow.scheduler")
 
@@ -54,7 +55,7 @@ def collect_schedules(cases: Iterable[type[BusinessCase]]) -> dict[str, Schedule
 
 
 class Scheduler:
-    def __init__(self, *, store: ProcessStore, clock: Clock, start: StartProcess, schedules: dict[str, Schedule]):
+    def __init__(self, *, store: ScheduleStore, clock: Clock, start: StartProcess, schedules: dict[str, Schedule]):
         self.store = store
         self.clock = clock
         self._start = start

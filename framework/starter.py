@@ -18,13 +18,13 @@ from framework.committer import Committer
 from framework.document import ParentRef, ProcessDocument
 from framework.errors import InvalidInputError, ProcessConflictError, UnstorableDataError
 from framework.planner import Planner
-from framework.store.base import ProcessStore
+from framework.store.protocols import DocumentStore
 
 log = structlog.get_logger("stageflow.engine")
 
 
 class Starter:
-    def __init__(self, *, store: ProcessStore, planner: Planner, committer: Committer, clock: Clock,
+    def __init__(self, *, store: DocumentStore, planner: Planner, committer: Committer, clock: Clock,
                  relay_grace_s: float) -> None:
         self._store = store
         self._planner = planner

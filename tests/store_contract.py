@@ -18,14 +18,22 @@ import pytest
 from framework.document import OutboxMessage, ProcessDocument, Status
 from framework.errors import StoreError
 from framework.fanout import SUCCEEDED, NewFanOut
+from framework.state import FanOutWait, ResendWait, RetryWait, ServiceWait, TimerWait, Wait
 from framework.store.protocols import PROTOCOLS, ProcessStore
 from framework.store.records import Job
 
 T0 = 1_000_000.0
-RETRY_WAIT = {"kind": "timer", "reason": "retry", "stage": "s1", "until": T0 + 60, "attempt": 2, "extra": "x"}
-RESEND_WAIT = {"kind": "resend", "api": "billing", "stage": "s1", "until": T0 + 30, "attempt": 1, "error": "boom"}
-SERVICE_WAIT = {"kind": "service", "api": "billing", "stage": "s1", "deadline": T0 + 600, "task_id": "t"}
-TIMER_WAIT = {"kind": "timer", "reason": "wait", "stage": "s2", "until": T0 + 5}
+RETRY_WAIT = RetryWait(stage="s1", until=T0 + 60, attempt=2, error="boom")
+RESEND_WAIT = ResendWait(api="billing", task_id="t", resume="s2", from_stage="s1", since=T0, attempt=1,
+                         until=T0 + 30, error="boom", command="{}")
+SERVICE_WAIT = ServiceWait(api="billing", task_id="t", resume="s2", from_stage="s1", since=T0, deadline=T0 + 600)
+TIMER_WAIT = TimerWait(reason="wait", stage="s2", until=T0 + 5)
+
+
+def summary_of(wait: Wait) -> dict[str, Any]:
+    """What a list row shows of ``wait``: a few of its fields, never the command or the taskId."""
+    shown = {"kind", "reason", "stage", "api", "until", "deadline", "attempt"}
+    return {k: v for k, v in orjson.loads(orjson.dumps(wait)).items() if k in shown and v is not None}
 
 
 def doc_of(
@@ -195,7 +203,8 @@ async def _fanned_out(store: ProcessStore, *, items: int = 3, window: int = 2, t
                       first: bool = False) -> ProcessDocument:
     doc = doc_of("parent")
     await store.create(doc, entry_of(1), due_at=None)
-    waiting = next_of(doc, status=Status.WAITING, waiting={"kind": "fan_out", "group": 2, "resume": "join"})
+    fanning_out = FanOutWait(group=2, resume="join", from_stage="s1", total=3, since=T0)
+    waiting = next_of(doc, status=Status.WAITING, waiting=fanning_out)
     specs = [orjson.dumps({"item": i}).decode() for i in range(items)]
     assert await store.commit_fan_out(waiting, entry_of(2), expected_version=1, due_at=None,
                                       fan_out=NewFanOut(2, specs, window=window, tolerate=tolerate, first=first))

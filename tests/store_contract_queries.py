@@ -3,16 +3,28 @@ processes, every ``ProcessFilter`` field, ``status=retrying`` and keyset pages."
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import pytest
 
 from framework.document import Status
+from framework.state import Failure
 from framework.store.protocols import ProcessStore
 from framework.store.records import RETRYING, ProcessFilter
-from tests.store_contract import RESEND_WAIT, RETRY_WAIT, SERVICE_WAIT, T0, TIMER_WAIT, commit, doc_of, next_of
+from tests.store_contract import (
+    RESEND_WAIT,
+    RETRY_WAIT,
+    SERVICE_WAIT,
+    T0,
+    TIMER_WAIT,
+    commit,
+    doc_of,
+    next_of,
+    summary_of,
+)
 
-ERROR = {"stage": "charge", "reason": "boom", "at": T0 + 9, "trace": "a long traceback"}
+ERROR = Failure(stage="charge", reason="boom", at=T0 + 9, version=3, attempts=2)
 # process id -> (case, created_at offset, the document's changes)
 PROCESSES: dict[str, tuple[str, float, dict[str, Any]]] = {
     "a1": ("order", 1, {"status": Status.COMPLETED, "ended_at": T0 + 10, "stage": "done", "result": {"ok": 1}}),
@@ -20,7 +32,7 @@ PROCESSES: dict[str, tuple[str, float, dict[str, Any]]] = {
     "a3": ("order", 3, {"status": Status.WAITING, "waiting": RETRY_WAIT, "attempts": 1}),
     "a4": ("refund", 4, {"status": Status.WAITING, "waiting": RESEND_WAIT}),
     "a5": ("refund", 5, {"status": Status.WAITING, "waiting": SERVICE_WAIT}),
-    "a6": ("refund", 6, {"status": Status.FAILED, "error": {**ERROR, "stage": "ship"}}),
+    "a6": ("refund", 6, {"status": Status.FAILED, "error": dataclasses.replace(ERROR, stage="ship")}),
     "a7": ("order", 6, {}),  # running; created with a6: the id breaks the tie
     "a8": ("order", 7, {"status": Status.WAITING, "waiting": TIMER_WAIT}),
 }
@@ -89,10 +101,12 @@ async def test_a_list_row_is_a_summary_of_the_document(filled: ProcessStore) -> 
         "client_key": None, "created_at": T0 + 1, "updated_at": T0 + 1, "ended_at": T0 + 10, "waiting": None,
         "error": None,
     }
-    assert rows["a2"]["error"] == {"stage": "charge", "reason": "boom", "at": T0 + 9}  # no traceback
-    assert rows["a3"]["waiting"] == {k: v for k, v in RETRY_WAIT.items() if k != "extra"}
-    assert rows["a4"]["waiting"] == {k: v for k, v in RESEND_WAIT.items() if k != "error"}
-    assert rows["a5"]["waiting"] == {k: v for k, v in SERVICE_WAIT.items() if k != "task_id"}
+    assert rows["a2"]["error"] == {"stage": "charge", "reason": "boom", "at": T0 + 9}  # not its attempts, version
+    assert rows["a3"]["waiting"] == summary_of(RETRY_WAIT) == {
+        "kind": "timer", "reason": "retry", "stage": "s1", "until": T0 + 60, "attempt": 2}
+    assert rows["a4"]["waiting"] == summary_of(RESEND_WAIT)
+    assert rows["a5"]["waiting"] == summary_of(SERVICE_WAIT) == {"kind": "service", "api": "billing",
+                                                                 "deadline": T0 + 600, "attempt": 1}
     assert rows["a7"]["waiting"] is None and rows["a7"]["ended_at"] is None and rows["a7"]["stage"] == "s1"
 
 
@@ -105,7 +119,7 @@ async def test_a_commit_keeps_the_retrying_flag_and_the_waiting_summary_current(
     items, _ = await filled.list_page(ProcessFilter(case="order", status="running"))
     assert [(i["process_id"], i["waiting"]) for i in items] == [("a7", None), ("a3", None)]
 
-    again = next_of(running, status=Status.WAITING, waiting={**RETRY_WAIT, "attempt": 3})
+    again = next_of(running, status=Status.WAITING, waiting=dataclasses.replace(RETRY_WAIT, attempt=3))
     await commit(filled, again)
     items, _ = await filled.list_page(ProcessFilter(status=RETRYING))
     assert [(i["process_id"], i["waiting"]["attempt"]) for i in items] == [("a4", 1), ("a3", 3)]

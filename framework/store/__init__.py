@@ -2,7 +2,14 @@
 for production, SQLite embedded), which share their SQL through ``framework.store.sql``."""
 
 from framework.store.protocols import (
-    DocumentStore, FanOutStore, JobStore, Lifecycle, PoisonLedger, ProcessQueries, ProcessStore, ScheduleStore,
+    DocumentStore,
+    FanOutStore,
+    JobStore,
+    Lifecycle,
+    PoisonLedger,
+    ProcessQueries,
+    ProcessStore,
+    ScheduleStore,
 )
 
 __all__ = [

@@ -1,7 +1,14 @@
 """The store contract (``protocols``) and the data it speaks in (``records``), importable from one place."""
 
 from framework.store.protocols import (
-    DocumentStore, FanOutStore, JobStore, Lifecycle, PoisonLedger, ProcessQueries, ProcessStore, ScheduleStore,
+    DocumentStore,
+    FanOutStore,
+    JobStore,
+    Lifecycle,
+    PoisonLedger,
+    ProcessQueries,
+    ProcessStore,
+    ScheduleStore,
 )
 from framework.store.records import RETRYING, Job, PageKey, ProcessFilter, ScheduleRow, summary
 

@@ -12,6 +12,7 @@ from typing import NamedTuple
 import orjson
 
 from framework.document import ProcessDocument, Status
+from framework.state import is_retrying
 from framework.store.records import WAITING_SUMMARY_KEYS
 
 
@@ -28,9 +29,5 @@ def derived_columns(doc: ProcessDocument) -> Derived:
     waiting = doc.waiting
     if waiting is None:
         return NOT_WAITING
-    kind = waiting.get("kind")
-    # With typed waits: retrying = isinstance(waiting, RetryWait | ResendWait)
-    retrying = doc.status is Status.WAITING and (
-        kind == "resend" or (kind == "timer" and waiting.get("reason") == "retry"))
-    shown = {k: waiting[k] for k in WAITING_SUMMARY_KEYS if k in waiting}
-    return Derived(retrying, orjson.dumps(shown).decode())
+    shown = {k: v for k in WAITING_SUMMARY_KEYS if (v := getattr(waiting, k, None)) is not None}
+    return Derived(doc.status is Status.WAITING and is_retrying(waiting), orjson.dumps(shown).decode())

@@ -67,7 +67,7 @@ class PostgresFanOuts:
                 self._sql_commit_fan_out, *commit_row(doc, entry, expected_version, due_at, None),
                 s.group, s.total, s.window, s.tolerate, s.first, s.next_index, s.decided, fan_out.specs,
             )
-        return count == 1
+        return bool(count == 1)
 
     async def _write_completion(self, db: Executor, completion: Completion) -> tuple[bool, Sequence[Any] | None]:
         (row,) = await db.rows(self._sql_completion, *completion)

@@ -33,7 +33,11 @@ from framework.store.sql.pg_connection import TRANSIENT_ERRORS, Pooled, apply_on
 from framework.store.sql.rows import CommitRow, CreateRow, commit_row, create_row
 from framework.store.sql.schema import create_schema
 from framework.store.sql.statements import (
-    COMMIT_SET, CREATE_COLUMNS, CREATE_VALUES, ISOLATED_RUN_TTL_S, Statements,
+    COMMIT_SET,
+    CREATE_COLUMNS,
+    CREATE_VALUES,
+    ISOLATED_RUN_TTL_S,
+    Statements,
 )
 
 __all__ = ["PostgresStore", "TRANSIENT_ERRORS", "keep_session"]
@@ -192,7 +196,7 @@ class PostgresStore(PostgresFanOuts, SqlStore):
         raw = await self._loads.submit(process_id)
         return None if raw is None else ProcessDocument.from_json(raw)
 
-    async def _load_batch(self, process_ids: list[str]) -> list[str | None]:
+    async def _load_batch(self, process_ids: list[str]) -> list[str | BaseException | None]:
         async with self._connection() as conn:
             if len(process_ids) == 1:
                 return [await conn.fetchval(self._sql.load, process_ids[0])]
@@ -224,7 +228,7 @@ class PostgresStore(PostgresFanOuts, SqlStore):
             # they share in the same order and never deadlock.
             ordered = sorted(rows, key=lock_order)
             try:
-                applied = await conn.fetch(many, *(list(column) for column in zip(*ordered)))
+                applied = await conn.fetch(many, *(list(column) for column in zip(*ordered, strict=True)))
             except TRANSIENT_ERRORS:
                 raise
             except asyncpg.PostgresError:
@@ -244,10 +248,12 @@ class PostgresStore(PostgresFanOuts, SqlStore):
         async with self._connection() as conn, conn.transaction():
             await conn.execute(f"SET LOCAL statement_timeout = {max(1, int(timeout_s * 1000))}")
             try:
-                return await conn.fetchval(sql, *params)
+                count: int = await conn.fetchval(sql, *params)
             except asyncpg.QueryCanceledError:
                 return None
+        return count
 
     async def delete_expired(self, now: float, limit: int) -> int:
         async with self._connection() as conn:
-            return await conn.fetchval(self._pg["expire"], now, limit)
+            deleted: int = await conn.fetchval(self._pg["expire"], now, limit)
+        return deleted

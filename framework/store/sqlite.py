@@ -27,8 +27,10 @@ from framework.store.sql.schema import create_schema
 from framework.store.sql.statements import FAN_STATE_COLUMNS, ITEM_COLUMNS, Statements
 
 _sql = SQLITE.sql
-_INSERT_FAN_OUT = _sql(f"INSERT INTO fanouts ({FAN_STATE_COLUMNS}, process_id) VALUES ($1, $2, $3, $4, $5, $6, 0, 0, $7, $8)")
-_INSERT_ITEM = _sql("INSERT INTO fan_items (process_id, grp, idx, status, spec, updated_at) VALUES ($1, $2, $3, $4, $5, $6)")
+_INSERT_FAN_OUT = _sql(
+    f"INSERT INTO fanouts ({FAN_STATE_COLUMNS}, process_id) VALUES ($1, $2, $3, $4, $5, $6, 0, 0, $7, $8)")
+_INSERT_ITEM = _sql(
+    "INSERT INTO fan_items (process_id, grp, idx, status, spec, updated_at) VALUES ($1, $2, $3, $4, $5, $6)")
 _FINISH_ITEM = _sql("UPDATE fan_items SET status = $4, result = $5, error = $6, released = $7, updated_at = $8"
                     " WHERE process_id = $1 AND grp = $2 AND idx = $3 AND status = 'dispatched'")
 _COUNT_ITEM = _sql("UPDATE fanouts SET next_index = $3, done = $4, failed = $5, decided = $6"

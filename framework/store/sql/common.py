@@ -93,7 +93,7 @@ class SqlStore(ProcessStore):
     async def recent_stage_durations(self, processes: int) -> list[tuple[str, str, float]]:
         return [(c, s, float(ms)) for c, s, ms in await self._rows(self._sql.recent_stage_durations, processes)]
 
-    async def count_matching(self, where: ProcessFilter, *, timeout_s: float) -> int | None:  # noqa: ARG002
+    async def count_matching(self, where: ProcessFilter, *, timeout_s: float) -> int | None:
         """Counts without a time limit: a backend whose count can be slow overrides this."""
         sql, params = self._sql.count_matching(where)
         return int((await self._rows(sql, *params))[0][0])

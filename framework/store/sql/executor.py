@@ -7,10 +7,17 @@ goes through an ``Executor``, rows read by position.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
 
 import aiosqlite
 import asyncpg
+
+if TYPE_CHECKING:
+    from asyncpg.pool import PoolConnectionProxy
+
+# A connection of its own, or one borrowed from a pool (which forwards to one). Only the stubs make the proxy
+# generic, hence the string.
+PgConnection: TypeAlias = "asyncpg.Connection[asyncpg.Record] | PoolConnectionProxy[asyncpg.Record]"
 
 
 class Executor(Protocol):
@@ -30,11 +37,12 @@ class Executor(Protocol):
 class PgExecutor:
     __slots__ = ("conn",)
 
-    def __init__(self, conn: asyncpg.Connection) -> None:
+    def __init__(self, conn: PgConnection) -> None:
         self.conn = conn
 
     async def rows(self, sql: str, *args: Any) -> list[Sequence[Any]]:
-        return await self.conn.fetch(sql, *args)
+        rows: list[Any] = await self.conn.fetch(sql, *args)  # Records index like tuples (untyped as such)
+        return rows
 
     async def changed(self, sql: str, *args: Any) -> int:
         status = await self.conn.execute(sql, *args)  # "UPDATE 1", "INSERT 0 1", "DELETE 3"

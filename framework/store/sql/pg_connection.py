@@ -11,7 +11,7 @@ from typing import Any
 import asyncpg
 
 from framework.errors import StoreError, UnstorableDataError
-from framework.store.sql.executor import PgExecutor
+from framework.store.sql.executor import PgConnection, PgExecutor
 
 # Errors that mean "the database is not reachable right now"; anything else is a bug to surface.
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
@@ -44,7 +44,7 @@ class Pooled:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._acquire = pool.acquire()
 
-    async def __aenter__(self) -> asyncpg.Connection:
+    async def __aenter__(self) -> PgConnection:
         try:
             return await self._acquire.__aenter__()
         except TRANSIENT_ERRORS as exc:
@@ -70,7 +70,7 @@ async def executor(pool: asyncpg.Pool, *, transaction: bool) -> AsyncIterator[Pg
             yield PgExecutor(conn)
 
 
-async def apply_one_by_one(conn: asyncpg.Connection, rows: list[Any], one: str) -> list[bool | BaseException]:
+async def apply_one_by_one(conn: PgConnection, rows: list[Any], one: str) -> list[bool | BaseException]:
     """Each row in its own statement: a row PostgreSQL refuses fails alone, as ``UnstorableDataError``."""
     results: list[bool | BaseException] = []
     for row in rows:

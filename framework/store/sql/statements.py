@@ -72,7 +72,8 @@ class Statements:
         # documents
         self.load = sql(f"SELECT doc FROM {p}processes WHERE process_id = $1")
         self.by_key = sql(f"SELECT doc FROM {p}processes WHERE case_name = $1 AND client_key = $2")
-        self.insert = sql(f"INSERT INTO {p}processes ({CREATE_COLUMNS}) VALUES ({CREATE_VALUES}) ON CONFLICT DO NOTHING")
+        self.insert = sql(
+            f"INSERT INTO {p}processes ({CREATE_COLUMNS}) VALUES ({CREATE_VALUES}) ON CONFLICT DO NOTHING")
         self.update = sql(f"UPDATE {p}processes SET {COMMIT_SET} WHERE process_id = $1 AND version = $2")
         self.insert_history = sql(f"INSERT INTO {p}history (process_id, version, entry) VALUES ($1, $2, $3::jsonb)")
         self.history = sql(f"SELECT entry FROM {p}history WHERE process_id = $1 ORDER BY version")
@@ -82,7 +83,8 @@ class Statements:
         # queries
         self.count_by_status = sql(
             f"SELECT status, count(*) FROM {p}processes WHERE $1::text IS NULL OR case_name = $1 GROUP BY status")
-        self.count_by_case_and_status = f"SELECT case_name, status, count(*) FROM {p}processes GROUP BY case_name, status"
+        self.count_by_case_and_status = (
+            f"SELECT case_name, status, count(*) FROM {p}processes GROUP BY case_name, status")
         stage, ms = d.json_field("h.entry", "stage"), d.json_field("h.entry", "duration_ms", kind="float")
         self.recent_stage_durations = sql(f"""
             WITH recent AS (SELECT process_id, case_name FROM {p}processes
@@ -92,7 +94,8 @@ class Statements:
         self.summary_columns = (
             "process_id, case_name, status, client_key, created_at, updated_at,"
             f" {d.json_field('doc', 'case_version', kind='int')}, {d.json_field('doc', 'stage')},"
-            f" {d.json_field('doc', 'ended_at', kind='float')}, waiting_summary, {d.json_field('doc', 'error', kind='json')}"
+            f" {d.json_field('doc', 'ended_at', kind='float')}, waiting_summary,"
+            f" {d.json_field('doc', 'error', kind='json')}"
         )
         # jobs
         self.create_job = sql(f"INSERT INTO {p}jobs (job_id, status, owner, job, created_at, updated_at)"
