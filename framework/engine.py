@@ -73,7 +73,7 @@ class Engine:
             process_ttl_s=process_ttl_s, max_message_bytes=max_message_bytes, observers=self.observers,
         )
         self.start_process = Starter(store=store, planner=self.planner, committer=self.committer, clock=self.clock,
-                                     relay_grace_s=relay_grace_s)
+                                     relay_grace_s=relay_grace_s, observers=self.observers)
         stages = StageRunner(planner=self.planner, committer=self.committer, clock=self.clock,
                              observers=self.observers)
         fanouts = FanOutCoordinator(

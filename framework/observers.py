@@ -23,6 +23,9 @@ P = ParamSpec("P")
 class Observer:
     """Every hook does nothing by default."""
 
+    def process_started(self, doc: ProcessDocument) -> None:
+        """A new process was created (not called for a start that found its client key taken)."""
+
     def transition_committed(self, doc: ProcessDocument, entry: HistoryEntry) -> None:
         """``doc`` (the new version) and its history entry were committed; its outbox is about to be published.
         A retry (``doc.waiting`` is a ``RetryWait`` or ``ResendWait``) is a transition like the others."""

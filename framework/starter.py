@@ -17,6 +17,7 @@ from framework.clock import Clock
 from framework.committer import Committer
 from framework.document import ParentRef, ProcessDocument
 from framework.errors import InvalidInputError, ProcessConflictError, UnstorableDataError
+from framework.observers import Observer, Observers
 from framework.planner import Planner
 from framework.store.protocols import DocumentStore
 
@@ -25,12 +26,13 @@ log = structlog.get_logger("stageflow.engine")
 
 class Starter:
     def __init__(self, *, store: DocumentStore, planner: Planner, committer: Committer, clock: Clock,
-                 relay_grace_s: float) -> None:
+                 relay_grace_s: float, observers: Observers) -> None:
         self._store = store
         self._planner = planner
         self._committer = committer
         self._clock = clock
         self._relay_grace_s = relay_grace_s
+        self._observers = observers
 
     async def __call__(
         self, case: str | type[BusinessCase], input: Any = None, *, client_key: str | None = None,
@@ -59,6 +61,8 @@ class Starter:
                     process_id=stored.process_id,
                 )
             return stored, False
+        if self._observers:
+            self._observers.emit(Observer.process_started, doc)
         await self._committer.publish(doc.process_id, doc.outbox)
         log.info("process started", process_id=doc.process_id, case=doc.case, client_key=client_key)
         return doc, True

@@ -31,6 +31,9 @@ class Recorder(Observer):
     def __init__(self) -> None:
         self.events: list[tuple[str, Any]] = []
 
+    def process_started(self, doc: ProcessDocument) -> None:
+        self.events.append(("started", (doc.version, doc.stage)))
+
     def transition_committed(self, doc: ProcessDocument, entry: HistoryEntry) -> None:
         retry = isinstance(doc.waiting, RetryWait)
         self.events.append(("committed", (doc.version, entry.event, doc.status.value, retry)))
@@ -59,6 +62,7 @@ async def test_observers_see_transitions_failed_attempts_and_parked_messages() -
     assert doc.status is Status.COMPLETED and doc.result == {"attempt": 2}  # the broken observer changed nothing
     *transitions, (hook, (queue, reason)) = recorder.events
     assert transitions == [
+        ("started", (1, "work")),
         ("failed", ("work", "ConnectionError: attempt 1 failed", 1, True)),
         ("committed", (2, "retry", "waiting", True)),
         ("retry", ("work", 2)),

@@ -42,6 +42,21 @@ async def test_readme_failure_example_runs() -> None:
     assert doc.failures[0].stage == "enrich"  # the optional stage failed; the process went on
 
 
+async def test_readme_observer_counts_transitions() -> None:
+    from framework.testing import run_cases
+
+    counter = _run("Observers")["CountTransitions"]()  # type: ignore[operator]
+    first_case = _run("Write your first case")
+
+    async def inventory(command, tx):  # type: ignore[no-untyped-def]
+        return {"in_stock": False}
+
+    async with run_cases([first_case["Order"]], services={"inventory": inventory}, observers=[counter]) as env:
+        doc = await env.run(first_case["Order"], {"order_id": "A-1", "amount_cents": 1}, raise_on_failure=False)
+    assert doc.error is not None and doc.error.reason == "out of stock"
+    assert counter.by_event == {"call": 1, "next": 1, "failed": 1}  # reserve, charge (jump), backorder
+
+
 def _yaml_blocks(heading: str) -> list[str]:
     section = README.read_text().split(f"## {heading}", 1)[1].split("\n## ", 1)[0]
     return re.findall(r"```yaml\n(.*?)```", section, flags=re.S)
