@@ -18,7 +18,14 @@ DEMO_SECRET_KEY = "stageflow-embedded-demo-key-not-secret"
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="STAGEFLOW_", extra="ignore")
 
-    broker_url: str = Field("memory://", description="amqp://user:pass@host:5672/vhost, or memory://")
+    broker_url: str = Field(
+        "memory://",
+        description="amqp://user:pass@host:5672/vhost, or the nodes of one cluster comma-separated, or memory://",
+    )
+    # None: a replica on each node listed in broker_url (when it lists several). 0: RabbitMQ's own default.
+    quorum_group_size: int | None = Field(
+        None, ge=0, le=99, description="replicas of each quorum queue Stageflow declares (x-quorum-initial-group-size)"
+    )
     store_url: str = Field(
         "sqlite:///stageflow.db", description="postgresql://user@host/db, or sqlite:///path (sqlite:///:memory:)"
     )

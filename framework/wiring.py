@@ -43,13 +43,16 @@ def broker_from_settings(settings: Settings, *, connection_name: str = "stageflo
 
         return RabbitBroker(
             url, prefix=settings.queue_prefix, delivery_limit=settings.delivery_limit,
-            connection_name=connection_name,
+            connection_name=connection_name, quorum_group_size=settings.quorum_group_size,
         )
     if scheme == "memory":
         from framework.broker.memory import MemoryBroker
 
         return MemoryBroker(delivery_limit=settings.delivery_limit)
-    raise ConfigurationError(f"unsupported broker URL {url!r}", hint="use amqp://user:pass@host:5672/ or memory://")
+    raise ConfigurationError(
+        f"unsupported broker URL {url!r}",
+        hint="use amqp://user:pass@host:5672/ (the nodes of a cluster comma-separated) or memory://",
+    )
 
 
 def load_cases(specs: Iterable[str]) -> list[type[BusinessCase]]:

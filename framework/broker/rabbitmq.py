@@ -6,7 +6,9 @@ Topology, declared idempotently on connect: durable quorum queues ``<prefix>.inn
 ``<prefix>.parked`` instead of looping. Messages are persistent and published with confirms and
 ``mandatory`` (an unroutable message is an error, not a silent drop). Consumers ack manually with a
 bounded prefetch. ``connect_robust`` reconnects after a broker restart and restores the channels; each
-consumer then starts again on its restored channel (``RabbitConsumer``).
+consumer then starts again on its restored channel (``RabbitConsumer``). Given the nodes of a cluster
+(comma-separated URLs), each reconnect goes to a reachable node (``framework/broker/nodes.py``) and the
+quorum queues are declared with a replica on each listed node (``x-quorum-initial-group-size``).
 
 Hot-path economies: publishes go round-robin over a few confirm channels (aiormq holds a channel's lock
 while it queues each publish, so one channel makes concurrent publishers queue), and the acks of a
@@ -30,6 +32,7 @@ import structlog
 from aio_pika.abc import AbstractQueue, AbstractRobustConnection
 
 from framework.broker.base import INNER, PARKED, SERVICE, Broker, Consumer, Delivery, Handler, Outgoing
+from framework.broker.nodes import BrokerNodes, NodeRotation
 from framework.broker.transport import CoalescingConnection
 from framework.errors import BrokerError, ConfigurationError
 
@@ -44,6 +47,10 @@ _TRANSIENT_ERRORS = (
 
 
 _PUBLISH_CHANNELS = 4
+# aio-pika waits 5 s between reconnect attempts by default: after losing a cluster node, that is 5 s of no
+# progress for a connection the next node would take at once.
+_RECONNECT_INTERVAL_S = 1.0
+_PUBLISH_RETRY_S = 15.0  # a publish cut off by a lost connection is sent again for this long, then left to the relay
 _PERSISTENT = int(aio_pika.DeliveryMode.PERSISTENT)
 
 
@@ -225,9 +232,20 @@ class RabbitConsumer(Consumer):
 
 class RabbitBroker(Broker):
     def __init__(
-        self, url: str, *, prefix: str = "stageflow", delivery_limit: int = 20, connection_name: str = "stageflow"
+        self, url: str, *, prefix: str = "stageflow", delivery_limit: int = 20, connection_name: str = "stageflow",
+        quorum_group_size: int | None = None,
     ) -> None:
-        self._url = url
+        """``url``: one node, or the nodes of a cluster, comma-separated. ``quorum_group_size``: replicas of each
+        new queue (None: one per listed node when there are several; 0: RabbitMQ's default)."""
+        self._nodes = BrokerNodes.parse(url)
+        self._rotation = NodeRotation(self._nodes.addresses) if len(self._nodes.addresses) > 1 else None
+        if quorum_group_size is None:
+            quorum_group_size = len(self._nodes.addresses) if self._rotation is not None else 0
+        if quorum_group_size < 0:
+            raise ConfigurationError(f"quorum_group_size must be 0 or more, not {quorum_group_size}")
+        self._quorum_group_size = quorum_group_size
+        self._reconnect_listeners: list[Callable[[str | None], None]] = []
+        self.reconnects = 0  # connections re-established since connect()
         self._prefix = prefix
         self._delivery_limit = delivery_limit
         self._connection_name = connection_name
@@ -242,12 +260,37 @@ class RabbitBroker(Broker):
         """The RabbitMQ name of a logical queue (``inner`` -> ``stageflow.inner``)."""
         return f"{self._prefix}.{queue.replace(':', '.')}"
 
+    @property
+    def connected_node(self) -> str | None:
+        """``host:port`` of the cluster node the connection is on (None for a single-URL broker)."""
+        if self._rotation is None or self._rotation.current is None:
+            return None
+        host, port = self._rotation.current
+        return f"{host}:{port}"
+
+    def on_reconnect(self, listener: Callable[[str | None], None]) -> None:
+        """Call ``listener(connected_node)`` after each reconnect (for a metric or a log; must not block)."""
+        self._reconnect_listeners.append(listener)
+
+    def _reconnected(self, *_: Any) -> None:
+        self.reconnects += 1
+        log.warning("reconnected to RabbitMQ", node=self.connected_node, reconnects=self.reconnects)
+        for listener in self._reconnect_listeners:
+            try:
+                listener(self.connected_node)
+            except Exception:  # a listener's bug must not break the reconnect
+                log.exception("a reconnect listener failed")
+
     async def connect(self) -> None:
         try:
-            self._connection = await aio_pika.connect_robust(
-                self._url, client_properties={"connection_name": self._connection_name},
-                connection_class=CoalescingConnection,
+            # What connect_robust does, with the node rotation (which it would put in the URL's query).
+            connection = CoalescingConnection(
+                aio_pika.connection.make_url(self._nodes.url, reconnect_interval=_RECONNECT_INTERVAL_S),
+                client_properties={"connection_name": self._connection_name}, nodes=self._rotation,
             )
+            self._connection = connection
+            await connection.connect()
+            connection.reconnect_callbacks.add(self._reconnected)
             self._publish_channels = [
                 await self._connection.channel(publisher_confirms=True, on_return_raises=True)
                 for _ in range(_PUBLISH_CHANNELS)
@@ -277,6 +320,8 @@ class RabbitBroker(Broker):
 
     def _arguments(self, queue: str) -> dict[str, Any]:
         arguments: dict[str, Any] = {"x-queue-type": "quorum"}
+        if self._quorum_group_size:
+            arguments["x-quorum-initial-group-size"] = self._quorum_group_size
         if queue != PARKED:
             arguments["x-delivery-limit"] = self._delivery_limit
             arguments["x-dead-letter-exchange"] = ""
@@ -294,7 +339,8 @@ class RabbitBroker(Broker):
         except aiormq.exceptions.ChannelPreconditionFailed as exc:
             raise ConfigurationError(
                 f"RabbitMQ queue {name!r} exists with other arguments: {exc}",
-                hint="delete the queue, or use the same delivery limit / queue type as when it was created",
+                hint="delete the queue, or use the same delivery limit / queue type as when it was created "
+                "(a queue made before the broker URL listed the cluster's nodes: STAGEFLOW_QUORUM_GROUP_SIZE=0)",
             ) from exc
 
     async def _declare_once(self, queue: str) -> None:
@@ -306,8 +352,33 @@ class RabbitBroker(Broker):
                 self._declared.add(queue)
 
     async def publish(self, messages: Sequence[Outgoing]) -> None:
-        if self._publish_channel is None:
+        """Publish with confirms. A publish caught by a lost connection (a node gone, a broker restart) is sent
+        again once the connection is back, for up to ``_PUBLISH_RETRY_S``: the messages' ids are deterministic,
+        so a copy that did reach the broker is a duplicate the receiver drops; an unconfirmed one is not lost."""
+        if self._publish_channel is None or self._connection is None:
             raise BrokerError("the RabbitMQ broker is not connected", hint="call `await broker.connect()` first")
+        try:
+            await self._publish(messages)
+            return
+        except _TRANSIENT_ERRORS as exc:
+            first_error: Exception = exc
+        loop = asyncio.get_running_loop()
+        deadline, delay = loop.time() + _PUBLISH_RETRY_S, 0.05
+        while True:
+            with contextlib.suppress(TimeoutError):  # wait for the reconnect, but not past the deadline
+                await asyncio.wait_for(self._connection.connected.wait(), max(deadline - loop.time(), 0.01))
+            try:
+                await self._publish(messages)
+                return
+            except _TRANSIENT_ERRORS as exc:
+                if loop.time() + delay > deadline:
+                    raise BrokerError(
+                        f"publish not confirmed: {type(exc).__name__}: {exc} (first: {first_error})"
+                    ) from exc
+            await asyncio.sleep(delay)  # the channels are restored just after the connection
+            delay = min(delay * 2, 1.0)
+
+    async def _publish(self, messages: Sequence[Outgoing]) -> None:
         channel = self._publish_channels[next(self._next_channel) % len(self._publish_channels)]
         try:
             for message in messages:
@@ -319,7 +390,7 @@ class RabbitBroker(Broker):
                 await self._publish_one(underlay, messages[0])
             else:
                 await asyncio.gather(*(self._publish_one(underlay, message) for message in messages))
-        except (*_TRANSIENT_ERRORS, aio_pika.exceptions.PublishError) as exc:
+        except aio_pika.exceptions.PublishError as exc:  # refused (nack, unroutable): sending again won't help
             raise BrokerError(f"publish not confirmed: {type(exc).__name__}: {exc}") from exc
 
     async def _publish_one(self, channel: aiormq.Channel, message: Outgoing) -> None:

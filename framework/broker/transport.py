@@ -6,7 +6,8 @@ syscalls, and the broker's reads of as many tiny segments, were the largest sing
 profile. This writer keeps the frames of a pass and sends them together at the end of it (``call_soon``),
 so nothing waits longer than the pass that wrote it; ``drain``, ``write_eof`` and ``close`` send at once.
 
-aiormq takes a ``TransportFactory``; aio-pika does not pass one through, hence ``CoalescingConnection``.
+aiormq takes a ``TransportFactory``; aio-pika does not pass one through, hence ``CoalescingConnection``. The
+factory also picks the node of a cluster each (re)connection goes to (``framework/broker/nodes.py``).
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ import aio_pika
 from aiormq.connection import TransportFactory
 from aiormq.exceptions import AMQPConnectionError
 from yarl import URL
+
+from framework.broker.nodes import NodeRotation
 
 _READ_LIMIT = 2**16  # asyncio's default StreamReader limit
 
@@ -65,7 +68,11 @@ class _CoalescingWriter(asyncio.StreamWriter):
 
 
 class CoalescingTransportFactory(TransportFactory):
-    """``asyncio.open_connection`` (as its docs invite copying it), with the coalescing writer."""
+    """``asyncio.open_connection`` (as its docs invite copying it), with the coalescing writer; to the URL's host,
+    or, given the nodes of a cluster, to the first reachable one of them."""
+
+    def __init__(self, nodes: NodeRotation | None = None) -> None:
+        self.nodes = nodes
 
     async def create(self, url: URL, **kwargs: Any) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         ssl_context_provider = kwargs.pop("ssl_context_provider", None)
@@ -73,19 +80,26 @@ class CoalescingTransportFactory(TransportFactory):
         if url.host is None or url.port is None:  # aiormq fills in the scheme's port; an AMQP URL names a host
             raise AMQPConnectionError(f"no host and port in the broker URL {url.with_password(None)}")
         loop = asyncio.get_running_loop()
-        reader = asyncio.StreamReader(limit=_READ_LIMIT, loop=loop)
-        protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
+
+        async def open_one(host: str, port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+            reader = asyncio.StreamReader(limit=_READ_LIMIT, loop=loop)
+            protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
+            transport, _ = await loop.create_connection(lambda: protocol, host, port, ssl=ssl, **kwargs)
+            return reader, _CoalescingWriter(transport, protocol, reader, loop)
+
         try:
-            transport, _ = await loop.create_connection(lambda: protocol, url.host, url.port, ssl=ssl, **kwargs)
+            if self.nodes is None:
+                return await open_one(url.host, url.port)
+            return await self.nodes.first_reachable(open_one)
         except OSError as exc:
             raise AMQPConnectionError(*exc.args) from exc
-        return reader, _CoalescingWriter(transport, protocol, reader, loop)
 
 
 class CoalescingConnection(aio_pika.RobustConnection):
-    """aio-pika's robust connection (reconnects, restores channels) over the coalescing transport."""
+    """aio-pika's robust connection (reconnects, restores channels) over the coalescing transport; ``nodes``
+    makes each reconnect go to a reachable node of the cluster."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, nodes: NodeRotation | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         # aio-pika keeps the keyword arguments it hands to aiormq on every (re)connect here.
-        self.kwargs["transport_factory"] = CoalescingTransportFactory()
+        self.kwargs["transport_factory"] = CoalescingTransportFactory(nodes)

@@ -24,8 +24,10 @@ def services_db_url(settings: Settings) -> str:
 class Cluster:
     def __init__(
         self, settings: Settings, log_dir: Path, *, workers: int = 2,
-        services_modules: tuple[str, ...] = ("tests.support.services",), cases: str = CASE_MODULES, **env: str,
+        services_modules: tuple[str, ...] = ("tests.support.services",), cases: str = CASE_MODULES,
+        admin_url: str = BROKER_URL, **env: str,
     ) -> None:
+        self.admin_url = admin_url  # where wait_ready counts consumers (a live node of a RabbitMQ cluster)
         self.env = settings_env(
             settings, STAGEFLOW_CASES=cases, STAGEFLOW_SERVICES_DB_URL=services_db_url(settings), **env
         )
@@ -48,7 +50,7 @@ class Cluster:
         expected = {"inner": len(self.workers), "service": len(self.workers)}
         expected.update({f"command.{api}": 1 for api in self.apis})
         deadline = time.monotonic() + timeout_s
-        async with await aio_pika.connect(BROKER_URL) as connection:
+        async with await aio_pika.connect(self.admin_url) as connection:
             while True:
                 counts = {}
                 for suffix in expected:
