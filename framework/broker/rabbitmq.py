@@ -31,6 +31,7 @@ import aiormq
 import structlog
 from aio_pika.abc import AbstractQueue, AbstractRobustConnection
 
+from framework.broker.acks import AckBatcher as _AckBatcher
 from framework.broker.base import INNER, PARKED, SERVICE, Broker, Consumer, Delivery, Handler, Outgoing
 from framework.broker.nodes import BrokerNodes, NodeRotation
 from framework.broker.transport import CoalescingConnection
@@ -52,64 +53,6 @@ _PUBLISH_CHANNELS = 4
 _RECONNECT_INTERVAL_S = 1.0
 _PUBLISH_RETRY_S = 15.0  # a publish cut off by a lost connection is sent again for this long, then left to the relay
 _PERSISTENT = int(aio_pika.DeliveryMode.PERSISTENT)
-
-
-class _AckBatcher:
-    """Acks the finished deliveries of one consumer channel together, once per event-loop pass.
-
-    Delivery tags on a channel are consecutive from 1. ``floor`` is the highest tag such that every tag
-    up to it is settled; a run of done tags right above it goes as one ``multiple=True`` ack, and a done
-    tag above a gap (an earlier delivery still running) is acked on its own, so nothing waits.
-    """
-
-    def __init__(self, channel: aiormq.abc.AbstractChannel) -> None:
-        self.channel = channel
-        self._floor = 0
-        self._settled: set[int] = set()  # above the floor: acked or nacked already
-        self._done: dict[int, asyncio.Future[None]] = {}  # finished, ack not sent yet
-        self._flush_task: asyncio.Task[None] | None = None
-        self._lock = asyncio.Lock()  # one flush at a time: a multiple ack must not overtake a single one
-
-    def settled(self, tag: int) -> None:
-        """A tag nacked or rejected elsewhere: it no longer blocks a multiple ack."""
-        self._settled.add(tag)
-
-    async def ack(self, tag: int) -> None:
-        future = asyncio.get_running_loop().create_future()
-        self._done[tag] = future
-        if self._flush_task is None:
-            self._flush_task = asyncio.create_task(self._flush())  # runs after this pass: acks gather
-        await future
-
-    async def _flush(self) -> None:
-        async with self._lock:
-            done, self._done, self._flush_task = self._done, {}, None
-            top = self._floor
-            while top + 1 in done or top + 1 in self._settled:
-                top += 1
-            singles = [tag for tag in done if tag > top]
-            # The multiple ack names the highest *done* tag of the run: RabbitMQ looks that exact tag up
-            # among the unacked ones and closes the channel (unknown delivery tag, every unacked message
-            # redelivered) if it was acked or nacked already. Settled tags below it are skipped.
-            last = max((tag for tag in done if tag <= top), default=None)
-            try:
-                # ack() returns once the frame is queued for the socket (an ack lost with the connection is a
-                # redelivery, and the redelivered message is a stale duplicate that is dropped).
-                if last is not None:
-                    await self.channel.basic_ack(delivery_tag=last, multiple=True, wait=False)
-                for tag in singles:
-                    await self.channel.basic_ack(delivery_tag=tag, wait=False)
-            except Exception as exc:  # noqa: BLE001 - each waiting ack() raises it (mapped to BrokerError)
-                for future in done.values():
-                    if not future.done():  # cancelled with its handler when the channel closed
-                        future.set_exception(exc)
-                return
-            self._settled.update(singles)
-            self._settled = {tag for tag in self._settled if tag > top}
-            self._floor = top
-            for future in done.values():
-                if not future.done():
-                    future.set_result(None)
 
 
 class RabbitDelivery(Delivery):
@@ -352,34 +295,55 @@ class RabbitBroker(Broker):
                 self._declared.add(queue)
 
     async def publish(self, messages: Sequence[Outgoing]) -> None:
-        """Publish with confirms. A publish caught by a lost connection (a node gone, a broker restart) is sent
-        again once the connection is back, for up to ``_PUBLISH_RETRY_S``: the messages' ids are deterministic,
-        so a copy that did reach the broker is a duplicate the receiver drops; an unconfirmed one is not lost."""
+        """Publish with confirms. A publish caught by a lost connection (a node gone, a broker restart) or nacked
+        is sent again, once the connection is back, for up to ``_PUBLISH_RETRY_S``: the messages' ids are
+        deterministic, so a copy that did reach a queue is a duplicate its receiver drops, and none is lost."""
         if self._publish_channel is None or self._connection is None:
             raise BrokerError("the RabbitMQ broker is not connected", hint="call `await broker.connect()` first")
+        channel = self._publish_channels[next(self._next_channel) % len(self._publish_channels)]
         try:
-            await self._publish(messages)
+            await self._publish(channel, messages)
             return
         except _TRANSIENT_ERRORS as exc:
             first_error: Exception = exc
+            await self._after_failure(channel, exc)
         loop = asyncio.get_running_loop()
         deadline, delay = loop.time() + _PUBLISH_RETRY_S, 0.05
         while True:
             with contextlib.suppress(TimeoutError):  # wait for the reconnect, but not past the deadline
                 await asyncio.wait_for(self._connection.connected.wait(), max(deadline - loop.time(), 0.01))
+            channel = self._publish_channels[next(self._next_channel) % len(self._publish_channels)]
             try:
-                await self._publish(messages)
+                await self._publish(channel, messages)
                 return
             except _TRANSIENT_ERRORS as exc:
                 if loop.time() + delay > deadline:
                     raise BrokerError(
                         f"publish not confirmed: {type(exc).__name__}: {exc} (first: {first_error})"
                     ) from exc
+                await self._after_failure(channel, exc)
             await asyncio.sleep(delay)  # the channels are restored just after the connection
             delay = min(delay * 2, 1.0)
 
-    async def _publish(self, messages: Sequence[Outgoing]) -> None:
-        channel = self._publish_channels[next(self._next_channel) % len(self._publish_channels)]
+    async def _after_failure(self, channel: aio_pika.abc.AbstractChannel, exc: Exception) -> None:
+        """After a nack, publish on a new channel. Seen on RabbitMQ 3.10 after a quorum queue's leader died: a
+        channel that published while no leader was known had every later publish nacked, for over a minute,
+        while new channels published fine (tests/test_rabbit_cluster.py)."""
+        if not isinstance(exc, aiormq.exceptions.DeliveryError) or self._connection is None:
+            return
+        if channel not in self._publish_channels:
+            return  # renewed already by a concurrent publish
+        with contextlib.suppress(*_TRANSIENT_ERRORS, RuntimeError):
+            fresh = await self._connection.channel(publisher_confirms=True, on_return_raises=True)
+            if channel in self._publish_channels:
+                self._publish_channels[self._publish_channels.index(channel)] = fresh
+                self._publish_channel = self._publish_channels[0]
+                log.warning("publish nacked, publishing on a new channel", node=self.connected_node)
+                await channel.close()
+            else:
+                await fresh.close()
+
+    async def _publish(self, channel: aio_pika.abc.AbstractChannel, messages: Sequence[Outgoing]) -> None:
         try:
             for message in messages:
                 await self._declare_once(message.queue)

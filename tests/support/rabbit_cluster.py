@@ -180,12 +180,15 @@ class RabbitCluster:
         node.start()
         node.wait_booted()
 
-    def connected_node(self, connection_name: str) -> Node | None:
-        """The node a client connection (by its ``connection_name``) is on, asking each live node."""
-        for node in self.nodes:
-            if node.running and connection_name in node.ctl("list_connections", "client_properties", check=False):
-                return node
-        return None
+    def clients_on(self, node: Node, name_prefix: str) -> int:
+        """How many client connections whose name starts with ``name_prefix`` are on ``node`` (asked of a live
+        node: ``list_connections`` is cluster-wide; the connection's name ends with the node's port)."""
+        live = next(n for n in self.nodes if n.running)
+        listing = live.ctl("list_connections", "name", "client_properties", "--no-table-headers")
+        return sum(
+            1 for line in listing.splitlines()
+            if line.split("\t", 1)[0].endswith(f":{node.port}") and name_prefix in line
+        )
 
     def stop(self) -> None:
         for node in self.nodes:  # a node still booting has no pid file yet: wait for it, so none is left behind
