@@ -18,7 +18,8 @@ CASE_MODULES = "tests.support.cases,tests.support.failure_cases,tests.support.fa
 
 def services_db_url(settings: Settings) -> str:
     """The services' own tables live in the test's schema (asyncpg passes search_path as a server setting)."""
-    return f"{STORE_URL}?search_path={settings.store_schema}"
+    url = settings.store_url if settings.store_url.startswith("postgres") else STORE_URL
+    return f"{url}{'&' if '?' in url else '?'}search_path={settings.store_schema}"
 
 
 class Cluster:
