@@ -51,7 +51,7 @@ _PUBLISH_CHANNELS = 4
 # aio-pika waits 5 s between reconnect attempts by default: after losing a cluster node, that is 5 s of no
 # progress for a connection the next node would take at once.
 _RECONNECT_INTERVAL_S = 1.0
-_PUBLISH_RETRY_S = 15.0  # a publish cut off by a lost connection is sent again for this long, then left to the relay
+_PUBLISH_RETRY_S = 5.0  # a publish cut off by a lost connection is sent again for this long, then left to the relay
 _PERSISTENT = int(aio_pika.DeliveryMode.PERSISTENT)
 
 
@@ -81,6 +81,11 @@ class RabbitDelivery(Delivery):
         except _TRANSIENT_ERRORS as exc:
             raise BrokerError(f"nack failed: {exc}") from exc
         self._acks.settled(self._tag)
+
+
+def _refused(doing: str, exc: Exception) -> BrokerError:
+    """A permission RabbitMQ denies this user: final, not a reason to retry."""
+    return BrokerError(f"RabbitMQ refused {doing}: {exc}", hint="see the permissions per role in docs/deploy.md")
 
 
 async def _underlay(channel: aio_pika.abc.AbstractChannel) -> aiormq.Channel:
@@ -267,7 +272,10 @@ class RabbitBroker(Broker):
             arguments["x-quorum-initial-group-size"] = self._quorum_group_size
         if queue != PARKED:
             arguments["x-delivery-limit"] = self._delivery_limit
-            arguments["x-dead-letter-exchange"] = ""
+            # Through our exchange, not the default one: declaring a queue needs write on its dead-letter exchange,
+            # and write on amq.default would let a role publish to any queue. (Queues declared before keep "":
+            # an existing queue is declared passively, so its arguments are never compared.)
+            arguments["x-dead-letter-exchange"] = self._prefix
             arguments["x-dead-letter-routing-key"] = self.queue_name(PARKED)
         return arguments
 
@@ -278,13 +286,38 @@ class RabbitBroker(Broker):
         if channel is None:
             raise BrokerError("the RabbitMQ broker is not connected", hint="call `await broker.connect()` first")
         try:
-            return await channel.declare_queue(name, durable=True, arguments=self._arguments(queue))
+            if await self._exists(name):  # passively: needs no write on the dead-letter exchange (amq.default)
+                declared = await channel.declare_queue(name, passive=True)
+            else:
+                declared = await channel.declare_queue(name, durable=True, arguments=self._arguments(queue))
+            # Published through a topic exchange named after the prefix, one exact binding per queue, so that
+            # RabbitMQ's topic permissions can say which queues a role may publish to (docs/deploy.md).
+            exchange = await channel.declare_exchange(self._prefix, aio_pika.ExchangeType.TOPIC, durable=True)
+            await declared.bind(exchange, routing_key=name)
+            return declared
+        except aiormq.exceptions.ChannelAccessRefused as exc:
+            raise _refused(f"declaring {name!r}", exc) from exc
         except aiormq.exceptions.ChannelPreconditionFailed as exc:
             raise ConfigurationError(
                 f"RabbitMQ queue {name!r} exists with other arguments: {exc}",
                 hint="delete the queue, or use the same delivery limit / queue type as when it was created "
                 "(a queue made before the broker URL listed the cluster's nodes: STAGEFLOW_QUORUM_GROUP_SIZE=0)",
             ) from exc
+
+    async def _exists(self, name: str) -> bool:
+        """Whether the queue exists, asked on a channel of its own (RabbitMQ closes it if not). A role that may not
+        write to the default exchange (a service, the gateway: docs/deploy.md) cannot declare a queue that
+        dead-letters there, but can use one a worker declared."""
+        assert self._connection is not None
+        scratch = await self._connection.channel()
+        try:
+            await scratch.declare_queue(name, passive=True)
+            return True
+        except aiormq.exceptions.ChannelNotFoundEntity:
+            return False
+        finally:
+            if not scratch.is_closed:
+                await scratch.close()
 
     async def _declare_once(self, queue: str) -> None:
         if queue in self._declared:
@@ -300,30 +333,33 @@ class RabbitBroker(Broker):
         deterministic, so a copy that did reach a queue is a duplicate its receiver drops, and none is lost."""
         if self._publish_channel is None or self._connection is None:
             raise BrokerError("the RabbitMQ broker is not connected", hint="call `await broker.connect()` first")
-        channel = self._publish_channels[next(self._next_channel) % len(self._publish_channels)]
-        try:
-            await self._publish(channel, messages)
+        first_error = await self._attempt(messages)
+        if first_error is None:
             return
-        except _TRANSIENT_ERRORS as exc:
-            first_error: Exception = exc
-            await self._after_failure(channel, exc)
         loop = asyncio.get_running_loop()
         deadline, delay = loop.time() + _PUBLISH_RETRY_S, 0.05
         while True:
             with contextlib.suppress(TimeoutError):  # wait for the reconnect, but not past the deadline
                 await asyncio.wait_for(self._connection.connected.wait(), max(deadline - loop.time(), 0.01))
-            channel = self._publish_channels[next(self._next_channel) % len(self._publish_channels)]
-            try:
-                await self._publish(channel, messages)
+            error = await self._attempt(messages)
+            if error is None:
                 return
-            except _TRANSIENT_ERRORS as exc:
-                if loop.time() + delay > deadline:
-                    raise BrokerError(
-                        f"publish not confirmed: {type(exc).__name__}: {exc} (first: {first_error})"
-                    ) from exc
-                await self._after_failure(channel, exc)
+            if loop.time() + delay > deadline:
+                raise BrokerError(f"publish not confirmed: {type(error).__name__}: {error} (first: {first_error})")
             await asyncio.sleep(delay)  # the channels are restored just after the connection
             delay = min(delay * 2, 1.0)
+
+    async def _attempt(self, messages: Sequence[Outgoing]) -> Exception | None:
+        """One publish on the next channel: None once confirmed, else the transient error (a refusal raises)."""
+        channel = self._publish_channels[next(self._next_channel) % len(self._publish_channels)]
+        try:
+            await self._publish(channel, messages)
+            return None
+        except aiormq.exceptions.ChannelAccessRefused as exc:
+            raise _refused("publishing", exc) from exc
+        except _TRANSIENT_ERRORS as exc:
+            await self._after_failure(channel, exc)
+            return exc
 
     async def _after_failure(self, channel: aio_pika.abc.AbstractChannel, exc: Exception) -> None:
         """After a nack, publish on a new channel. Seen on RabbitMQ 3.10 after a quorum queue's leader died: a
@@ -360,6 +396,7 @@ class RabbitBroker(Broker):
     async def _publish_one(self, channel: aiormq.Channel, message: Outgoing) -> None:
         await channel.basic_publish(
             message.body,
+            exchange=self._prefix,
             routing_key=self.queue_name(message.queue),
             properties=aiormq.spec.Basic.Properties(
                 message_id=message.message_id,
@@ -379,6 +416,8 @@ class RabbitBroker(Broker):
         while True:
             try:
                 return await self._consume(queue, handler, prefetch)
+            except aiormq.exceptions.ChannelAccessRefused as exc:
+                raise _refused(f"consuming {queue!r}", exc) from exc
             except (*_TRANSIENT_ERRORS, RuntimeError) as exc:
                 # Workers starting together race to create a quorum queue: RabbitMQ may answer basic.consume
                 # with INTERNAL_ERROR, or crash the channel ({error,noproc}: the queue's process is not up yet)
