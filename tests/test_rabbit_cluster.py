@@ -113,6 +113,9 @@ async def test_killing_the_connected_node_loses_nothing_and_stalls_nothing(
             recovery_s = time.monotonic() - killed_at
             report = await audit_five_calls(pg, schema, process_ids)
             gap_s = await _longest_gap_s(pg, schema)
+            broker = flow.broker  # the test's own connection moved too, and counted it
+            assert isinstance(broker, RabbitBroker) and broker.reconnects >= 1, "no reconnect counted"
+            assert broker.connected_node not in (None, f"127.0.0.1:{victim.port}"), broker.connected_node
             moved = sum([await asyncio.to_thread(rabbit_cluster.clients_on, node, "stageflow-worker-")
                          for node in rabbit_cluster.nodes[1:]])
         finally:
