@@ -99,4 +99,4 @@ class StageflowPeer(Peer):
             await self._stack.aclose()
         finally:
             await drop_schema(self.namespace)
-            await delete_broker_objects([f"{self.namespace}.{suffix}" for suffix in QUEUE_SUFFIXES])
+            await delete_broker_objects([f"{self.namespace}.{suffix}" for suffix in QUEUE_SUFFIXES], [self.namespace])

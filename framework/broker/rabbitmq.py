@@ -301,7 +301,7 @@ class RabbitBroker(Broker):
             raise ConfigurationError(
                 f"RabbitMQ queue {name!r} exists with other arguments: {exc}",
                 hint="delete the queue, or use the same delivery limit / queue type as when it was created "
-                "(a queue made before the broker URL listed the cluster's nodes: STAGEFLOW_QUORUM_GROUP_SIZE=0)",
+                "(it was created by another process between our check and our declaration)",
             ) from exc
 
     async def _exists(self, name: str) -> bool:

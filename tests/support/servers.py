@@ -31,7 +31,7 @@ async def unreachable() -> str | None:
 
 
 async def drop_namespace(namespace: str, queue_suffixes: Iterable[str]) -> None:
-    """Drop a run's PostgreSQL schema and its queues ``<namespace>.<suffix>``."""
+    """Drop a run's PostgreSQL schema, its queues ``<namespace>.<suffix>`` and its exchange ``<namespace>``."""
     conn = await asyncpg.connect(STORE_URL)
     try:
         await conn.execute(f"DROP SCHEMA IF EXISTS {namespace} CASCADE")
@@ -42,5 +42,6 @@ async def drop_namespace(namespace: str, queue_suffixes: Iterable[str]) -> None:
         channel = await amqp.channel()
         for suffix in queue_suffixes:
             await channel.queue_delete(f"{namespace}.{suffix}")
+        await channel.exchange_delete(namespace)  # the topic exchange every publish goes through
     finally:
         await amqp.close()
