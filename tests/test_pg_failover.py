@@ -29,7 +29,7 @@ pytestmark = [pytest.mark.fault, pytest.mark.integration]
 IN_FLIGHT = 30
 RUN_BEFORE_FAILOVER_S = 3.0
 PROMOTE_AFTER_S = 1.0  # the time a failover manager (Patroni, CloudNativePG) takes to decide, roughly
-RUN_AFTER_FAILOVER_S = 8.0
+RUN_AFTER_FAILOVER_S = 6.0
 MAX_GAP_S = 10.0
 
 

@@ -29,7 +29,7 @@ pytestmark = [pytest.mark.fault, pytest.mark.integration]
 
 IN_FLIGHT = 30  # unfinished processes kept running
 RUN_BEFORE_KILL_S = 3.0
-RUN_AFTER_KILL_S = 8.0  # processes keep being started for this long after the kill
+RUN_AFTER_KILL_S = 6.0  # processes keep being started for this long after the kill
 MAX_GAP_S = 5.0  # the longest stretch without a committed transition
 
 
