@@ -231,9 +231,13 @@ class RabbitBroker(Broker):
 
     async def connect(self) -> None:
         try:
-            # What connect_robust does, with the node rotation (which it would put in the URL's query).
+            # What connect_robust does, with the node rotation (which it would put in the URL's query), and our
+            # reconnect interval unless the URL names one.
+            url = aio_pika.connection.make_url(self._nodes.url)
+            if "reconnect_interval" not in url.query:
+                url = url.update_query(reconnect_interval=_RECONNECT_INTERVAL_S)
             connection = CoalescingConnection(
-                aio_pika.connection.make_url(self._nodes.url, reconnect_interval=_RECONNECT_INTERVAL_S),
+                url,
                 client_properties={"connection_name": self._connection_name}, nodes=self._rotation,
             )
             self._connection = connection
