@@ -16,6 +16,7 @@ import click
 import orjson
 import pydantic
 
+from framework.cli_signals import event, lookup
 from framework.errors import StageflowError
 from framework.loops import loop_factory
 from framework.settings import Settings
@@ -410,6 +411,10 @@ def pause_schedule(name: str) -> None:
 def resume_schedule(name: str) -> None:
     """Fire schedule NAME again from its next tick (ticks during the pause are not fired)."""
     click.echo(_schedule_line(_run(_schedules("resume", name))))
+
+
+cli.add_command(event)
+cli.add_command(lookup)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

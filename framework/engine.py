@@ -24,6 +24,7 @@ from datetime import datetime
 from typing import Any
 
 from framework.broker.base import Broker
+from framework.callbacks import CallbackTokens
 from framework.case import BusinessCase
 from framework.clock import Clock, SystemClock
 from framework.committer import Committer
@@ -74,8 +75,9 @@ class Engine:
         )
         self.start_process = Starter(store=store, planner=self.planner, committer=self.committer, clock=self.clock,
                                      relay_grace_s=relay_grace_s, observers=self.observers)
+        self.callbacks = CallbackTokens(signer.secret_keys)
         stages = StageRunner(planner=self.planner, committer=self.committer, clock=self.clock,
-                             observers=self.observers)
+                             observers=self.observers, tokens=self.callbacks)
         fanouts = FanOutCoordinator(
             documents=store, items=store, signer=signer, planner=self.planner, committer=self.committer, stages=stages,
             starter=self.start_process, clock=self.clock, relay_grace_s=relay_grace_s,

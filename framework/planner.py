@@ -3,7 +3,8 @@
 The planner owns every rule of the process lifecycle, and is the only place that makes a next document:
 a start, a stage's outcome (next, call, wait, fan-out, complete, fail), a failure (retry after a backoff, the
 ``on_failed`` path, skipping an optional stage, or failing the process), a service reply's error or deadline,
-a re-sent command, a fan-out that failed, a poison message, and the operators' cancel and retry. Pure
+a re-sent command, a fan-out that failed, an event delivered or overdue, a poison message, and the operators'
+cancel and retry. Pure
 functions of their inputs (no I/O): every plan is a copy of the document at ``version + 1`` (a start: version
 1) with the messages to publish in its outbox. The engine commits plans; it never edits a document.
 """
@@ -19,7 +20,7 @@ import orjson
 
 from framework.broker.base import INNER, command_queue
 from framework.case import BusinessCase, StageSpec
-from framework.context import Call, Complete, Fail, FanOut, Next, Outcome, Wait
+from framework.context import Call, Complete, Fail, FanOut, Next, Outcome, Wait, WaitFor
 from framework.document import OutboxMessage, ParentRef, ProcessDocument, Status
 from framework.errors import ProcessStateError, StageError
 from framework.fanout import NewFanOut, dispatch_message, item_specs, join_message, tolerated
@@ -27,6 +28,8 @@ from framework.messages import DEFAULT_MAX_MESSAGE_BYTES, RunStage, ServiceComma
 from framework.registry import CaseRegistry
 from framework.state import (
     CallWait,
+    Event,
+    EventWait,
     Failure,
     FanOutWait,
     HistoryEntry,
@@ -39,6 +42,7 @@ from framework.state import (
 from framework.taskid import TaskIdSigner, TaskRef
 
 _MAX_FAILURES_KEPT = 20
+MAX_EVENTS_KEPT = 50  # events on a document's record; the oldest consumed ones make room
 RETRYABLE_STATUSES = (Status.FAILED, Status.CANCELLED)
 
 
@@ -128,6 +132,16 @@ class Planner:
                 return Plan(new, entry)
             case FanOut():
                 return self._fan_out(case, doc, new, entry, outcome)
+            case WaitFor(name=name, resume=resume, timeout_s=timeout_s, token=token):
+                resume = _target(case, stage, resume, f"its event {name!r}", "ctx.wait_for()")
+                early = next((e for e in doc.events if e.name == name and e.consumed is None), None)
+                if early is not None:  # it came before the wait: take it at once
+                    return self._take(doc, new, entry, stage, resume, early)
+                new.status, new.stage = Status.WAITING, resume
+                new.waiting = EventWait(name=name, resume=resume, from_stage=stage, since=now, timeout_s=timeout_s,
+                                        deadline=now + timeout_s if timeout_s else None, token=token)
+                entry.event, entry.to, entry.reason = "wait_for", resume, name
+                return Plan(new, entry)
             case Complete(result=result):
                 return self._finish(new, entry, result=result, now=now)
             case Fail(reason=reason):  # the stage failed for good: its store writes are not kept
@@ -228,6 +242,48 @@ class Planner:
         entry.event, entry.api, entry.attempt = "resend", wait.api, wait.attempt
         return Plan(new, entry)
 
+    def deliver(self, doc: ProcessDocument, event: Event, *, now: float) -> Plan | None:
+        """An event for the process: None if its id is on the record already (a duplicate changes nothing). The
+        wait for it resumes; otherwise it is kept on the record for a later ``wait_for`` (and shown there)."""
+        if any(e.id == event.id for e in doc.events):
+            return None
+        if doc.status.finished:
+            raise ProcessStateError(f"process {doc.process_id} is already {doc.status.value}",
+                                    hint="events go to unfinished processes only", process_id=doc.process_id)
+        wait = doc.waiting
+        if isinstance(wait, FanOutWait):  # the join is bound to this version: the event must not move it
+            raise ProcessStateError(f"process {doc.process_id} waits on a fan-out",
+                                    hint="send the event again once its fan-out has joined")
+        new, entry = self._step(doc, None, now, now)
+        new.events = _bounded([*doc.events, event], doc.process_id)
+        if doc.status is Status.WAITING and isinstance(wait, EventWait) and wait.name == event.name:
+            return self._take(doc, new, entry, wait.from_stage, wait.resume, event)
+        # Kept for later. The process stays where it is; a due stage's message is re-issued for the new version.
+        new.waiting = wait
+        new.outbox = [run_stage_message(new, doc.stage)] if doc.status is Status.RUNNING and doc.stage \
+            else list(doc.outbox)
+        entry.event, entry.reason = "event_kept", event.name
+        return Plan(new, entry)
+
+    def event_overdue(self, doc: ProcessDocument, wait: EventWait, *, now: float) -> Plan:
+        """No event came before the deadline: the waiting stage failed, and may be run again."""
+        reason = f"no event {wait.name!r} within {wait.timeout_s or 0:g} s"
+        return self.failure(doc, wait.from_stage, reason, retryable=True, started=now, now=now)
+
+    def _take(self, doc: ProcessDocument, new: ProcessDocument, entry: HistoryEntry, from_stage: str, resume: str,
+              event: Event) -> Plan:
+        """``new`` consumes ``event``: ``resume`` runs next and sees it (a failed callback fails ``from_stage``)."""
+        new.events = [dataclasses.replace(e, consumed=new.version) if e.id == event.id else e for e in new.events]
+        if not event.ok:
+            failed = dataclasses.replace(doc, events=new.events)
+            reason = f"callback for event {event.name!r} reported a failure: {event.data!r}"[:2000]
+            return self.failure(failed, from_stage, reason, retryable=False, started=entry.at, now=new.updated_at)
+        new.status, new.stage, new.waiting = Status.RUNNING, resume, None
+        new.outbox = [run_stage_message(new, resume)]
+        entry.stage = entry.stage or from_stage
+        entry.event, entry.to, entry.reason = "event", resume, event.name
+        return Plan(new, entry)
+
     def poisoned(self, doc: ProcessDocument, reason: str, *, now: float) -> Plan:
         """The process's message keeps crashing or killing workers: fail the process, no retry."""
         stage = doc.stage or "(none)"
@@ -250,7 +306,8 @@ class Planner:
         # Waiting on a reply or a fan-out, the stage to run again on retry is the one that asked, not the one
         # its answer would have resumed (that one needs the answer).
         match doc.waiting:
-            case ServiceWait(from_stage=asked) | ResendWait(from_stage=asked) | FanOutWait(from_stage=asked):
+            case ServiceWait(from_stage=asked) | ResendWait(from_stage=asked) | FanOutWait(from_stage=asked) \
+                    | EventWait(from_stage=asked):
                 stage: str | None = asked
             case _:
                 stage = doc.stage
@@ -317,6 +374,20 @@ def _command(doc: ProcessDocument, call: CallWait) -> str:
     if not doc.outbox:
         raise StageError(f"process {doc.process_id} waits for a reply but holds no command to send again")
     return doc.outbox[0].body
+
+
+def _bounded(events: list[Event], process_id: str) -> list[Event]:
+    """At most ``MAX_EVENTS_KEPT`` events: the oldest consumed ones go; unconsumed ones are never dropped."""
+    extra = len(events) - MAX_EVENTS_KEPT
+    if extra <= 0:
+        return events
+    gone = {e.id for e in events if e.consumed is not None}
+    if len(gone) < extra:
+        raise ProcessStateError(f"process {process_id} holds {MAX_EVENTS_KEPT} events no wait has taken",
+                                hint="the process does not wait for these events; see its `events` record",
+                                process_id=process_id)
+    gone = set([e.id for e in events if e.id in gone][:extra])
+    return [e for e in events if e.id not in gone]
 
 
 def _spec(case: type[BusinessCase], stage: str) -> StageSpec:

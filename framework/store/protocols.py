@@ -60,6 +60,9 @@ class DocumentStore(Protocol):
 
     async def load(self, process_id: str) -> ProcessDocument | None: ...
 
+    async def load_by_key(self, case: str, client_key: str) -> ProcessDocument | None:
+        """The process of ``case`` started with ``client_key`` (the unique index), or None."""
+
     async def commit(
         self, doc: ProcessDocument, entry: dict[str, Any], *, expected_version: int, due_at: float | None,
         expires_at: float | None,
@@ -108,6 +111,10 @@ class FanOutStore(Protocol):
         there is no such fan-out or item (expired, or never made)."""
 
     async def fan_out_state(self, process_id: str, group: int) -> FanOutState | None: ...
+
+    async def cancel_items(self, process_id: str, group: int, *, now: float) -> list[ItemRow]:
+        """Mark every pending or dispatched item of the fan-out ``cancelled`` (its parent was cancelled), in one
+        transaction: none is started or completed after that. The items that were dispatched, before."""
 
     async def fan_out_items(
         self, process_id: str, group: int, *, status: str | None = None, after: int = -1, limit: int | None = None,

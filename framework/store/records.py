@@ -58,7 +58,7 @@ class Job:
 
 
 # The keys of ``waiting`` a list row shows (see ``summary``), and of ``error``.
-WAITING_SUMMARY_KEYS = ("kind", "reason", "stage", "api", "until", "deadline", "attempt")
+WAITING_SUMMARY_KEYS = ("kind", "reason", "stage", "api", "name", "until", "deadline", "attempt")
 ERROR_SUMMARY_KEYS = ("stage", "reason", "at")
 
 

@@ -27,6 +27,17 @@ def _started(doc: ProcessDocument, created: bool, response: Response) -> dict[st
     return {"process_id": doc.process_id, "case": doc.case, "status": doc.status.value, "created": created}
 
 
+async def process_response(flow: Stageflow, process_id: str) -> Response:
+    """The view of ``GET /processes/{id}``, encoded."""
+    doc, history = await flow.get_with_history(process_id)
+    case = flow.engine.cases.get(doc.case, doc.case_version)
+    view = process_view(case, doc, history, flow.engine.clock.now())
+    if isinstance(doc.waiting, FanOutWait):
+        state = await flow.store.fan_out_state(process_id, doc.waiting.group)
+        view["fan_out"] = state.counts() if state else None
+    return Response(orjson.dumps(view), media_type="application/json")
+
+
 def router(keys: ApiKeys) -> APIRouter:
     api = APIRouter(tags=["processes"])
     read = [Depends(keys.require(Role.READ))]
@@ -65,13 +76,7 @@ def router(keys: ApiKeys) -> APIRouter:
     @api.get("/processes/{process_id}", dependencies=read, response_model=dict[str, Any],
              summary="A process: status, stage, progress, data, result, error, timings, history, waiting")
     async def get_process(process_id: str, flow: Flow) -> Response:
-        doc, history = await flow.get_with_history(process_id)
-        case = flow.engine.cases.get(doc.case, doc.case_version)
-        view = process_view(case, doc, history, flow.engine.clock.now())
-        if isinstance(doc.waiting, FanOutWait):
-            state = await flow.store.fan_out_state(process_id, doc.waiting.group)
-            view["fan_out"] = state.counts() if state else None
-        return Response(orjson.dumps(view), media_type="application/json")
+        return await process_response(flow, process_id)
 
     @api.get("/processes/{process_id}/items", dependencies=read,
              summary="The items of a fan-out (default: the one the process waits on), in index order, with a cursor")

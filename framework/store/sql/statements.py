@@ -135,6 +135,9 @@ class Statements:
             WHERE f.process_id = $1 AND f.grp = $2 AND i.idx = $3{d.for_update}""")
         self.dispatched_item = sql(f"SELECT {ITEM_COLUMNS} FROM {p}fan_items"
                                    " WHERE process_id = $1 AND grp = $2 AND idx = $3 AND status = 'dispatched'")
+        live = "process_id = $1 AND grp = $2 AND status IN ('pending', 'dispatched')"
+        self.live_items = sql(f"SELECT {ITEM_COLUMNS} FROM {p}fan_items WHERE {live} ORDER BY idx{d.for_update}")
+        self.cancel_items = sql(f"UPDATE {p}fan_items SET status = 'cancelled', updated_at = $3 WHERE {live}")
         # schedules
         self.sync_schedule = sql(f"""
             INSERT INTO {p}schedules (name, definition, timing, next_fire_at, paused, updated_at)
