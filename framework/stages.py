@@ -85,10 +85,11 @@ class StageRunner:
 
 
 def _resumed_by(doc: ProcessDocument) -> EventResumed | FailureResumed | None:
-    """What the last transition handed the stage: the event it consumed, or the failure the process just went
-    on from (to an ``on_failed`` stage, or past an optional one)."""
-    event = next((e for e in reversed(doc.events) if e.consumed == doc.version), None)
-    if event is not None:
-        return EventResumed(event=event)
+    """What the last transition handed the stage: the failure the process just went on from (to an ``on_failed``
+    stage, or past an optional one; a failed callback's event is consumed by that same transition), or the event
+    it consumed."""
     last: Failure | None = doc.failures[-1] if doc.failures else None
-    return FailureResumed(failure=last) if last is not None and last.version == doc.version else None
+    if last is not None and last.version == doc.version:
+        return FailureResumed(failure=last)
+    event = next((e for e in reversed(doc.events) if e.consumed == doc.version), None)
+    return EventResumed(event=event) if event is not None else None
