@@ -67,10 +67,10 @@ class Confirmation(BusinessCase):
         ctx.complete({"rejected": ctx.failure.reason})
 
 
-class Waiter(BusinessCase):
+class EventChild(BusinessCase):
     """A child that waits for an event that never comes."""
 
-    name = "waiter"
+    name = "event_child"
     version = 1
 
     class Input(BaseModel):
@@ -97,11 +97,11 @@ class Holders(BusinessCase):
 
     @stage
     async def spread(self, ctx: StageContext) -> None:
-        ctx.fan_out([{"n": i} for i in range(ctx.input.children)], case="waiter", max_in_flight=ctx.input.window)
+        ctx.fan_out([{"n": i} for i in range(ctx.input.children)], case="event_child", max_in_flight=ctx.input.window)
 
     @stage
     async def joined(self, ctx: StageContext) -> None:
         ctx.complete()
 
 
-CASES = [AwaitPayment, Confirmation, Waiter, Holders]
+CASES = [AwaitPayment, Confirmation, EventChild, Holders]
