@@ -123,12 +123,10 @@ class Dispatcher:
             return
         if reply.ok:
             resumed = ReplyResumed(reply=ServiceReply(api=ref.api, ok=True, data=reply.data))
-            committed = await self._stages.run(doc, wait.resume, resumed)
-        else:
-            plan = self._planner.reply_error(doc, wait, reply.error, retryable=reply.retryable, now=self._clock.now())
-            committed = await self._committer.commit(doc, plan)
-        if not committed:  # the document moved on meanwhile (e.g. an event was kept): apply the reply to it
-            await self._reply(message, redelivered)
+            await self._stages.run(doc, wait.resume, resumed)
+            return
+        plan = self._planner.reply_error(doc, wait, reply.error, retryable=reply.retryable, now=self._clock.now())
+        await self._committer.commit(doc, plan)
 
     async def _drop_stale(self, doc: ProcessDocument, transition: int, redelivered: bool, key: str) -> None:
         # Only on redelivery: a fresh duplicate must not make every later message of the process twice.

@@ -258,7 +258,9 @@ class Planner:
         new.events = _bounded([*doc.events, event], doc.process_id)
         if doc.status is Status.WAITING and isinstance(wait, EventWait) and wait.name == event.name:
             return self._take(doc, new, entry, wait.from_stage, wait.resume, event)
-        # Kept for later. The process stays where it is; a due stage's message is re-issued for the new version.
+        # Kept for later. The process stays where it is; a due stage's message is re-issued for the new version,
+        # and a waited-for command is sent again (same taskId: the service dedupes), so a reply being applied
+        # while this commits, which loses its compare-and-set, comes back.
         new.waiting = wait
         new.outbox = [run_stage_message(new, doc.stage)] if doc.status is Status.RUNNING and doc.stage \
             else list(doc.outbox)

@@ -6,13 +6,15 @@ Their guarantees under crashes, on RabbitMQ + PostgreSQL, are in ``tests/test_ev
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
 
-from framework import Status
+from framework import BusinessCase, StageContext, Status, stage
 from framework.callbacks import CallbackRef, CallbackTokens
 from framework.cli import cli
 from framework.errors import (
@@ -193,3 +195,50 @@ def test_cli_event_and_lookup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     assert missing.exit_code == 2 and "no process" in missing.stderr
     bad = runner.invoke(cli, ["event", "paid"])
     assert bad.exit_code == 2 and "name the process" in bad.output
+
+
+class SlowReply(BusinessCase):
+    """Its reply-resumed stage blocks on the first run until the test lets it go (an event lands meanwhile)."""
+
+    name = "slow_reply"
+    gate: asyncio.Event | None = None
+    runs: list[int] = []
+
+    @stage
+    async def ask(self, ctx: StageContext) -> None:
+        ctx.call("echo", {"v": 1})
+
+    @stage
+    async def answered(self, ctx: StageContext) -> None:
+        SlowReply.runs.append(ctx.transition)
+        if len(SlowReply.runs) == 1 and SlowReply.gate is not None:
+            await SlowReply.gate.wait()
+        ctx.wait_for("go", resume="finish")
+
+    @stage
+    async def finish(self, ctx: StageContext) -> None:
+        assert ctx.event is not None
+        ctx.complete({"reply_then_event": ctx.event.data})
+
+
+async def echo(command: Any, tx: Any) -> Any:
+    return command.payload
+
+
+async def test_an_event_kept_while_a_reply_is_applied_loses_neither() -> None:
+    """The reply's run loses its compare-and-set to the event; the kept event re-sent the command (same taskId,
+    the service's inbox answers with its recorded reply), so the reply is applied again."""
+    SlowReply.gate, SlowReply.runs = asyncio.Event(), []
+    async with run_cases([SlowReply], services={"echo": echo}) as env:
+        doc = await env.start(SlowReply, {})
+        for _ in range(200):  # until the reply's stage runs (and blocks)
+            if SlowReply.runs:
+                break
+            await asyncio.sleep(0.01)
+        kept = await env.flow.send_event(doc.process_id, "go", {"early": 1})  # moves the document on
+        assert not kept.resumed
+        SlowReply.gate.set()  # the blocked run loses its compare-and-set; the reply is applied again
+        await env.join()
+        done = await env.get(doc.process_id)
+    assert done.result == {"reply_then_event": {"early": 1}}
+    assert len(SlowReply.runs) == 2 and SlowReply.runs[1] == SlowReply.runs[0] + 1
