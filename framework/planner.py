@@ -43,6 +43,7 @@ from framework.taskid import TaskIdSigner, TaskRef
 
 _MAX_FAILURES_KEPT = 20
 MAX_EVENTS_KEPT = 50  # events on a document's record; the oldest consumed ones make room
+MAX_EVENT_RECORD_BYTES = 128 * 1024  # the data of the events on the record, in all
 RETRYABLE_STATUSES = (Status.FAILED, Status.CANCELLED)
 
 
@@ -379,17 +380,22 @@ def _command(doc: ProcessDocument, call: CallWait) -> str:
 
 
 def _bounded(events: list[Event], process_id: str) -> list[Event]:
-    """At most ``MAX_EVENTS_KEPT`` events: the oldest consumed ones go; unconsumed ones are never dropped."""
-    extra = len(events) - MAX_EVENTS_KEPT
-    if extra <= 0:
-        return events
-    gone = {e.id for e in events if e.consumed is not None}
-    if len(gone) < extra:
-        raise ProcessStateError(f"process {process_id} holds {MAX_EVENTS_KEPT} events no wait has taken",
-                                hint="the process does not wait for these events; see its `events` record",
-                                process_id=process_id)
-    gone = set([e.id for e in events if e.id in gone][:extra])
-    return [e for e in events if e.id not in gone]
+    """At most ``MAX_EVENTS_KEPT`` events holding at most ``MAX_EVENT_RECORD_BYTES`` of data (every transition
+    rewrites the document): the oldest consumed ones go; an unconsumed one is never dropped, so past the bounds
+    with none to drop the delivery is refused."""
+    sizes = {e.id: len(orjson.dumps(e.data)) for e in events}
+    kept, total = list(events), sum(sizes.values())
+    for event in events:
+        if len(kept) <= MAX_EVENTS_KEPT and total <= MAX_EVENT_RECORD_BYTES:
+            return kept
+        if event.consumed is not None:
+            kept.remove(event)
+            total -= sizes[event.id]
+    if len(kept) <= MAX_EVENTS_KEPT and total <= MAX_EVENT_RECORD_BYTES:
+        return kept
+    raise ProcessStateError(f"process {process_id} holds {len(kept) - 1} events ({total} bytes) no wait has taken",
+                            hint="the process does not wait for these events; see its `events` record",
+                            process_id=process_id)
 
 
 def _spec(case: type[BusinessCase], stage: str) -> StageSpec:

@@ -24,7 +24,7 @@ from framework.errors import (
     ProcessStateError,
     StageError,
 )
-from framework.planner import MAX_EVENTS_KEPT
+from framework.planner import MAX_EVENT_RECORD_BYTES, MAX_EVENTS_KEPT
 from framework.signals import MAX_EVENT_DATA_BYTES
 from framework.state import EventResumed, EventWait, RetryWait, wait_from_json
 from framework.testing import run_cases
@@ -110,6 +110,13 @@ async def test_the_record_is_bounded_and_never_drops_an_unconsumed_event() -> No
         with pytest.raises(ProcessStateError, match="no wait has taken"):
             await env.flow.send_event(doc.process_id, "noise", "one too many")
         assert len((await env.get(doc.process_id)).events) == MAX_EVENTS_KEPT
+        big = await env.run(AwaitPayment, {"delay_s": 30}, skip_time=False)
+        chunk = "x" * (MAX_EVENT_DATA_BYTES - 100)
+        for i in range(MAX_EVENT_RECORD_BYTES // MAX_EVENT_DATA_BYTES):
+            await env.flow.send_event(big.process_id, "blob", chunk)
+        with pytest.raises(ProcessStateError, match="bytes"):
+            await env.flow.send_event(big.process_id, "blob", chunk)
+        assert len((await env.get(big.process_id)).events) == MAX_EVENT_RECORD_BYTES // MAX_EVENT_DATA_BYTES
 
 
 async def test_an_event_for_a_process_in_a_fan_out_is_refused_with_a_hint() -> None:
