@@ -21,6 +21,7 @@ from framework.state import Event, Failure, ServiceReply
 __all__ = ["Call", "Complete", "Fail", "FanOut", "Next", "Outcome", "ServiceReply", "StageContext", "Wait", "WaitFor"]
 
 EVENT_NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,100}$")
+APPROVAL_PREFIX = "approval:"  # a blueprint approval step waits for the event "approval:<step>"
 DEFAULT_TOKEN_EXPIRY_S = 7 * 86400.0
 TokenMaker = Callable[[str, float], str]  # (event name, expires_at) -> a signed callback token
 

@@ -14,11 +14,11 @@ from typing import Any
 
 import orjson
 
-from framework.context import EVENT_NAME
+from framework.context import APPROVAL_PREFIX, EVENT_NAME
 from framework.document import ProcessDocument
 from framework.engine import Engine
 from framework.errors import InvalidInputError, ProcessNotFoundError, ProcessStateError
-from framework.state import Event
+from framework.state import Event, EventWait
 
 MAX_EVENT_DATA_BYTES = 32 * 1024  # the record lives in the document, which every transition rewrites
 MAX_EVENT_ID_CHARS = 200
@@ -75,6 +75,20 @@ class Signals:
             raise ProcessStateError("this callback token has been used already", process_id=ref.process_id,
                                     hint="a callback token completes its wait once")
         return delivery
+
+    async def decide(self, process_id: str, *, approved: bool, comment: str | None = None,
+                     by: str | None = None) -> Delivery:
+        """Approve or reject the approval the process waits for (a blueprint ``approval`` step). Once per wait: a
+        later decision is refused (``ProcessStateError``), a concurrent one is a duplicate that changes nothing."""
+        doc = await self._engine.store.load(process_id)
+        if doc is None:
+            raise ProcessNotFoundError(f"no process {process_id!r}", process_id=process_id)
+        wait = doc.waiting
+        if not (isinstance(wait, EventWait) and wait.name.startswith(APPROVAL_PREFIX)):
+            raise ProcessStateError(f"process {process_id} is not waiting for an approval", process_id=process_id,
+                                    hint="GET /processes/{id} shows what it waits for")
+        decision = {"approved": approved, "comment": comment, "by": by}
+        return await self.send(process_id, wait.name, decision, event_id=f"{wait.name}@{doc.version}")
 
     async def find(self, case: str, client_key: str) -> ProcessDocument:
         """The process of ``case`` started with ``client_key`` (any version of the case)."""

@@ -112,7 +112,7 @@ async def test_the_record_is_bounded_and_never_drops_an_unconsumed_event() -> No
         assert len((await env.get(doc.process_id)).events) == MAX_EVENTS_KEPT
         big = await env.run(AwaitPayment, {"delay_s": 30}, skip_time=False)
         chunk = "x" * (MAX_EVENT_DATA_BYTES - 100)
-        for i in range(MAX_EVENT_RECORD_BYTES // MAX_EVENT_DATA_BYTES):
+        for _ in range(MAX_EVENT_RECORD_BYTES // MAX_EVENT_DATA_BYTES):
             await env.flow.send_event(big.process_id, "blob", chunk)
         with pytest.raises(ProcessStateError, match="bytes"):
             await env.flow.send_event(big.process_id, "blob", chunk)

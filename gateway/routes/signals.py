@@ -35,6 +35,13 @@ class CallbackRequest(BaseModel):
     data: Any = None
 
 
+class ApprovalRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    approved: bool
+    comment: str | None = Field(default=None, max_length=2000)
+    by: str | None = Field(default=None, max_length=200, description="who decided (default: unnamed)")
+
+
 def _delivered(delivery: Delivery, response: Response) -> dict[str, Any]:
     response.status_code = 200 if delivery.duplicate else 202
     return dataclasses.asdict(delivery)
@@ -59,6 +66,13 @@ def router(keys: ApiKeys) -> APIRouter:
                                 request: Annotated[EventRequest | None, Body()] = None) -> dict[str, Any]:
         request = request or EventRequest()
         delivery = await flow.signals.send_by_key(case, client_key, name, request.data, event_id=request.event_id)
+        return _delivered(delivery, response)
+
+    @api.post("/processes/{process_id}/approval", status_code=202, dependencies=operate,
+              summary="Approve or reject the approval step the process waits for (once: a second one changes nothing)")
+    async def decide(process_id: str, request: ApprovalRequest, flow: Flow, response: Response) -> dict[str, Any]:
+        delivery = await flow.signals.decide(process_id, approved=request.approved, comment=request.comment,
+                                             by=request.by)
         return _delivered(delivery, response)
 
     @api.get("/cases/{case}/keys/{client_key}", dependencies=read, response_model=dict[str, Any],
