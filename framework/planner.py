@@ -144,7 +144,7 @@ class Planner:
                 new.status, new.stage = Status.WAITING, resume
                 new.waiting = EventWait(name=name, resume=resume, from_stage=stage, since=now, timeout_s=timeout_s,
                                         deadline=now + timeout_s if timeout_s else None, token=token)
-                entry.event, entry.to, entry.reason = "wait_for", resume, name
+                entry.update({"event": "wait_for", "to": resume, "reason": name})
                 return Plan(new, entry)
             case Complete(result=result):
                 return self._finish(new, entry, result=result, now=now)
@@ -268,7 +268,7 @@ class Planner:
         new.waiting = wait
         new.outbox = [run_stage_message(new, doc.stage)] if doc.status is Status.RUNNING and doc.stage \
             else list(doc.outbox)
-        entry.event, entry.reason = "event_kept", event.name
+        entry.update({"event": "event_kept", "reason": event.name})
         return Plan(new, entry)
 
     def event_overdue(self, doc: ProcessDocument, wait: EventWait, *, now: float) -> Plan:
@@ -283,11 +283,10 @@ class Planner:
         if not event.ok:
             failed = dataclasses.replace(doc, events=new.events)
             reason = f"callback for event {event.name!r} reported a failure: {event.data!r}"[:2000]
-            return self.failure(failed, from_stage, reason, retryable=False, started=entry.at, now=new.updated_at)
+            return self.failure(failed, from_stage, reason, retryable=False, started=entry["at"], now=new.updated_at)
         new.status, new.stage, new.waiting = Status.RUNNING, resume, None
         new.outbox = [run_stage_message(new, resume)]
-        entry.stage = entry.stage or from_stage
-        entry.event, entry.to, entry.reason = "event", resume, event.name
+        entry.update({"stage": entry.get("stage") or from_stage, "event": "event", "to": resume, "reason": event.name})
         return Plan(new, entry)
 
     def poisoned(self, doc: ProcessDocument, reason: str, *, now: float) -> Plan:

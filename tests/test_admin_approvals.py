@@ -13,7 +13,16 @@ import pytest
 from framework import Settings
 from tests.support.cluster import CASE_MODULES, Cluster
 from tests.support.gateway import OPERATE_KEY, with_keys
-from tests.test_admin_ui import CHROMIUM, CHROMIUM_ARGS, TIMEOUT_MS, api, live_gateway, require_chromium, start, store_of
+from tests.test_admin_ui import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    TIMEOUT_MS,
+    api,
+    live_gateway,
+    require_chromium,
+    start,
+    store_of,
+)
 
 pytestmark = pytest.mark.integration
 __all__ = ["api", "live_gateway"]  # fixtures used here, defined in test_admin_ui
