@@ -87,7 +87,9 @@ class StageContext:
     JSON-serialisable. ``reply`` holds the service reply when this stage was resumed by one. ``attempt``
     is 1 on the first try of this stage and counts up on retries. ``failure`` describes the failure
     that led here when this stage is an ``on_failed`` path. ``fan_in`` holds the joined results when this
-    stage resumes a ``fan_out``. ``event`` holds the event when a ``wait_for`` resumed this stage.
+    stage resumes a ``fan_out``. ``event`` holds the event when a ``wait_for`` resumed this stage. ``search``
+    holds the process's search attributes (those the case declares): set one and it is committed, typed and
+    indexed, with the transition.
     """
 
     process_id: str
@@ -102,6 +104,7 @@ class StageContext:
     failure: Failure | None = None
     fan_in: FanIn | None = None
     event: Event | None = None
+    search: dict[str, Any] = field(default_factory=dict)
     tokens: TokenMaker | None = field(default=None, repr=False)
     outcome: Outcome | None = field(default=None, init=False)
 

@@ -72,6 +72,7 @@ class ProcessDocument:
     parent: ParentRef | None = None  # a child process: its place in its parent's fan-out
     outbox: list[OutboxMessage] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)  # events received (``framework.signals``), bounded
+    search: dict[str, Any] = field(default_factory=dict)  # search attributes (``framework.search``)
 
     def to_json(self) -> bytes:
         return orjson.dumps(self)  # orjson serialises (slotted) dataclasses and str enums natively

@@ -26,6 +26,7 @@ from framework.errors import ProcessStateError, StageError
 from framework.fanout import NewFanOut, dispatch_message, item_specs, join_message, tolerated
 from framework.messages import DEFAULT_MAX_MESSAGE_BYTES, RunStage, ServiceCommand
 from framework.registry import CaseRegistry
+from framework.search import value_problem
 from framework.state import (
     CallWait,
     Event,
@@ -103,12 +104,17 @@ class Planner:
 
     def outcome(
         self, doc: ProcessDocument, stage: str, store: dict[str, Any], outcome: Outcome, *, started: float,
-        now: float,
+        now: float, search: dict[str, Any] | None = None,
     ) -> Plan:
         case = self.case_of(doc)
         spec = _spec(case, stage)
         new, entry = self._step(doc, stage, now, started)
         new.store, new.attempts = store, 0
+        if search is not None and search != doc.search:
+            problems = [p for name, value in search.items() if (p := value_problem(case.search_attributes, name, value))]
+            if problems:
+                raise StageError("; ".join(problems), hint="declare it in the case's search_attributes, with its type")
+            new.search = search
         match outcome:
             case Next(stage=target):
                 return self._go(case, new, entry, target or _after(case, stage), event="next")

@@ -52,7 +52,7 @@ class StageRunner:
             reply=resumed.reply if isinstance(resumed, ReplyResumed) else None, attempt=doc.attempts + 1,
             failure=resumed.failure if isinstance(resumed, FailureResumed) else None,
             fan_in=fan_in if isinstance(resumed, JoinResumed) else None,
-            event=resumed.event if isinstance(resumed, EventResumed) else None,
+            event=resumed.event if isinstance(resumed, EventResumed) else None, search=dict(doc.search),
             tokens=lambda name, expires_at: self._tokens.sign(
                 CallbackRef(doc.process_id, doc.case, name, doc.version, expires_at)),
         )
@@ -68,7 +68,8 @@ class StageRunner:
                     f"stage {stage!r} ended without an outcome",
                     hint="end every stage with ctx.next(), ctx.call(), ctx.wait(), ctx.complete() or ctx.fail()",
                 )
-            plan = self._planner.outcome(doc, stage, ctx.store, ctx.outcome, started=started, now=self._clock.now())
+            plan = self._planner.outcome(doc, stage, ctx.store, ctx.outcome, started=started, now=self._clock.now(),
+                                         search=ctx.search)
         except Exception as exc:  # noqa: BLE001 - stage code failed: retry, take the failure path, or fail the process
             if isinstance(exc, TimeoutError) and spec.timeout_s is not None:
                 reason, retryable = f"stage timed out after {spec.timeout_s:g} s", True

@@ -203,6 +203,14 @@ def test_cli_event_and_lookup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     bad = runner.invoke(cli, ["event", "paid"])
     assert bad.exit_code == 2 and "name the process" in bad.output
 
+    tagged = asyncio.run(_run_tagged({"customer_id": "Z-1", "order_total": 3}))  # a worker sets its attributes
+    found = runner.invoke(cli, ["list", "--case", "tagged", "--search", "customer_id=Z-1"])
+    assert found.exit_code == 0 and found.stdout.split()[0] == tagged, found.output
+    none = runner.invoke(cli, ["list", "--case", "tagged", "--search", "customer_id=Z-2"])
+    assert none.exit_code == 0 and "no process matches" in none.stderr
+    refused = runner.invoke(cli, ["list", "--search", "customer_id=Z-1"])
+    assert refused.exit_code == 2 and "needs the case" in refused.stderr
+
 
 class SlowReply(BusinessCase):
     """Its reply-resumed stage blocks on the first run until the test lets it go (an event lands meanwhile)."""
@@ -249,3 +257,21 @@ async def test_an_event_kept_while_a_reply_is_applied_loses_neither() -> None:
         done = await env.get(doc.process_id)
     assert done.result == {"reply_then_event": {"early": 1}}
     assert len(SlowReply.runs) == 2 and SlowReply.runs[1] == SlowReply.runs[0] + 1
+
+
+async def _run_tagged(data: dict[str, Any]) -> str:
+    """Start a ``tagged`` process in the CLI's store (from the environment) and run it to its wait."""
+    from framework import Settings, Stageflow
+
+    async with Stageflow.from_settings(Settings()) as flow:
+        worker = flow.worker()
+        await worker.start()
+        try:
+            doc = await flow.start("tagged", data)
+            for _ in range(200):
+                if (await flow.get(doc.process_id)).search:
+                    return doc.process_id
+                await asyncio.sleep(0.02)
+            raise AssertionError("the tagged process did not reach its wait")
+        finally:
+            await worker.stop()

@@ -149,3 +149,23 @@ async def test_cancel_cascades_to_running_children_and_pending_items(gw: Gateway
     assert [i["status"] for i in items] == ["cancelled"] * 6
     for child in children[3:]:
         assert (await gw.client.get(f"/processes/{child}")).status_code == 404  # never started
+
+
+async def test_lists_filter_on_search_attributes_and_refuse_bad_filters(gw: Gateway) -> None:
+    ids = {}
+    for n, (customer, total, vip) in enumerate((("C-9", 10.5, True), ("C-9", 20.0, False), ("C-8", 10.5, True))):
+        ids[n] = await start(gw, "tagged", {"customer_id": customer, "order_total": total, "vip": vip})
+    for pid in ids.values():
+        await view_when(gw, pid, waits_for_event)
+    queries = {("customer_id=C-9",): {ids[0], ids[1]}, ("customer_id=C-9", "vip=true"): {ids[0]},
+               ("order_total=10.5",): {ids[0], ids[2]}, ("customer_id=C-7",): set()}
+    for search, expected in queries.items():
+        response = await gw.client.get("/processes", params={"case": "tagged", "search": list(search)})
+        assert response.status_code == 200, response.text
+        assert {i["process_id"] for i in response.json()["items"]} == expected, search
+    for params in ({"search": "customer_id=C-9"}, {"case": "tagged", "search": "items=many"},
+                   {"case": "tagged", "search": "nope=1"}, {"case": "tagged", "search": "no-equals"}):
+        response = await gw.client.get("/processes", params=params)
+        assert response.status_code == 422, (params, response.text)
+    view = (await gw.client.get(f"/processes/{ids[0]}")).json()
+    assert view["search"] == {"customer_id": "C-9", "order_total": 10.5, "vip": True, "items": 1}

@@ -20,6 +20,7 @@ class ProcessFilter:
     failed_stage: str | None = None
     created_after: float | None = None
     created_before: float | None = None
+    search: tuple[tuple[str, Any], ...] = ()  # (name, value): search attributes equal to these (``framework.search``)
 
 
 # ``status`` may also be this derived one: waiting to try a failed stage or service call again.

@@ -192,6 +192,7 @@
     if ($("f-case").value) params.set("case", $("f-case").value);
     if ($("f-status").value) params.set("status", $("f-status").value);
     if ($("f-stage").value.trim()) params.set("failed_stage", $("f-stage").value.trim());
+    if ($("f-search").value.trim() && $("f-case").value) params.set("search", $("f-search").value.trim());
     return params;
   }
 
@@ -637,6 +638,7 @@
     $("f-case").addEventListener("change", () => refresh(true));
     $("f-status").addEventListener("change", () => refresh(true));
     $("f-stage").addEventListener("change", () => refresh(true));
+    $("f-search").addEventListener("change", () => refresh(true));
     $("more").addEventListener("click", () => loadMore().catch((exc) => showBanner(exc.message)));
     $("reprocess").addEventListener("click", doReprocess);
     $("d-close").addEventListener("click", closeDetail);

@@ -12,6 +12,7 @@ from fastapi import APIRouter, Body, Depends, Query, Response
 from framework.app import Stageflow
 from framework.document import ProcessDocument
 from framework.errors import InvalidInputError, ProcessNotFoundError, UnknownCaseError
+from framework.search import parse_filters
 from framework.state import FanOutWait
 from framework.store.base import ProcessFilter
 from gateway.auth import ApiKeys, Role
@@ -116,9 +117,12 @@ def router(keys: ApiKeys) -> APIRouter:
         created_before: datetime | None = None,
         limit: int = Query(50, ge=1, le=500),
         cursor: str | None = Query(None, description="`next_cursor` of the previous page"),
+        search: list[str] = Query([], description="`name=value`: a search attribute the case declares (needs case)"),
     ) -> dict[str, Any]:
+        declared = flow.engine.cases.latest(case).search_attributes if case and search else {}
         where = ProcessFilter(case=case, status=status, failed_stage=failed_stage,
-                              created_after=epoch(created_after), created_before=epoch(created_before))
+                              created_after=epoch(created_after), created_before=epoch(created_before),
+                              search=parse_filters(declared, search, case=case))
         after = decode_cursor(cursor) if cursor else None
         items, _ = await flow.store.list_page(where, after=after, limit=limit + 1)
         more = len(items) > limit

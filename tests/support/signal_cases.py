@@ -104,4 +104,31 @@ class Holders(BusinessCase):
         ctx.complete()
 
 
-CASES = [AwaitPayment, Confirmation, EventChild, Holders]
+class Tagged(BusinessCase):
+    """Sets its search attributes from its input (``bad`` sets one of the wrong type), then waits for ``done``."""
+
+    name = "tagged"
+    version = 1
+    search_attributes = {"customer_id": str, "order_total": float, "vip": bool, "items": int}
+
+    class Input(BaseModel):
+        customer_id: str
+        order_total: float
+        vip: bool = False
+        items: int = 1
+        bad: bool = False
+
+    @stage
+    async def tag(self, ctx: StageContext) -> None:
+        i = ctx.input
+        ctx.search.update(customer_id=i.customer_id, order_total=i.order_total, vip=i.vip, items=i.items)
+        if i.bad:
+            ctx.search["items"] = "many"
+        ctx.wait_for("done", resume="finish")
+
+    @stage
+    async def finish(self, ctx: StageContext) -> None:
+        ctx.complete()
+
+
+CASES = [AwaitPayment, Confirmation, EventChild, Holders, Tagged]
