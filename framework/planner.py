@@ -111,7 +111,8 @@ class Planner:
         new, entry = self._step(doc, stage, now, started)
         new.store, new.attempts = store, 0
         if search is not None and search != doc.search:
-            problems = [p for name, value in search.items() if (p := value_problem(case.search_attributes, name, value))]
+            declared = case.search_attributes
+            problems = [p for name, value in search.items() if (p := value_problem(declared, name, value))]
             if problems:
                 raise StageError("; ".join(problems), hint="declare it in the case's search_attributes, with its type")
             new.search = search
