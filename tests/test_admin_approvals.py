@@ -12,17 +12,8 @@ import pytest
 
 from framework import Settings
 from tests.support.cluster import CASE_MODULES, Cluster
-from tests.support.gateway import OPERATE_KEY, with_keys
-from tests.test_admin_ui import (
-    CHROMIUM,
-    CHROMIUM_ARGS,
-    TIMEOUT_MS,
-    api,
-    live_gateway,
-    require_chromium,
-    start,
-    store_of,
-)
+from tests.support.gateway import with_keys
+from tests.test_admin_ui import admin_page, api, live_gateway, require_chromium, start, store_of
 
 pytestmark = pytest.mark.integration
 __all__ = ["api", "live_gateway"]  # fixtures used here, defined in test_admin_ui
@@ -39,44 +30,32 @@ async def test_pending_approvals_are_approved_and_rejected_from_the_admin_page(
     cluster_settings: Settings, live_gateway: str, api: httpx.AsyncClient, tmp_path: Path
 ) -> None:
     require_chromium()
-    from playwright.async_api import async_playwright, expect
+    from playwright.async_api import expect
 
     cluster = Cluster(cluster_settings, tmp_path, workers=1, services_modules=(), STAGEFLOW_BLUEPRINTS=BLUEPRINT)
     await cluster.start()
     try:
         approved_id = await start(api, "discount_approval", {"customer": "ACME", "percent": 10})
         rejected_id = await start(api, "discount_approval", {"customer": "Globex", "percent": 40})
-        async with async_playwright() as pw:
-            browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-            try:
-                page = await browser.new_page(viewport={"width": 1480, "height": 900})
-                page.set_default_timeout(TIMEOUT_MS)
-                problems: list[str] = []
-                page.on("pageerror", lambda exc: problems.append(f"page error: {exc}"))
-                await page.goto(f"{live_gateway}/admin")
-                await page.fill("#key", OPERATE_KEY)
-                await page.click("#login-form button[type=submit]")
+        async with admin_page(live_gateway) as (page, problems):
+            approve_row = page.locator(f'#approvals [data-approval="{approved_id}"]')
+            reject_row = page.locator(f'#approvals [data-approval="{rejected_id}"]')
+            await expect(approve_row).to_contain_text("discount_approval: manager")
+            await expect(reject_row).to_be_visible()
+            await expect(page.locator(f'#rows tr[data-id="{approved_id}"]')).to_contain_text("approval of manager")
 
-                approve_row = page.locator(f'#approvals [data-approval="{approved_id}"]')
-                reject_row = page.locator(f'#approvals [data-approval="{rejected_id}"]')
-                await expect(approve_row).to_contain_text("discount_approval: manager")
-                await expect(reject_row).to_be_visible()
-                await expect(page.locator(f'#rows tr[data-id="{approved_id}"]')).to_contain_text("approval of manager")
-
-                await approve_row.locator("input.comment").fill("fine for ACME")
-                await page.wait_for_timeout(2500)  # a refresh passes: the typed comment must survive it
-                await approve_row.get_by_role("button", name="Approve").click()
-                await expect(page.locator("#banner")).to_contain_text(f"Approved: {approved_id}")
-                await expect(approve_row).to_have_count(0)
-                await reject_row.locator("input.comment").fill("40 % is too much")
-                await reject_row.get_by_role("button", name="Reject").click()
-                await expect(reject_row).to_have_count(0)
-                await expect(page.locator("#approvals")).to_be_hidden()
-                await expect(page.locator(f'#rows tr[data-id="{rejected_id}"]')).to_have_attribute(
-                    "data-status", "completed")
-                assert not problems, problems
-            finally:
-                await browser.close()
+            await approve_row.locator("input.comment").fill("fine for ACME")
+            await page.wait_for_timeout(2500)  # a refresh passes: the typed comment must survive it
+            await approve_row.get_by_role("button", name="Approve").click()
+            await expect(page.locator("#banner")).to_contain_text(f"Approved: {approved_id}")
+            await expect(approve_row).to_have_count(0)
+            await reject_row.locator("input.comment").fill("40 % is too much")
+            await reject_row.get_by_role("button", name="Reject").click()
+            await expect(reject_row).to_have_count(0)
+            await expect(page.locator("#approvals")).to_be_hidden()
+            await expect(page.locator(f'#rows tr[data-id="{rejected_id}"]')).to_have_attribute(
+                "data-status", "completed")
+            assert not problems, problems
 
         accepted = await api.post(f"/processes/{approved_id}/events/offer_accepted", json={"data": {"at": "today"}})
         assert accepted.status_code == 202, accepted.text
