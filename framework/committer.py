@@ -22,6 +22,7 @@ from framework.observers import Observer, Observers
 from framework.planner import Plan, Planner
 from framework.state import ResendWait, RetryWait
 from framework.store.protocols import DocumentStore
+from framework.telemetry import publish_headers
 
 log = structlog.get_logger("stageflow.engine")
 
@@ -60,6 +61,8 @@ class Committer:
                   version=new.version, outcome=plan.entry.event)
         if self._observers:
             self._observers.emit(Observer.transition_committed, new, plan.entry)
+            if plan.fan_out is not None:
+                self._observers.emit(Observer.fan_out_items, started=plan.fan_out.released, finished=0)
             if isinstance(new.waiting, RetryWait | ResendWait):
                 self._observers.emit(Observer.retry_scheduled, new, new.waiting)
         await self.publish(new.process_id, new.outbox)
@@ -82,7 +85,11 @@ class Committer:
         if not outbox:
             return
         try:
-            await self._broker.publish([Outgoing(m.queue, m.message_id, m.body.encode()) for m in outbox])
+            if self._observers:  # the hop latency's start, read back by the worker that handles the message
+                headers = publish_headers()
+                await self._broker.publish([Outgoing(m.queue, m.message_id, m.body.encode(), headers) for m in outbox])
+            else:
+                await self._broker.publish([Outgoing(m.queue, m.message_id, m.body.encode()) for m in outbox])
         except BrokerError as exc:
             log.warning("outbox left for the relay", process_id=process_id, error=str(exc))
 

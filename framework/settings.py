@@ -77,6 +77,10 @@ class Settings(BaseSettings):
     event_loop: Literal["auto", "uvloop", "asyncio"] = Field(
         "auto", description="workers' event loop: auto = uvloop if installed (pip install 'stageflow[fast]')"
     )
+    metrics_port: int = Field(
+        0, ge=0, le=65535, description="workers and services serve /metrics, /healthz, /readyz here (0 = off)"
+    )
+    metrics_host: str = Field("0.0.0.0", description="address the metrics port listens on")
     log_level: str = Field("INFO")
     log_json: bool = Field(False, description="JSON log lines instead of console lines")
 

@@ -13,6 +13,7 @@ The tables, the reads and the rarer writes are the SQL backends' shared ones (``
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
@@ -132,6 +133,11 @@ class PostgresStore(PostgresFanOuts, SqlStore):
         self._sql = Statements(POSTGRESQL, schema)
         self._pg = _statements(self._sql.prefix)
         self._sql_commit_fan_out, self._sql_completion = fan_out_statements(self._sql.prefix)
+
+    def observe_batches(self, callback: Callable[[str, int], None]) -> None:
+        """Tell ``callback(kind, size)`` the size of every batch of loads, commits and creates."""
+        for kind, batcher in (("load", self._loads), ("commit", self._commits), ("create", self._creates)):
+            batcher.on_batch = functools.partial(callback, kind)
 
     @property
     def schema(self) -> str:
