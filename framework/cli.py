@@ -87,24 +87,36 @@ def services(module: str, db_url: str | None) -> None:
 
     async def main() -> None:
         from framework.logs import configure_logging
+        from framework.metrics_server import MetricsServer, pinger
         from framework.runner import run_until_signalled
         from framework.service.hosting import build_services, inbox_from_url, load_handlers
+        from framework.service.metrics import ServiceMetrics
         from framework.wiring import broker_from_settings
 
         configure_logging(settings.log_level, json=settings.log_json)
         handlers, setup_sql = load_handlers(module)
         broker = broker_from_settings(settings, connection_name="stageflow-services")
         inbox = inbox_from_url(db_url or settings.store_url, setup_sql=setup_sql, pool_size=settings.store_pool_size)
+        metrics = ServiceMetrics() if settings.metrics_port else None
+        server: MetricsServer | None = None
+        if metrics is not None:
+            metrics.bind(broker=broker)
+            server = MetricsServer(metrics.registry, ready=pinger(broker), port=settings.metrics_port,
+                                   host=settings.metrics_host)
         async with inbox, broker:
-            running = build_services(handlers, broker=broker, inbox=inbox)
+            running = build_services(handlers, broker=broker, inbox=inbox, metrics=metrics)
 
             async def start() -> None:
+                if server is not None:
+                    await server.start()
                 for service in running:
                     await service.start()
 
             async def stop() -> None:
                 for service in running:
                     await service.stop()
+                if server is not None:
+                    await server.stop()
 
             await run_until_signalled(start, stop)
 

@@ -38,7 +38,7 @@ METRIC_NAMES = (
 )
 
 
-class _Live(Collector):
+class LiveValues(Collector):
     """Values read from live objects at scrape time: in-flight messages, broker reconnects."""
 
     def __init__(self) -> None:
@@ -84,7 +84,7 @@ class WorkerMetrics(Observer):
                                        registry=r)
         self._batches = Histogram("stageflow_store_batch_size", "Store statements sent in one round trip",
                                   ["kind"], buckets=BATCH_BUCKETS, registry=r)
-        self._live = _Live()
+        self._live = LiveValues()
         r.register(self._live)
         self._children: dict[tuple[Any, ...], Any] = {}  # labels() validates and locks: cache its children
 

@@ -13,6 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from framework import Settings, Stageflow, Status
 from framework.metrics import METRIC_NAMES
+from framework.service.metrics import SERVICE_METRIC_NAMES
 from tests.support.cluster import CASE_MODULES, Cluster, wait_finished
 from tests.support.observe_cases import CASES, REJECT_ENV
 
@@ -47,6 +48,8 @@ async def test_a_worker_serves_metrics_that_match_the_run(settings: Settings, tm
     cluster = Cluster(settings, tmp_path, workers=1, cases=f"{CASE_MODULES},tests.support.observe_cases",
                       STAGEFLOW_METRICS_PORT=str(port), STAGEFLOW_METRICS_HOST="127.0.0.1",
                       STAGEFLOW_POISON_AFTER=str(POISON_AFTER), **{REJECT_ENV: "1"})
+    service_port = free_port()
+    cluster.services[0].env["STAGEFLOW_METRICS_PORT"] = str(service_port)  # one port per process
     url = f"http://127.0.0.1:{port}"
     async with Stageflow.from_settings(settings, cases=CASES) as flow, httpx.AsyncClient(base_url=url) as http:
         await cluster.start()
@@ -60,6 +63,8 @@ async def test_a_worker_serves_metrics_that_match_the_run(settings: Settings, tm
             assert done[0].result == {"succeeded": ITEMS} and done[1].error.poison
             await asyncio.sleep(3 * settings.timer_interval_s)  # a due pass after the end: nothing overdue
             text = (await http.get("/metrics")).text
+            service_text = (await http.get(f"http://127.0.0.1:{service_port}/metrics")).text
+            assert (await http.get(f"http://127.0.0.1:{service_port}/readyz")).status_code == 200
         finally:
             codes = cluster.stop()
     assert codes["worker-0"] == 0, cluster.logs()
@@ -94,3 +99,8 @@ async def test_a_worker_serves_metrics_that_match_the_run(settings: Settings, tm
     # batched commits: metered's retry and completed, unreadable's failure (the fan-out commits on its own)
     assert value(samples, "stageflow_store_batch_size_count", kind="commit") == 3
     assert not any("process_id" in dict(labels) for _, labels in samples)  # low cardinality: no ids
+    # the services process answered each item's command once
+    service = scrape(service_text)
+    assert value(service, "stageflow_service_commands_total", api="effects", outcome="answered") == ITEMS
+    assert value(service, "stageflow_service_duration_seconds_count", api="effects") == ITEMS
+    assert {n.removesuffix("_total") for n in SERVICE_METRIC_NAMES} <= family_names(service_text)

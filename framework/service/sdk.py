@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -27,6 +28,10 @@ from framework.broker.base import SERVICE, Broker, Consumer, Delivery, Outgoing,
 from framework.errors import InfrastructureError, MessageError, ServiceError
 from framework.messages import DEFAULT_MAX_MESSAGE_BYTES, ServiceCommand, ServiceReplyMessage
 from framework.service.inbox import Inbox, ServiceTransaction
+from framework.telemetry import publish_headers
+
+if TYPE_CHECKING:
+    from framework.service.metrics import ServiceMetrics
 
 log = structlog.get_logger("stageflow.service")
 
@@ -49,8 +54,10 @@ class Service:
         prefetch: int = 32,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         retry_delay_s: float = 1.0,
+        metrics: ServiceMetrics | None = None,
     ) -> None:
         self.api = api
+        self.metrics = metrics
         self.handler = handler
         self.broker = broker
         self.inbox = inbox
@@ -87,17 +94,27 @@ class Service:
         except MessageError as exc:
             log.warning("command parked", api=self.api, reason=str(exc))
             await self.broker.park(delivery, str(exc))
+            if self.metrics is not None:
+                self.metrics.command(self.api, "parked")
             return
+        started = time.perf_counter()
         try:
             reply = await self._answer(command)
-            await self.broker.publish([Outgoing(SERVICE, f"reply/{command.task_id[:200]}", reply.encode())])
+            await self.broker.publish([Outgoing(SERVICE, f"reply/{command.task_id[:200]}", reply.encode(),
+                                                publish_headers() if self.metrics is not None else {})])
             await delivery.ack()
+            if self.metrics is not None:
+                self.metrics.command(self.api, "answered", time.perf_counter() - started)
         except InfrastructureError as exc:
+            if self.metrics is not None:
+                self.metrics.command(self.api, "redelivered")
             log.warning("command not answered, will be redelivered", api=self.api, error=str(exc))
             await asyncio.sleep(self.retry_delay_s)
             with contextlib.suppress(InfrastructureError):
                 await delivery.nack(requeue=True)
         except Exception:
+            if self.metrics is not None:
+                self.metrics.command(self.api, "redelivered")
             log.exception("service handler failed; the command will be redelivered", api=self.api)
             with contextlib.suppress(InfrastructureError):
                 await delivery.nack(requeue=True)
