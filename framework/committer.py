@@ -57,8 +57,8 @@ class Committer:
             log.debug("transition lost the race", process_id=doc.process_id, version=doc.version)
             return False
         # debug, not info: one line per transition costs ~50 us (console) and the history table has them all
-        log.debug("transition", process_id=doc.process_id, case=doc.case, stage=plan.entry.stage,
-                  version=new.version, outcome=plan.entry.event)
+        log.debug("transition", process_id=doc.process_id, case=doc.case, case_version=doc.case_version,
+                  stage=plan.entry.stage, transition=doc.version, version=new.version, outcome=plan.entry.event)
         if self._observers:
             self._observers.emit(Observer.transition_committed, new, plan.entry)
             if plan.fan_out is not None:
