@@ -47,6 +47,10 @@ class Dialect:
         pairs = ", ".join(f"'$.{key}', {value}" for key, value in values.items())
         return f"json_set({column}, {pairs})"
 
+    def floor_int(self, expr: str) -> str:
+        """``expr`` (a positive number) rounded down to an integer (SQLite may be built without ``floor``)."""
+        return f"floor({expr})::int" if self.name == "postgresql" else f"CAST({expr} AS INTEGER)"
+
     def in_list(self, param: int) -> str:
         """``IN`` the list passed as parameter ``param`` (see ``list_param``)."""
         if self.name == "postgresql":
