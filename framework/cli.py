@@ -16,6 +16,7 @@ import click
 import orjson
 import pydantic
 
+from framework.cli_stats import stats_command
 from framework.errors import StageflowError
 from framework.loops import loop_factory
 from framework.settings import Settings
@@ -422,6 +423,9 @@ def pause_schedule(name: str) -> None:
 def resume_schedule(name: str) -> None:
     """Fire schedule NAME again from its next tick (ticks during the pause are not fired)."""
     click.echo(_schedule_line(_run(_schedules("resume", name))))
+
+
+cli.add_command(stats_command)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -77,6 +77,9 @@ class Settings(BaseSettings):
     event_loop: Literal["auto", "uvloop", "asyncio"] = Field(
         "auto", description="workers' event loop: auto = uvloop if installed (pip install 'stageflow[fast]')"
     )
+    stats_stuck_after_s: float = Field(
+        60.0, gt=0, description="statistics count a waiting process as stuck once its due time is this far past"
+    )
     metrics_port: int = Field(
         0, ge=0, le=65535, description="workers and services serve /metrics, /healthz, /readyz here (0 = off)"
     )

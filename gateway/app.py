@@ -17,6 +17,7 @@ from fastapi import FastAPI
 from framework.app import Stageflow
 from framework.jobs import Jobs
 from framework.settings import Settings
+from framework.statistics import read_statistics
 from framework.wiring import cases_from_settings
 from gateway import problems
 from gateway.auth import ApiKeys
@@ -47,6 +48,8 @@ def create_app(flow: Stageflow | None = None, settings: Settings | None = None) 
             return {
                 "counts": await opened.store.count_by_case_and_status(),
                 "durations": await opened.store.recent_stage_durations(STATS_SAMPLE),
+                "last_hour": await read_statistics(opened.store, opened.engine.clock.now(),
+                                                   stuck_after_s=settings.stats_stuck_after_s),
             }
 
         app.state.flow = opened
