@@ -92,6 +92,7 @@ def services(module: str, db_url: str | None) -> None:
         from framework.runner import run_until_signalled
         from framework.service.hosting import build_services, inbox_from_url, load_handlers
         from framework.service.metrics import ServiceMetrics
+        from framework.telemetry import tracing_from_environment
         from framework.wiring import broker_from_settings
 
         configure_logging(settings.log_level, json=settings.log_json)
@@ -104,8 +105,9 @@ def services(module: str, db_url: str | None) -> None:
             metrics.bind(broker=broker)
             server = MetricsServer(metrics.registry, ready=pinger(broker), port=settings.metrics_port,
                                    host=settings.metrics_host)
+        tracing = tracing_from_environment("stageflow-services")
         async with inbox, broker:
-            running = build_services(handlers, broker=broker, inbox=inbox, metrics=metrics)
+            running = build_services(handlers, broker=broker, inbox=inbox, metrics=metrics, tracing=tracing)
 
             async def start() -> None:
                 if server is not None:
@@ -118,6 +120,8 @@ def services(module: str, db_url: str | None) -> None:
                     await service.stop()
                 if server is not None:
                     await server.stop()
+                if tracing is not None:
+                    tracing.shutdown()
 
             await run_until_signalled(start, stop)
 

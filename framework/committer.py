@@ -85,8 +85,9 @@ class Committer:
         if not outbox:
             return
         try:
-            if self._observers:  # the hop latency's start, read back by the worker that handles the message
+            if self._observers:  # the hop latency's start and observers' headers (trace context)
                 headers = publish_headers()
+                self._observers.emit(Observer.publishing, headers)
                 await self._broker.publish([Outgoing(m.queue, m.message_id, m.body.encode(), headers) for m in outbox])
             else:
                 await self._broker.publish([Outgoing(m.queue, m.message_id, m.body.encode()) for m in outbox])

@@ -21,6 +21,7 @@ from framework.metrics import WorkerMetrics
 from framework.metrics_server import MetricsServer, pinger
 from framework.runner import run_until_signalled
 from framework.settings import Settings
+from framework.telemetry import tracing_from_environment
 
 
 async def run_worker(settings: Settings | None = None) -> None:
@@ -32,8 +33,9 @@ async def run_worker(settings: Settings | None = None) -> None:
             hint="set STAGEFLOW_BROKER_URL=amqp://... (or run `stageflow demo` for the embedded demo)",
         )
     metrics = WorkerMetrics() if settings.metrics_port else None
-    flow = Stageflow.from_settings(settings, connection_name=f"stageflow-worker-{os.getpid()}",
-                                   observers=[metrics] if metrics is not None else [])
+    tracing = tracing_from_environment("stageflow-worker")
+    observers = [o for o in (metrics, tracing) if o is not None]
+    flow = Stageflow.from_settings(settings, connection_name=f"stageflow-worker-{os.getpid()}", observers=observers)
     settle_garbage_collector()  # code and cases are loaded; no connection exists yet
     async with flow, hosted_http_adapter(settings, flow.broker) as http:
         worker = flow.worker()
@@ -57,5 +59,7 @@ async def run_worker(settings: Settings | None = None) -> None:
             await worker.stop()
             if server is not None:  # last: a scrape sees the final counts of a clean shutdown
                 await server.stop()
+            if tracing is not None:
+                tracing.shutdown()  # export the last spans
 
         await run_until_signalled(start, stop)

@@ -8,8 +8,8 @@ must not block or raise: they count, record or log. With no observers the engine
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import Concatenate, Literal, ParamSpec
+from collections.abc import Callable, Mapping, MutableMapping, Sequence
+from typing import Any, Concatenate, Literal, ParamSpec
 
 import structlog
 
@@ -52,6 +52,15 @@ class Observer:
     def due_work(self, published: int, *, lag_s: float, overdue: int) -> None:
         """One pass of the due-work loop published ``published`` messages; it found ``overdue`` items past
         their due time (at most a page), the oldest ``lag_s`` late."""
+
+    def message_received(self, queue: str, headers: Mapping[str, Any]) -> None:
+        """A delivery from ``queue`` is about to be handled, in its own task (its headers as received)."""
+
+    def message_handled(self) -> None:
+        """The delivery this task received was handled (acked, parked or left for redelivery)."""
+
+    def publishing(self, headers: MutableMapping[str, Any]) -> None:
+        """Messages are about to be published with ``headers``, in the task that publishes them: add to them."""
 
     def fan_out_items(self, *, started: int, finished: int) -> None:
         """Fan-out items were dispatched (``started``: a fan-out's first window, or one released by a

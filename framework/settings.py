@@ -6,6 +6,7 @@ The defaults need no server: an in-memory broker and a SQLite file. Production s
 
 from __future__ import annotations
 
+import os
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -13,6 +14,12 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 # Used only with the embedded default, so a demo runs with no set-up; refused for RabbitMQ.
 DEMO_SECRET_KEY = "stageflow-embedded-demo-key-not-secret"
+
+
+def tracing_enabled() -> bool:
+    """OpenTelemetry tracing is on when ``OTEL_TRACES_EXPORTER`` names an exporter (the standard variable; read
+    where a process starts, like the settings). ``framework.tracing`` needs the extra ``stageflow[otel]``."""
+    return os.environ.get("OTEL_TRACES_EXPORTER", "none").strip() not in ("", "none")
 
 
 class Settings(BaseSettings):

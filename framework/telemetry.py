@@ -10,7 +10,13 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from contextvars import ContextVar
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from framework.errors import ConfigurationError
+from framework.settings import tracing_enabled
+
+if TYPE_CHECKING:
+    from framework.tracing import Tracing
 
 PUBLISHED_AT_HEADER = "x-stageflow-published-at"
 
@@ -35,3 +41,16 @@ def hop_seconds() -> float | None:
     """Seconds since the message being handled was published, if it carried a stamp."""
     published = _published_at.get()
     return None if published is None else max(0.0, time.time() - published)
+
+
+def tracing_from_environment(service: str) -> Tracing | None:
+    """Tracing for a process named ``service`` when ``OTEL_TRACES_EXPORTER`` asks for it; only then is
+    OpenTelemetry imported (``framework.tracing``, the extra ``stageflow[otel]``)."""
+    if not tracing_enabled():
+        return None
+    try:
+        from framework.tracing import Tracing  # the optional dependency: imported only when asked for
+    except ImportError as exc:
+        raise ConfigurationError(f"OTEL_TRACES_EXPORTER is set but OpenTelemetry is not installed ({exc})",
+                                 hint="pip install 'stageflow[otel]', or unset OTEL_TRACES_EXPORTER") from exc
+    return Tracing.from_environment(service)

@@ -136,8 +136,10 @@ class Worker:
         task = asyncio.current_task()  # handlers always run in a task of their own
         if task is not None:
             self._in_flight.add(task)
-        if self.engine.observers:
+        observers = self.engine.observers
+        if observers:
             received_message(delivery.headers)
+            observers.emit(Observer.message_received, delivery.queue, delivery.headers)
         try:
             try:
                 message = parse(delivery.body)  # once, here: everything after dispatches on its type
@@ -166,6 +168,8 @@ class Worker:
         finally:
             if task is not None:
                 self._in_flight.discard(task)
+            if observers:
+                observers.emit(Observer.message_handled)
 
     async def _apply_redelivered(self, delivery: Delivery, message: Inbound) -> None:
         ledger = self.engine.store

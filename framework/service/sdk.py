@@ -32,6 +32,7 @@ from framework.telemetry import publish_headers
 
 if TYPE_CHECKING:
     from framework.service.metrics import ServiceMetrics
+    from framework.tracing import Tracing
 
 log = structlog.get_logger("stageflow.service")
 
@@ -55,9 +56,11 @@ class Service:
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         retry_delay_s: float = 1.0,
         metrics: ServiceMetrics | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         self.api = api
         self.metrics = metrics
+        self.tracing = tracing  # continues the trace of each command (its ``traceparent`` header)
         self.handler = handler
         self.broker = broker
         self.inbox = inbox
@@ -99,9 +102,11 @@ class Service:
             return
         started = time.perf_counter()
         try:
-            reply = await self._answer(command)
-            await self.broker.publish([Outgoing(SERVICE, f"reply/{command.task_id[:200]}", reply.encode(),
-                                                publish_headers() if self.metrics is not None else {})])
+            if self.tracing is None:
+                await self._answer_and_reply(command)
+            else:
+                with self.tracing.span(f"service {self.api}", delivery.headers, {"stageflow.api": self.api}):
+                    await self._answer_and_reply(command)
             await delivery.ack()
             if self.metrics is not None:
                 self.metrics.command(self.api, "answered", time.perf_counter() - started)
@@ -118,6 +123,13 @@ class Service:
             log.exception("service handler failed; the command will be redelivered", api=self.api)
             with contextlib.suppress(InfrastructureError):
                 await delivery.nack(requeue=True)
+
+    async def _answer_and_reply(self, command: ServiceCommand) -> None:
+        reply = await self._answer(command)
+        headers = publish_headers() if self.metrics is not None or self.tracing is not None else {}
+        if self.tracing is not None:
+            self.tracing.publishing(headers)  # the reply continues the trace to the next stage
+        await self.broker.publish([Outgoing(SERVICE, f"reply/{command.task_id[:200]}", reply.encode(), headers)])
 
     async def _answer(self, command: ServiceCommand) -> str:
         """The reply to ``command``: recorded earlier, or made now with the effect, in one transaction."""
