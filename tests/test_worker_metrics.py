@@ -16,6 +16,7 @@ from framework.metrics import METRIC_NAMES
 from framework.service.metrics import SERVICE_METRIC_NAMES
 from tests.support.cluster import CASE_MODULES, Cluster, wait_finished
 from tests.support.observe_cases import CASES, REJECT_ENV
+from tests.test_rabbit_channel_errors import _close_connection_on_the_server as close_connection_on_the_server
 
 pytestmark = pytest.mark.integration
 
@@ -63,6 +64,17 @@ async def test_a_worker_serves_metrics_that_match_the_run(settings: Settings, tm
             assert done[0].result == {"succeeded": ITEMS} and done[1].error.poison
             await asyncio.sleep(3 * settings.timer_interval_s)  # a due pass after the end: nothing overdue
             text = (await http.get("/metrics")).text
+            # RabbitMQ drops the worker's connection: connect_robust reconnects, and the metric counts it
+            worker_pid = cluster.workers[0].proc.pid  # type: ignore[union-attr]
+            await close_connection_on_the_server(f"stageflow-worker-{worker_pid}")
+            reconnects = 0.0
+            for _ in range(100):
+                after = scrape((await http.get("/metrics")).text)
+                if (reconnects := value(after, "stageflow_broker_reconnects_total")) >= 1:
+                    break
+                await asyncio.sleep(0.1)
+            assert reconnects == 1, cluster.logs()
+            assert (await http.get("/readyz")).status_code == 200
             service_text = (await http.get(f"http://127.0.0.1:{service_port}/metrics")).text
             assert (await http.get(f"http://127.0.0.1:{service_port}/readyz")).status_code == 200
         finally:
