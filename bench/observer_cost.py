@@ -32,7 +32,7 @@ def per_call_us(fn: object, n: int = N) -> float:
 def main() -> None:
     doc = ProcessDocument(process_id="p-1", case="order", case_version=1, status=Status.RUNNING, input={},
                           stage="charge", version=3, created_at=0.0, updated_at=0.0)
-    entry = HistoryEntry(version=3, stage="reserve", at=0.0, event="next", duration_ms=1.2)
+    entry: HistoryEntry = {"version": 3, "stage": "reserve", "at": 0.0, "event": "next", "duration_ms": 1.2}
     observers = Observers([WorkerMetrics()])
     headers = {PUBLISHED_AT_HEADER: repr(time.time())}
     received_message(headers)

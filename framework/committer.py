@@ -49,7 +49,7 @@ class Committer:
             reason = (f"stage data is not JSON-serialisable: {exc}" if isinstance(exc, orjson.JSONEncodeError)
                       else f"stage data cannot be stored: {exc}")
             now = self._clock.now()
-            plan = self._planner.failure(doc, plan.entry.stage or doc.stage or "(none)", reason, retryable=False,
+            plan = self._planner.failure(doc, plan.entry.get("stage") or doc.stage or "(none)", reason, retryable=False,
                                          started=now, now=now)
             committed = await self._write(doc, plan)
         new = plan.doc
@@ -58,7 +58,8 @@ class Committer:
             return False
         # debug, not info: one line per transition costs ~50 us (console) and the history table has them all
         log.debug("transition", process_id=doc.process_id, case=doc.case, case_version=doc.case_version,
-                  stage=plan.entry.stage, transition=doc.version, version=new.version, outcome=plan.entry.event)
+                  stage=plan.entry.get("stage"), transition=doc.version, version=new.version,
+                  outcome=plan.entry.get("event"))
         if self._observers:
             self._observers.emit(Observer.transition_committed, new, plan.entry)
             if plan.fan_out is not None:
@@ -69,7 +70,7 @@ class Committer:
         return True
 
     async def _write(self, doc: ProcessDocument, plan: Plan) -> bool:
-        new, entry = plan.doc, plan.entry.as_record()
+        new, entry = plan.doc, plan.entry
         due_at = new.due_at(self._relay_grace_s)
         if plan.fan_out is not None:
             return await self._store.commit_fan_out(new, entry, expected_version=doc.version, due_at=due_at,

@@ -112,10 +112,11 @@ class WorkerMetrics(Observer):
         self._child(self._started, doc.case).inc()
 
     def transition_committed(self, doc: ProcessDocument, entry: HistoryEntry) -> None:
-        stage = entry.stage or ""
-        self._child(self._transitions, doc.case, stage, entry.event).inc()
-        if entry.duration_ms is not None:
-            self._child(self._stage_time, doc.case, stage).observe(entry.duration_ms / 1000.0)
+        stage = entry.get("stage") or ""
+        self._child(self._transitions, doc.case, stage, entry.get("event", "")).inc()
+        duration_ms = entry.get("duration_ms")
+        if duration_ms is not None:
+            self._child(self._stage_time, doc.case, stage).observe(duration_ms / 1000.0)
         hop = hop_seconds()
         if hop is not None:
             self._child(self._hop, doc.case).observe(hop)

@@ -89,7 +89,10 @@ class Planner:
             doc.status, doc.waiting = Status.WAITING, TimerWait(reason="start", stage=first, until=start_at)
         else:
             doc.outbox = [run_stage_message(doc, first)]
-        return Plan(doc, HistoryEntry(version=1, stage=None, at=now, event="started", to=first, start_at=start_at))
+        entry = HistoryEntry(version=1, at=now, event="started", to=first)
+        if start_at is not None:
+            entry["start_at"] = start_at
+        return Plan(doc, entry)
 
     # -- a stage ended with an outcome ----------------------------------------------------------------
 
@@ -113,7 +116,7 @@ class Planner:
                 new.waiting = ServiceWait(api=api, task_id=task_id, resume=resume, from_stage=stage, since=now,
                                           deadline=now + limit if limit else None, timeout_s=limit)
                 new.outbox = [OutboxMessage(command_queue(api), f"{doc.process_id}/{new.version}/call", command)]
-                entry.event, entry.api, entry.to = "call", api, resume
+                entry.update({"event": "call", "api": api, "to": resume})
                 return Plan(new, entry)
             case Wait(until=until, then=then):
                 target = then or _after(case, stage)
@@ -124,7 +127,7 @@ class Planner:
                 _check_target(case, stage, target)
                 new.status, new.stage = Status.WAITING, target
                 new.waiting = TimerWait(reason="wait", stage=target, until=until)
-                entry.event, entry.to, entry.until = "wait", target, until
+                entry.update({"event": "wait", "to": target, "until": until})
                 return Plan(new, entry)
             case FanOut():
                 return self._fan_out(case, doc, new, entry, outcome)
@@ -140,7 +143,7 @@ class Planner:
     ) -> Plan:
         """The process waits while its items run; the first ``max_in_flight`` items are dispatched with the
         commit, each completion releases the next (see ``framework.fanout``)."""
-        stage, now = entry.stage or "", new.updated_at
+        stage, now = entry.get("stage") or "", new.updated_at
         resume = _target(case, stage, outcome.resume, "its fan-out", "ctx.fan_out()")
         specs = item_specs(outcome.items, api=outcome.api, case=outcome.case, max_bytes=self._max_message_bytes)
         group = new.version  # the parent stays at this version until the join
@@ -155,7 +158,7 @@ class Planner:
                              index=i, spec=orjson.loads(specs[i]))
             for i in range(fan.released)
         ] or [join_message(doc.process_id, doc.case, resume, group)]
-        entry.event, entry.to, entry.items = "fan_out", resume, len(specs)
+        entry.update({"event": "fan_out", "to": resume, "items": len(specs)})
         return Plan(new, entry, fan)
 
     # -- failures -------------------------------------------------------------------------------------
@@ -175,7 +178,7 @@ class Planner:
         attempts = doc.attempts + 1
         new, entry = self._step(doc, stage, now, started)
         new.attempts = attempts
-        entry.error, entry.attempt = reason, attempts
+        entry.update({"error": reason, "attempt": attempts})
         if retryable and attempts < spec.retry.attempts:
             until = now + spec.retry.delay_s(attempts)
             new.status = Status.WAITING
@@ -188,7 +191,7 @@ class Planner:
             else:
                 new.stage = stage
                 new.waiting = RetryWait(stage=stage, until=until, attempt=attempts + 1, error=reason, resumed=resumed)
-            entry.event, entry.until = "retry", until
+            entry.update({"event": "retry", "until": until})
             return Plan(new, entry)
         failure = Failure(stage=stage, reason=reason, attempts=attempts, at=now, version=new.version)
         if spec.on_failed or spec.optional:
@@ -197,11 +200,11 @@ class Planner:
             new.attempts = 0
             event = "on_failed" if spec.on_failed else "skipped"
             if target is None:
-                entry.event = event
+                entry["event"] = event
                 return self._finish(new, entry, result=None, now=now)
             return self._go(case, new, entry, target, event=event)
         new.status, new.error, new.ended_at = Status.FAILED, failure, now
-        entry.event = "failed"
+        entry["event"] = "failed"
         return Plan(new, entry)
 
     def reply_error(self, doc: ProcessDocument, wait: CallWait, error: str | None, *, retryable: bool,
@@ -225,7 +228,7 @@ class Planner:
         new, entry = self._step(doc, wait.from_stage, now, now)
         new.status, new.waiting = Status.WAITING, wait.service_wait(now)
         new.outbox = [OutboxMessage(command_queue(wait.api), f"{doc.process_id}/{new.version}/call", wait.command)]
-        entry.event, entry.api, entry.attempt = "resend", wait.api, wait.attempt
+        entry.update({"event": "resend", "api": wait.api, "attempt": wait.attempt})
         return Plan(new, entry)
 
     def poisoned(self, doc: ProcessDocument, reason: str, *, now: float) -> Plan:
@@ -235,7 +238,7 @@ class Planner:
         new.status, new.ended_at = Status.FAILED, now
         new.error = Failure(stage=stage, reason=reason, attempts=doc.attempts + 1, at=now, version=new.version,
                             poison=True)
-        entry.event, entry.error = "failed", reason
+        entry.update({"event": "failed", "error": reason})
         return Plan(new, entry)
 
     # -- operators ------------------------------------------------------------------------------------
@@ -255,7 +258,7 @@ class Planner:
             case _:
                 stage = doc.stage
         new.error = Failure(stage=stage, reason=reason, at=now, version=new.version)
-        entry.event, entry.reason, entry.stage = "cancelled", reason, stage
+        entry.update({"event": "cancelled", "reason": reason, "stage": stage})
         return Plan(new, entry)
 
     def retry(self, doc: ProcessDocument, *, from_stage: str | None = None, input: Any = None,
@@ -274,7 +277,7 @@ class Planner:
         new.status, new.stage, new.error, new.ended_at, new.result = Status.RUNNING, stage, None, None, None
         new.attempts = 0
         new.outbox = [run_stage_message(new, stage)]
-        entry.event, entry.to, entry.input_changed = "retried", stage, input is not None
+        entry.update({"event": "retried", "to": stage, "input_changed": input is not None})
         return Plan(new, entry)
 
     # -- helpers --------------------------------------------------------------------------------------
@@ -287,26 +290,26 @@ class Planner:
         new = dataclasses.replace(doc, version=version, updated_at=now, waiting=None, outbox=[])
         entry = HistoryEntry(version=version, stage=stage, at=started)
         if stage is not None:
-            entry.duration_ms = round((now - started) * 1000, 3)
+            entry["duration_ms"] = round((now - started) * 1000, 3)
         return new, entry
 
     def _go(self, case: type[BusinessCase], new: ProcessDocument, entry: HistoryEntry, target: str | None,
             *, event: str) -> Plan:
         if target is None:  # next() from the last stage completes the process
             return self._finish(new, entry, result=None, now=new.updated_at)
-        _check_target(case, entry.stage, target)
+        _check_target(case, entry.get("stage"), target)
         new.status, new.stage = Status.RUNNING, target
         new.outbox = [run_stage_message(new, target)]
-        entry.event, entry.to = event, target
+        entry.update({"event": event, "to": target})
         return Plan(new, entry)
 
     @staticmethod
     def _finish(new: ProcessDocument, entry: HistoryEntry, *, result: Any, now: float) -> Plan:
         new.status, new.result, new.stage, new.ended_at = Status.COMPLETED, result, None, now
-        if entry.event:
-            entry.completed = True
+        if "event" in entry:
+            entry["completed"] = True
         else:
-            entry.event = "completed"
+            entry["event"] = "completed"
         return Plan(new, entry)
 
 

@@ -11,8 +11,8 @@ its ``RetryWait``, so every attempt of a stage sees what the first one saw (DESI
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Any, Literal, Required, TypedDict
 
 from framework.errors import MessageError
 
@@ -220,28 +220,22 @@ def is_retrying(wait: Wait | None) -> bool:
 # -- history -----------------------------------------------------------------------------------------------
 
 
-@dataclass(slots=True, kw_only=True)
-class HistoryEntry:
-    """One transition in the process's history. Only the fields an event has are written (``as_record``)."""
+class HistoryEntry(TypedDict, total=False):
+    """One transition in the process's history, as the store keeps it: only the keys an event has. A typed
+    dict, not a dataclass: it is written once per transition and goes to the store as it is."""
 
-    version: int
+    version: Required[int]
+    at: Required[float]
     stage: str | None
-    at: float
-    event: str = ""
-    duration_ms: float | None = None
-    to: str | None = None
-    api: str | None = None
-    until: float | None = None
-    attempt: int | None = None
-    error: str | None = None
-    reason: str | None = None
-    items: int | None = None
-    start_at: float | None = None
-    input_changed: bool | None = None
-    completed: bool | None = None  # a failure path that ended the process (no stage left to go to)
-
-    def as_record(self) -> dict[str, Any]:
-        return {name: value for name in _ENTRY_FIELDS if (value := getattr(self, name)) is not None}
-
-
-_ENTRY_FIELDS = tuple(f.name for f in fields(HistoryEntry))
+    event: str
+    duration_ms: float
+    to: str
+    api: str
+    until: float
+    attempt: int
+    error: str
+    reason: str
+    items: int
+    start_at: float
+    input_changed: bool
+    completed: bool  # a failure path that ended the process (no stage left to go to)

@@ -155,11 +155,12 @@ class Tracing(Observer):
         span = trace.get_current_span()
         if not span.is_recording():
             return
-        span.update_name(f"{doc.case}.{entry.stage or 'start'} {entry.event}")
+        stage, event = entry.get("stage") or "", entry.get("event", "")
+        span.update_name(f"{doc.case}.{stage or 'start'} {event}")
         span.set_attributes({"stageflow.case": doc.case, "stageflow.case_version": doc.case_version,
-                             "stageflow.stage": entry.stage or "", "stageflow.process_id": doc.process_id,
-                             "stageflow.transition": doc.version, "stageflow.outcome": entry.event,
-                             "stageflow.attempt": entry.attempt or max(1, doc.attempts)})
+                             "stageflow.stage": stage, "stageflow.process_id": doc.process_id,
+                             "stageflow.transition": doc.version, "stageflow.outcome": event,
+                             "stageflow.attempt": entry.get("attempt") or max(1, doc.attempts)})
 
     def stage_failed(self, doc: ProcessDocument, stage: str, reason: str, *, attempt: int, retryable: bool) -> None:
         trace.get_current_span().add_event("stage failed", {"stageflow.stage": stage, "stageflow.attempt": attempt,

@@ -8,6 +8,7 @@ from typing import Any
 
 from framework.document import ProcessDocument
 from framework.fanout import NewFanOut
+from framework.state import HistoryEntry
 from framework.store.sql.common import Completion
 from framework.store.sql.executor import Executor
 from framework.store.sql.pg_connection import Pooled
@@ -58,7 +59,7 @@ class PostgresFanOuts:
         raise NotImplementedError
 
     async def commit_fan_out(
-        self, doc: ProcessDocument, entry: dict[str, Any], *, expected_version: int, due_at: float | None,
+        self, doc: ProcessDocument, entry: HistoryEntry, *, expected_version: int, due_at: float | None,
         fan_out: NewFanOut,
     ) -> bool:
         s = fan_out.initial_state()

@@ -24,6 +24,7 @@ import orjson
 
 from framework.document import ProcessDocument
 from framework.errors import ConfigurationError, StoreError
+from framework.state import HistoryEntry
 from framework.store.batcher import Batcher
 from framework.store.pg_fanout import PostgresFanOuts, fan_out_statements
 from framework.store.records import ProcessFilter
@@ -183,7 +184,7 @@ class PostgresStore(PostgresFanOuts, SqlStore):
         return executor(self._open_pool(), transaction=True)
 
     async def create(
-        self, doc: ProcessDocument, entry: dict[str, Any], *, due_at: float | None
+        self, doc: ProcessDocument, entry: HistoryEntry, *, due_at: float | None
     ) -> tuple[ProcessDocument, bool]:
         # Concurrent starts (a burst of API calls, a fan-out's children) go in one statement, like commits.
         if await self._creates.submit(create_row(doc, entry, due_at)):
@@ -212,7 +213,7 @@ class PostgresStore(PostgresFanOuts, SqlStore):
         return [found.get(process_id) for process_id in process_ids]
 
     async def commit(
-        self, doc: ProcessDocument, entry: dict[str, Any], *, expected_version: int, due_at: float | None,
+        self, doc: ProcessDocument, entry: HistoryEntry, *, expected_version: int, due_at: float | None,
         expires_at: float | None,
     ) -> bool:
         return await self._commits.submit(commit_row(doc, entry, expected_version, due_at, expires_at))

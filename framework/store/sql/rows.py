@@ -10,6 +10,7 @@ import orjson
 
 from framework.document import ProcessDocument
 from framework.fanout import FanOutState, ItemRow
+from framework.state import HistoryEntry
 from framework.store.derived import derived_columns
 from framework.store.records import PageKey, ScheduleRow, summary
 
@@ -21,14 +22,14 @@ CreateRow = tuple[str, str, str | None, str, int, str, float | None, float, str,
 CommitRow = tuple[str, int, str, str, float | None, float, str, float | None, bool, str | None, float | None]
 
 
-def create_row(doc: ProcessDocument, entry: dict[str, Any], due_at: float | None) -> CreateRow:
+def create_row(doc: ProcessDocument, entry: HistoryEntry, due_at: float | None) -> CreateRow:
     retrying, waiting, ended_at = derived_columns(doc)
     return (doc.process_id, doc.case, doc.client_key, doc.status.value, doc.version, doc.to_json().decode(), due_at,
             doc.created_at, orjson.dumps(entry).decode(), retrying, waiting, ended_at)
 
 
 def commit_row(
-    doc: ProcessDocument, entry: dict[str, Any], expected_version: int, due_at: float | None, expires_at: float | None
+    doc: ProcessDocument, entry: HistoryEntry, expected_version: int, due_at: float | None, expires_at: float | None
 ) -> CommitRow:
     """Encoded here, in the caller's task, so a value that is not JSON fails its own caller
     (``orjson.JSONEncodeError``), never a batch."""
