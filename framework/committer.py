@@ -22,6 +22,7 @@ from framework.observers import Observer, Observers
 from framework.planner import Plan, Planner
 from framework.state import ResendWait, RetryWait
 from framework.store.protocols import DocumentStore
+from framework.telemetry import publish_headers
 
 log = structlog.get_logger("stageflow.engine")
 
@@ -56,10 +57,13 @@ class Committer:
             log.debug("transition lost the race", process_id=doc.process_id, version=doc.version)
             return False
         # debug, not info: one line per transition costs ~50 us (console) and the history table has them all
-        log.debug("transition", process_id=doc.process_id, case=doc.case, stage=plan.entry.get("stage"),
-                  version=new.version, outcome=plan.entry.get("event"))
+        log.debug("transition", process_id=doc.process_id, case=doc.case, case_version=doc.case_version,
+                  stage=plan.entry.get("stage"), transition=doc.version, version=new.version,
+                  outcome=plan.entry.get("event"))
         if self._observers:
             self._observers.emit(Observer.transition_committed, new, plan.entry)
+            if plan.fan_out is not None:
+                self._observers.emit(Observer.fan_out_items, started=plan.fan_out.released, finished=0)
             if isinstance(new.waiting, RetryWait | ResendWait):
                 self._observers.emit(Observer.retry_scheduled, new, new.waiting)
         await self.publish(new.process_id, new.outbox)
@@ -82,7 +86,12 @@ class Committer:
         if not outbox:
             return
         try:
-            await self._broker.publish([Outgoing(m.queue, m.message_id, m.body.encode()) for m in outbox])
+            if self._observers:  # the hop latency's start and observers' headers (trace context)
+                headers = publish_headers()
+                self._observers.emit(Observer.publishing, headers)
+                await self._broker.publish([Outgoing(m.queue, m.message_id, m.body.encode(), headers) for m in outbox])
+            else:
+                await self._broker.publish([Outgoing(m.queue, m.message_id, m.body.encode()) for m in outbox])
         except BrokerError as exc:
             log.warning("outbox left for the relay", process_id=process_id, error=str(exc))
 

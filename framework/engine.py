@@ -80,7 +80,7 @@ class Engine:
                              observers=self.observers, tokens=self.callbacks)
         fanouts = FanOutCoordinator(
             documents=store, items=store, signer=signer, planner=self.planner, committer=self.committer, stages=stages,
-            starter=self.start_process, clock=self.clock, relay_grace_s=relay_grace_s,
+            starter=self.start_process, clock=self.clock, relay_grace_s=relay_grace_s, observers=self.observers,
         )
         self._dispatcher = Dispatcher(store=store, planner=self.planner, committer=self.committer, stages=stages,
                                       fanouts=fanouts, clock=self.clock, observers=self.observers)

@@ -19,6 +19,7 @@ from framework.context import StageContext
 from framework.document import ProcessDocument
 from framework.errors import MessageError, StageError
 from framework.fanout import FanIn
+from framework.logs import bind_transition
 from framework.observers import Observer, Observers
 from framework.planner import Plan, Planner
 from framework.state import EventResumed, Failure, FailureResumed, JoinResumed, ReplyResumed, Resumed
@@ -39,6 +40,7 @@ class StageRunner:
                   fan_in: FanIn | None = None) -> bool:
         """Run ``stage`` of ``doc`` (resumed by ``resumed``; ``fan_in`` is the joined results when it is a
         ``JoinResumed``) and commit the transition it chose, or its failure; False if ``doc`` moved on first."""
+        bind_transition(doc, stage)
         case = self._planner.case_of(doc)
         spec = case.stage_named(stage)
         if spec is None:
@@ -75,8 +77,7 @@ class StageRunner:
                 reason, retryable = f"stage timed out after {spec.timeout_s:g} s", True
             else:
                 reason, retryable = f"{type(exc).__name__}: {exc}", spec.retry.retries(exc)
-            log.warning("stage failed", process_id=doc.process_id, case=doc.case, stage=stage, error=reason,
-                        attempt=doc.attempts + 1)
+            log.warning("stage failed", error=reason, attempt=doc.attempts + 1)  # who: bound above
             if self._observers:
                 self._observers.emit(Observer.stage_failed, doc, stage, reason, attempt=doc.attempts + 1,
                                      retryable=retryable)

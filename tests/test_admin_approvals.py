@@ -13,7 +13,7 @@ import pytest
 from framework import Settings
 from tests.support.cluster import CASE_MODULES, Cluster
 from tests.support.gateway import with_keys
-from tests.test_admin_ui import admin_page, api, live_gateway, require_chromium, start, store_of
+from tests.test_admin_ui import api, live_gateway, logged_in_page, require_chromium, start, store_of
 
 pytestmark = pytest.mark.integration
 __all__ = ["api", "live_gateway"]  # fixtures used here, defined in test_admin_ui
@@ -37,7 +37,7 @@ async def test_pending_approvals_are_approved_and_rejected_from_the_admin_page(
     try:
         approved_id = await start(api, "discount_approval", {"customer": "ACME", "percent": 10})
         rejected_id = await start(api, "discount_approval", {"customer": "Globex", "percent": 40})
-        async with admin_page(live_gateway) as (page, problems):
+        async with logged_in_page(live_gateway) as (page, problems):
             approve_row = page.locator(f'#approvals [data-approval="{approved_id}"]')
             reject_row = page.locator(f'#approvals [data-approval="{rejected_id}"]')
             await expect(approve_row).to_contain_text("discount_approval: manager")

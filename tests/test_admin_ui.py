@@ -57,10 +57,10 @@ async def store_of(settings: Settings) -> AsyncIterator[PostgresStore]:
 
 
 @asynccontextmanager
-async def admin_page(live_gateway: str) -> AsyncIterator[tuple[Any, list[str]]]:
-    """Chromium on the admin page, logged in with the operate key; the list collects script errors and CSP
-    violations (a failed request is not one: others may restart PostgreSQL or RabbitMQ meanwhile, and the page
-    shows that and polls again)."""
+async def logged_in_page(url: str) -> AsyncIterator[tuple[Any, list[str]]]:
+    """A chromium page on the admin page at ``url``, logged in with the operate key; and the problems it logs:
+    a CSP violation or a script error is a bug; a failed request is not (others may restart PostgreSQL or
+    RabbitMQ meanwhile, and the page shows that and polls again)."""
     from playwright.async_api import async_playwright, expect
 
     async with async_playwright() as pw:
@@ -72,7 +72,7 @@ async def admin_page(live_gateway: str) -> AsyncIterator[tuple[Any, list[str]]]:
             page.on("pageerror", lambda exc: problems.append(f"page error: {exc}"))
             page.on("console", lambda msg: problems.append(msg.text)
                     if msg.type == "error" and "Failed to load resource" not in msg.text else None)
-            await page.goto(f"{live_gateway}/admin")
+            await page.goto(f"{url}/admin")
             await page.fill("#key", OPERATE_KEY)
             await page.click("#login-form button[type=submit]")
             await expect(page.locator("#main")).to_be_visible()
@@ -160,7 +160,8 @@ async def test_admin_page_shows_progress_and_retries_a_failed_process(
                       services_modules=("tests.support.services", "business_cases.order_services"))
     await cluster.start()
     try:
-        async with admin_page(live_gateway) as (page, problems):
+        async with logged_in_page(live_gateway) as (page, problems):
+
             # a process moves to completed in the list by itself (the page polls)
             done_id = await start(api, "jumper", {"word": "hello"})
             row = page.locator(f'#rows tr[data-id="{done_id}"]')

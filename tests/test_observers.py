@@ -44,7 +44,7 @@ class Recorder(Observer):
     def stage_failed(self, doc: ProcessDocument, stage: str, reason: str, *, attempt: int, retryable: bool) -> None:
         self.events.append(("failed", (stage, reason, attempt, retryable)))
 
-    def message_parked(self, queue: str, reason: str) -> None:
+    def message_parked(self, queue: str, reason: str, *, kind: str) -> None:
         self.events.append(("parked", (queue, reason)))
 
 

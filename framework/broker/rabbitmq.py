@@ -248,6 +248,7 @@ class RabbitBroker(Broker):
                 self._url, client_properties={"connection_name": self._connection_name},
                 connection_class=CoalescingConnection,
             )
+            self._connection.reconnect_callbacks.add(self._count_reconnect)
             self._publish_channels = [
                 await self._connection.channel(publisher_confirms=True, on_return_raises=True)
                 for _ in range(_PUBLISH_CHANNELS)
@@ -259,6 +260,9 @@ class RabbitBroker(Broker):
             raise BrokerError(
                 f"cannot reach RabbitMQ: {exc}", hint="check STAGEFLOW_BROKER_URL and that RabbitMQ is running"
             ) from exc
+
+    def _count_reconnect(self, *_: Any) -> None:
+        self.reconnects += 1
 
     async def ping(self) -> None:
         # Opening and closing a channel is one round trip on the live connection, and touches no queue.

@@ -203,6 +203,22 @@ class ProcessQueries(Protocol):
     async def count_matching(self, where: ProcessFilter, *, timeout_s: float) -> int | None:
         """How many processes match ``where``; None if counting would take longer than ``timeout_s``."""
 
+    async def finished_per_minute(self, since: float) -> list[tuple[str, str, int, int]]:
+        """(case, status, minute, count) of the processes that finished at or after ``since``: by case, final
+        status and the minute they ended in (``int(ended_at // 60)``). A range scan of an end-time index."""
+
+    async def recent_durations(self, since: float, limit: int) -> list[tuple[str, float]]:
+        """(case, seconds from creation to end) of the ``limit`` processes that completed most recently, at or
+        after ``since``, newest first."""
+
+    async def failures_by_stage(self, since: float) -> list[tuple[str, str, int]]:
+        """(case, stage, count) of the processes that failed at or after ``since``, by the stage that failed
+        (``doc.error.stage``)."""
+
+    async def overdue_by_case(self, before: float, limit: int) -> list[tuple[str, int]]:
+        """(case, count) of waiting processes whose due time is before ``before`` (no due pass fired them: they
+        are stuck), counting at most ``limit`` in all. A range scan of the due-time index."""
+
 
 @runtime_checkable
 class PoisonLedger(Protocol):

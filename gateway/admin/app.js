@@ -618,6 +618,7 @@
       const [stats, jobs] = await Promise.all([api("GET", "/stats"), api("GET", "/jobs?limit=5"), loadList(),
         loadDetail(false), loadApprovals()]);
       renderCounts(stats);
+      window.StageflowCharts.render($("charts"), stats.last_hour);
       state.jobs = jobs.items;
       renderJobs();
       $("refreshed").textContent = `updated ${fmtTime(Date.now() / 1000)}`;

@@ -97,6 +97,18 @@ class SqlStore(ProcessStore):
     async def recent_stage_durations(self, processes: int) -> list[tuple[str, str, float]]:
         return [(c, s, float(ms)) for c, s, ms in await self._rows(self._sql.recent_stage_durations, processes)]
 
+    async def finished_per_minute(self, since: float) -> list[tuple[str, str, int, int]]:
+        return [(c, s, int(m), n) for c, s, m, n in await self._rows(self._sql.finished_per_minute, since)]
+
+    async def recent_durations(self, since: float, limit: int) -> list[tuple[str, float]]:
+        return [(c, float(s)) for c, s in await self._rows(self._sql.recent_durations, since, limit)]
+
+    async def failures_by_stage(self, since: float) -> list[tuple[str, str, int]]:
+        return [(c, s or "", n) for c, s, n in await self._rows(self._sql.failures_by_stage, since)]
+
+    async def overdue_by_case(self, before: float, limit: int) -> list[tuple[str, int]]:
+        return [(c, n) for c, n in await self._rows(self._sql.overdue_by_case, before, limit)]
+
     async def count_matching(self, where: ProcessFilter, *, timeout_s: float) -> int | None:
         """Counts without a time limit: a backend whose count can be slow overrides this."""
         sql, params = self._sql.count_matching(where)

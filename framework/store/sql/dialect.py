@@ -54,6 +54,10 @@ class Dialect:
             return f"{column} @> ?::jsonb", orjson.dumps({key: value}).decode()
         return f"json_extract({column}, '$.{key}') = ?", value
 
+    def floor_int(self, expr: str) -> str:
+        """``expr`` (a positive number) rounded down to an integer (SQLite may be built without ``floor``)."""
+        return f"floor({expr})::int" if self.name == "postgresql" else f"CAST({expr} AS INTEGER)"
+
     def in_list(self, param: int) -> str:
         """``IN`` the list passed as parameter ``param`` (see ``list_param``)."""
         if self.name == "postgresql":
