@@ -16,6 +16,8 @@ import click
 import orjson
 import pydantic
 
+from framework.cli_signals import event, lookup
+from framework.cli_stats import stats_command
 from framework.errors import StageflowError
 from framework.loops import loop_factory
 from framework.settings import Settings
@@ -87,24 +89,40 @@ def services(module: str, db_url: str | None) -> None:
 
     async def main() -> None:
         from framework.logs import configure_logging
+        from framework.metrics_server import MetricsServer, pinger
         from framework.runner import run_until_signalled
         from framework.service.hosting import build_services, inbox_from_url, load_handlers
+        from framework.service.metrics import ServiceMetrics
+        from framework.telemetry import tracing_from_environment
         from framework.wiring import broker_from_settings
 
         configure_logging(settings.log_level, json=settings.log_json)
         handlers, setup_sql = load_handlers(module)
         broker = broker_from_settings(settings, connection_name="stageflow-services")
         inbox = inbox_from_url(db_url or settings.store_url, setup_sql=setup_sql, pool_size=settings.store_pool_size)
+        metrics = ServiceMetrics() if settings.metrics_port else None
+        server: MetricsServer | None = None
+        if metrics is not None:
+            metrics.bind(broker=broker)
+            server = MetricsServer(metrics.registry, ready=pinger(broker), port=settings.metrics_port,
+                                   host=settings.metrics_host)
+        tracing = tracing_from_environment("stageflow-services")
         async with inbox, broker:
-            running = build_services(handlers, broker=broker, inbox=inbox)
+            running = build_services(handlers, broker=broker, inbox=inbox, metrics=metrics, tracing=tracing)
 
             async def start() -> None:
+                if server is not None:
+                    await server.start()
                 for service in running:
                     await service.start()
 
             async def stop() -> None:
                 for service in running:
                     await service.stop()
+                if server is not None:
+                    await server.stop()
+                if tracing is not None:
+                    tracing.shutdown()
 
             await run_until_signalled(start, stop)
 
@@ -175,18 +193,23 @@ def show(process_id: str) -> None:
               type=click.Choice(["running", "waiting", "retrying", "completed", "failed", "cancelled"]),
               help="only this status (retrying: waiting to try a stage or call again)")
 @click.option("--failed-stage", default=None, help="only processes that failed at this stage")
+@click.option("--search", multiple=True, help="name=value: a search attribute of --case (repeatable)")
 @click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 10_000))
-def list_processes(case: str | None, status: str | None, failed_stage: str | None, limit: int) -> None:
+def list_processes(case: str | None, status: str | None, failed_stage: str | None, search: tuple[str, ...],
+                   limit: int) -> None:
     """List processes, newest first: id, case, status, stage, progress, created (UTC)."""
     from datetime import UTC, datetime
 
+    from framework.search import parse_filters
     from framework.store.base import ProcessFilter
 
     async def main() -> list[tuple[dict[str, Any], int, int]]:
         from framework.app import Stageflow
 
-        where = ProcessFilter(case=case, status=status, failed_stage=failed_stage)
         async with Stageflow.from_settings(Settings()) as flow:
+            declared = flow.engine.cases.latest(case).search_attributes if case and search else {}
+            where = ProcessFilter(case=case, status=status, failed_stage=failed_stage,
+                                  search=parse_filters(declared, search, case=case))
             items: list[dict[str, Any]] = []
             after = None
             while len(items) < limit:
@@ -410,6 +433,10 @@ def pause_schedule(name: str) -> None:
 def resume_schedule(name: str) -> None:
     """Fire schedule NAME again from its next tick (ticks during the pause are not fired)."""
     click.echo(_schedule_line(_run(_schedules("resume", name))))
+
+
+for command in (event, lookup, stats_command):  # the commands of their own modules
+    cli.add_command(command)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

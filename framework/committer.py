@@ -22,6 +22,7 @@ from framework.observers import Observer, Observers
 from framework.planner import Plan, Planner
 from framework.state import ResendWait, RetryWait
 from framework.store.protocols import DocumentStore
+from framework.telemetry import publish_headers
 
 log = structlog.get_logger("stageflow.engine")
 
@@ -48,7 +49,7 @@ class Committer:
             reason = (f"stage data is not JSON-serialisable: {exc}" if isinstance(exc, orjson.JSONEncodeError)
                       else f"stage data cannot be stored: {exc}")
             now = self._clock.now()
-            plan = self._planner.failure(doc, plan.entry.stage or doc.stage or "(none)", reason, retryable=False,
+            plan = self._planner.failure(doc, plan.entry.get("stage") or doc.stage or "(none)", reason, retryable=False,
                                          started=now, now=now)
             committed = await self._write(doc, plan)
         new = plan.doc
@@ -56,17 +57,20 @@ class Committer:
             log.debug("transition lost the race", process_id=doc.process_id, version=doc.version)
             return False
         # debug, not info: one line per transition costs ~50 us (console) and the history table has them all
-        log.debug("transition", process_id=doc.process_id, case=doc.case, stage=plan.entry.stage,
-                  version=new.version, outcome=plan.entry.event)
+        log.debug("transition", process_id=doc.process_id, case=doc.case, case_version=doc.case_version,
+                  stage=plan.entry.get("stage"), transition=doc.version, version=new.version,
+                  outcome=plan.entry.get("event"))
         if self._observers:
             self._observers.emit(Observer.transition_committed, new, plan.entry)
+            if plan.fan_out is not None:
+                self._observers.emit(Observer.fan_out_items, started=plan.fan_out.released, finished=0)
             if isinstance(new.waiting, RetryWait | ResendWait):
                 self._observers.emit(Observer.retry_scheduled, new, new.waiting)
         await self.publish(new.process_id, new.outbox)
         return True
 
     async def _write(self, doc: ProcessDocument, plan: Plan) -> bool:
-        new, entry = plan.doc, plan.entry.as_record()
+        new, entry = plan.doc, plan.entry
         due_at = new.due_at(self._relay_grace_s)
         if plan.fan_out is not None:
             return await self._store.commit_fan_out(new, entry, expected_version=doc.version, due_at=due_at,
@@ -82,7 +86,12 @@ class Committer:
         if not outbox:
             return
         try:
-            await self._broker.publish([Outgoing(m.queue, m.message_id, m.body.encode()) for m in outbox])
+            if self._observers:  # the hop latency's start and observers' headers (trace context)
+                headers = publish_headers()
+                self._observers.emit(Observer.publishing, headers)
+                await self._broker.publish([Outgoing(m.queue, m.message_id, m.body.encode(), headers) for m in outbox])
+            else:
+                await self._broker.publish([Outgoing(m.queue, m.message_id, m.body.encode()) for m in outbox])
         except BrokerError as exc:
             log.warning("outbox left for the relay", process_id=process_id, error=str(exc))
 

@@ -26,6 +26,7 @@ from framework.fanout import (
     join_message,
 )
 from framework.messages import StartChild
+from framework.observers import Observer, Observers
 from framework.planner import Planner
 from framework.stages import StageRunner
 from framework.starter import Starter
@@ -40,7 +41,9 @@ class FanOutCoordinator:
     def __init__(
         self, *, documents: DocumentStore, items: FanOutStore, signer: TaskIdSigner, planner: Planner,
         committer: Committer, stages: StageRunner, starter: Starter, clock: Clock, relay_grace_s: float,
+        observers: Observers,
     ) -> None:
+        self._observers = observers
         self._documents = documents
         self._items = items
         self._signer = signer
@@ -87,6 +90,8 @@ class FanOutCoordinator:
             log.debug("item of an unknown fan-out dropped", process_id=item.process_id, group=item.group,
                       index=item.index)
             return
+        if done.applied and self._observers:
+            self._observers.emit(Observer.fan_out_items, started=int(done.release is not None), finished=1)
         if not done.applied and not redelivered:
             return  # a fresh duplicate: its first copy published what followed
         if done.release is None and done.state.decided is None:

@@ -69,9 +69,9 @@ class DueWork:
                 acted += 1
         if acted:
             log.info("due work published", count=acted)
-        if self._observers and due:
+        if self._observers:  # also when nothing is due: the lag and the overdue count go back to zero
             oldest = min((d.due_at(self._relay_grace_s) or now for d in due), default=now)
-            self._observers.emit(Observer.due_work, acted, lag_s=max(0.0, now - oldest))
+            self._observers.emit(Observer.due_work, acted, lag_s=max(0.0, now - oldest), overdue=len(due))
         return acted + await self._schedules.fire_due()
 
     async def expire(self, *, limit: int = 1000) -> int:

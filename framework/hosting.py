@@ -17,8 +17,11 @@ from framework.errors import ConfigurationError
 from framework.http import hosted_http_adapter
 from framework.logs import configure_logging
 from framework.loops import settle_garbage_collector
+from framework.metrics import WorkerMetrics
+from framework.metrics_server import MetricsServer, pinger
 from framework.runner import run_until_signalled
 from framework.settings import Settings
+from framework.telemetry import tracing_from_environment
 
 
 async def run_worker(settings: Settings | None = None) -> None:
@@ -29,12 +32,22 @@ async def run_worker(settings: Settings | None = None) -> None:
             "a worker process needs a real broker: the in-memory broker lives inside one process",
             hint="set STAGEFLOW_BROKER_URL=amqp://... (or run `stageflow demo` for the embedded demo)",
         )
-    flow = Stageflow.from_settings(settings, connection_name=f"stageflow-worker-{os.getpid()}")
+    metrics = WorkerMetrics() if settings.metrics_port else None
+    tracing = tracing_from_environment("stageflow-worker")
+    observers = [o for o in (metrics, tracing) if o is not None]
+    flow = Stageflow.from_settings(settings, connection_name=f"stageflow-worker-{os.getpid()}", observers=observers)
     settle_garbage_collector()  # code and cases are loaded; no connection exists yet
     async with flow, hosted_http_adapter(settings, flow.broker) as http:
         worker = flow.worker()
+        server = None
+        if metrics is not None:
+            metrics.bind(in_flight=lambda: worker.in_flight, broker=flow.broker, store=flow.store)
+            server = MetricsServer(metrics.registry, ready=pinger(flow.store, flow.broker),
+                                   port=settings.metrics_port, host=settings.metrics_host)
 
         async def start() -> None:
+            if server is not None:  # first: /healthz answers while the worker starts, /readyz once it can
+                await server.start()
             await worker.start()
             if http is not None:
                 await http.start()
@@ -44,5 +57,9 @@ async def run_worker(settings: Settings | None = None) -> None:
             if http is not None:
                 await http.stop()
             await worker.stop()
+            if server is not None:  # last: a scrape sees the final counts of a clean shutdown
+                await server.stop()
+            if tracing is not None:
+                tracing.shutdown()  # export the last spans
 
         await run_until_signalled(start, stop)

@@ -9,6 +9,9 @@ import logging
 import sys
 
 import structlog
+from structlog.contextvars import bind_contextvars
+
+from framework.document import ProcessDocument
 
 
 def configure_logging(level: str = "INFO", *, json: bool = False) -> None:
@@ -30,4 +33,18 @@ def configure_logging(level: str = "INFO", *, json: bool = False) -> None:
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=True,
     )
-    logging.basicConfig(level=max(numeric, logging.WARNING), stream=sys.stderr)
+    handler = logging.StreamHandler(sys.stderr)
+    if json:  # the libraries' lines (aio-pika, asyncpg, uvicorn) are JSON too: every line parses
+        handler.setFormatter(structlog.stdlib.ProcessorFormatter(
+            processor=structlog.processors.JSONRenderer(),
+            foreign_pre_chain=[structlog.stdlib.add_log_level, structlog.stdlib.add_logger_name,
+                               structlog.processors.TimeStamper(fmt="iso", utc=True)],
+        ))
+    logging.basicConfig(level=max(numeric, logging.WARNING), handlers=[handler], force=True)
+
+
+def bind_transition(doc: ProcessDocument, stage: str) -> None:
+    """Every log line of this transition (the engine's and the stage's own) carries who it is about. Bound in
+    the delivery's task (each delivery has its own), so it cannot leak into another message's lines (~2 us)."""
+    bind_contextvars(process_id=doc.process_id, case=doc.case, case_version=doc.case_version, stage=stage,
+                     transition=doc.version)

@@ -8,8 +8,8 @@ must not block or raise: they count, record or log. With no observers the engine
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import Concatenate, ParamSpec
+from collections.abc import Callable, Mapping, MutableMapping, Sequence
+from typing import Any, Concatenate, Literal, ParamSpec
 
 import structlog
 
@@ -18,6 +18,9 @@ from framework.state import HistoryEntry, ResendWait, RetryWait
 
 log = structlog.get_logger("stageflow.observers")
 P = ParamSpec("P")
+
+# Why a message was parked, as a low-cardinality class (the free text is in the parked message's headers).
+ParkKind = Literal["malformed", "forged", "unknown_case", "poison"]
 
 
 class Observer:
@@ -40,15 +43,28 @@ class Observer:
     def message_dropped(self, key: str, reason: str) -> None:
         """A duplicate or stale message was recognised and dropped (``key`` names it)."""
 
-    def message_parked(self, queue: str, reason: str) -> None:
-        """A message was set aside on the parked queue with ``reason`` (malformed, forged, unknown case, poison)."""
+    def message_parked(self, queue: str, reason: str, *, kind: ParkKind) -> None:
+        """A message was set aside on the parked queue with ``reason``; ``kind`` classes it (``ParkKind``)."""
 
     def isolated_run(self, key: str, runs: int) -> None:
         """A redelivered message runs alone for the ``runs``-th time (a poison suspect)."""
 
-    def due_work(self, published: int, *, lag_s: float) -> None:
-        """One pass of the due-work loop published ``published`` messages; ``lag_s`` is how late the oldest
-        due item it found was."""
+    def due_work(self, published: int, *, lag_s: float, overdue: int) -> None:
+        """One pass of the due-work loop published ``published`` messages; it found ``overdue`` items past
+        their due time (at most a page), the oldest ``lag_s`` late."""
+
+    def message_received(self, queue: str, headers: Mapping[str, Any]) -> None:
+        """A delivery from ``queue`` is about to be handled, in its own task (its headers as received)."""
+
+    def message_handled(self) -> None:
+        """The delivery this task received was handled (acked, parked or left for redelivery)."""
+
+    def publishing(self, headers: MutableMapping[str, Any]) -> None:
+        """Messages are about to be published with ``headers``, in the task that publishes them: add to them."""
+
+    def fan_out_items(self, *, started: int, finished: int) -> None:
+        """Fan-out items were dispatched (``started``: a fan-out's first window, or one released by a
+        completion) or recorded as done (``finished``: a completion applied for the first time)."""
 
 
 class Observers(tuple[Observer, ...]):

@@ -6,6 +6,7 @@ The defaults need no server: an in-memory broker and a SQLite file. Production s
 
 from __future__ import annotations
 
+import os
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -13,6 +14,12 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 # Used only with the embedded default, so a demo runs with no set-up; refused for RabbitMQ.
 DEMO_SECRET_KEY = "stageflow-embedded-demo-key-not-secret"
+
+
+def tracing_enabled() -> bool:
+    """OpenTelemetry tracing is on when ``OTEL_TRACES_EXPORTER`` names an exporter (the standard variable; read
+    where a process starts, like the settings). ``framework.tracing`` needs the extra ``stageflow[otel]``."""
+    return os.environ.get("OTEL_TRACES_EXPORTER", "none").strip() not in ("", "none")
 
 
 class Settings(BaseSettings):
@@ -84,6 +91,13 @@ class Settings(BaseSettings):
     event_loop: Literal["auto", "uvloop", "asyncio"] = Field(
         "auto", description="workers' event loop: auto = uvloop if installed (pip install 'stageflow[fast]')"
     )
+    stats_stuck_after_s: float = Field(
+        60.0, gt=0, description="statistics count a waiting process as stuck once its due time is this far past"
+    )
+    metrics_port: int = Field(
+        0, ge=0, le=65535, description="workers and services serve /metrics, /healthz, /readyz here (0 = off)"
+    )
+    metrics_host: str = Field("0.0.0.0", description="address the metrics port listens on")
     log_level: str = Field("INFO")
     log_json: bool = Field(False, description="JSON log lines instead of console lines")
 

@@ -39,6 +39,7 @@ class TaskIdSigner:
             raise ConfigurationError(
                 "no secret key to sign taskIds", hint="set STAGEFLOW_SECRET_KEYS (comma-separated, newest first)"
             )
+        self.secret_keys = tuple(keys)  # other signed tokens (callbacks) derive their serializer from these
         # itsdangerous signs with the last key and verifies with all of them.
         self._serializer = URLSafeSerializer(list(reversed(keys)), salt=_SALT)
 

@@ -24,9 +24,10 @@ import structlog
 
 from framework.broker.base import INNER, SERVICE, Consumer, Delivery
 from framework.engine import Engine
-from framework.errors import InfrastructureError, MessageError, UnknownCaseError
+from framework.errors import InfrastructureError, MessageError, TaskIdError, UnknownCaseError
 from framework.inbound import Inbound
-from framework.observers import Observer
+from framework.observers import Observer, ParkKind
+from framework.telemetry import received_message
 
 log = structlog.get_logger("stageflow.worker")
 
@@ -116,6 +117,11 @@ class Worker:
                 await self._due_task
         log.info("worker stopped")
 
+    @property
+    def in_flight(self) -> int:
+        """Messages being handled right now (the metrics' in-flight gauge reads it when scraped)."""
+        return len(self._in_flight)
+
     async def run_due_work(self) -> int:
         """One pass of the due-work loop (tests and the harness call it to skip through time)."""
         return await self.engine.fire_due()
@@ -130,11 +136,15 @@ class Worker:
         task = asyncio.current_task()  # handlers always run in a task of their own
         if task is not None:
             self._in_flight.add(task)
+        observers = self.engine.observers
+        if observers:
+            received_message(delivery.headers)
+            observers.emit(Observer.message_received, delivery.queue, delivery.headers)
         try:
             try:
                 message = parse(delivery.body)  # once, here: everything after dispatches on its type
             except MessageError as exc:
-                await self._park(delivery, str(exc))
+                await self._park(delivery, str(exc), _park_kind(exc))
                 return
             if delivery.redelivered or delivery.delivery_count > 0:
                 async with self._isolation.alone():
@@ -158,6 +168,8 @@ class Worker:
         finally:
             if task is not None:
                 self._in_flight.discard(task)
+            if observers:
+                observers.emit(Observer.message_handled)
 
     async def _apply_redelivered(self, delivery: Delivery, message: Inbound) -> None:
         ledger = self.engine.store
@@ -169,16 +181,16 @@ class Worker:
             reason = f"poison message: it crashed or killed its worker {runs - 1} times when run on its own"
             log.error("poison message parked", queue=delivery.queue, crashes=runs - 1)
             await self.engine.condemn(message, reason)
-            await self._park(delivery, reason)
+            await self._park(delivery, reason, "poison")
             return
         await self._apply_with_retries(delivery, message)
         await ledger.forget_isolated_runs(message.key)
 
-    async def _park(self, delivery: Delivery, reason: str) -> None:
+    async def _park(self, delivery: Delivery, reason: str, kind: ParkKind) -> None:
         log.warning("message parked", queue=delivery.queue, reason=reason)
         await self.engine.broker.park(delivery, reason)
         if self.engine.observers:
-            self.engine.observers.emit(Observer.message_parked, delivery.queue, reason)
+            self.engine.observers.emit(Observer.message_parked, delivery.queue, reason, kind=kind)
 
     async def _apply_with_retries(self, delivery: Delivery, message: Inbound) -> None:
         loop = asyncio.get_running_loop()
@@ -188,7 +200,7 @@ class Worker:
             try:
                 await self.engine.apply(message, redelivered=delivery.redelivered)
             except _PARKABLE as exc:
-                await self._park(delivery, str(exc))
+                await self._park(delivery, str(exc), _park_kind(exc))
                 return
             except InfrastructureError as exc:
                 # Short outages (a database restart) are waited out here rather than nacked, so a
@@ -218,3 +230,9 @@ class Worker:
             except Exception:  # a bug must not end the loop for the rest of the worker's life
                 log.exception("due work failed")
             await asyncio.sleep(self.timer_interval_s)
+
+
+def _park_kind(exc: Exception) -> ParkKind:
+    if isinstance(exc, TaskIdError):
+        return "forged"
+    return "unknown_case" if isinstance(exc, UnknownCaseError) else "malformed"

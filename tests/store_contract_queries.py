@@ -20,6 +20,7 @@ from tests.store_contract import (
     TIMER_WAIT,
     commit,
     doc_of,
+    entry_of,
     next_of,
     summary_of,
 )
@@ -134,3 +135,89 @@ async def test_counts_and_stage_durations(filled: ProcessStore) -> None:
     # the history of the two newest processes (a8 and a7) only
     assert sorted(await filled.recent_stage_durations(2)) == [("order", "s1", 7.0), ("order", "s1", 8.0)]
     assert len(await filled.recent_stage_durations(100)) == len(PROCESSES)
+
+
+async def test_search_attributes_filter_lists_ids_and_counts(store: ProcessStore) -> None:
+    tagged = {
+        "a": {"customer_id": "C-1", "order_total": 12.5, "vip": True, "items": 3},
+        "b": {"customer_id": "C-1", "order_total": 99.0, "vip": False, "items": 1},
+        "c": {"customer_id": "C-2", "order_total": 12.5, "vip": False, "items": 3},
+    }
+    for pid, search in tagged.items():
+        await store.create(doc_of(pid, search=search), entry_of(1), due_at=None)
+    await store.create(doc_of("untagged"), entry_of(1), due_at=None)
+    queries = {
+        (("customer_id", "C-1"),): ["a", "b"],
+        (("customer_id", "C-1"), ("vip", True)): ["a"],
+        (("order_total", 12.5),): ["a", "c"],
+        (("items", 3), ("customer_id", "C-2")): ["c"],
+        (("customer_id", "nobody"),): [],
+    }
+    for search, expected in queries.items():
+        where = ProcessFilter(case="order", search=search)
+        assert await store.find_ids(where) == expected, search
+        rows, _ = await store.list_page(where)
+        assert sorted(r["process_id"] for r in rows) == expected, search
+        assert await store.count_matching(where, timeout_s=5) == len(expected), search
+    assert (await store.load("a")).search == tagged["a"]  # type: ignore[union-attr]
+
+
+# -- statistics: by end time and by due time -----------------------------------------------------------
+
+async def _ended(store: ProcessStore, pid: str, *, case: str, created: float, ended: float, **changes: Any) -> None:
+    """A process created at ``created`` that finished at ``ended`` through a commit (as the engine does)."""
+    doc = doc_of(pid, case=case, created_at=T0 + created)
+    assert (await store.create(doc, {"version": 1, "event": "started"}, due_at=None))[1]
+    status = changes.pop("status", Status.COMPLETED)
+    finished = dataclasses.replace(doc, version=2, updated_at=T0 + ended, status=status, ended_at=T0 + ended,
+                                   **changes)
+    await commit(store, finished, expires_at=T0 + ended + 3600)
+
+
+async def test_finished_per_minute_durations_and_failures_by_stage(filled: ProcessStore) -> None:
+    # T0 is minute 16666 plus 40 s: a1 and a2 end in minute 16666, +20 to +79 is the next minute, +80 the one after
+    minute = int((T0 + 10) // 60)
+    await _ended(filled, "b1", case="order", created=30, ended=50)            # 20 s, minute + 1
+    await _ended(filled, "b2", case="order", created=40, ended=130)           # 90 s, minute + 2
+    await _ended(filled, "b3", case="refund", created=60, ended=70)           # 10 s, minute + 1
+    await _ended(filled, "b4", case="refund", created=60, ended=75, status=Status.FAILED,
+                 error=dataclasses.replace(ERROR, stage="ship"))
+    await _ended(filled, "b5", case="refund", created=60, ended=78, status=Status.CANCELLED)
+    got = sorted(await filled.finished_per_minute(T0))
+    assert got == [
+        ("order", "completed", minute, 1), ("order", "completed", minute + 1, 1),
+        ("order", "completed", minute + 2, 1), ("order", "failed", minute, 1),   # a2, failed at +9
+        ("refund", "cancelled", minute + 1, 1), ("refund", "completed", minute + 1, 1),
+        ("refund", "failed", minute + 1, 1)], got  # a6 failed with no end time: not in a time window
+    assert sorted(await filled.finished_per_minute(T0 + 75)) == [
+        ("order", "completed", minute + 2, 1), ("refund", "cancelled", minute + 1, 1),
+        ("refund", "failed", minute + 1, 1)]  # since is inclusive
+    # durations of the newest completions first, bounded by the limit
+    assert await filled.recent_durations(T0, 10) == [("order", 90.0), ("refund", 10.0), ("order", 20.0),
+                                                     ("order", 9.0)]
+    assert await filled.recent_durations(T0, 2) == [("order", 90.0), ("refund", 10.0)]
+    assert await filled.recent_durations(T0 + 60, 10) == [("order", 90.0), ("refund", 10.0)]
+    assert sorted(await filled.failures_by_stage(T0)) == [("order", "charge", 1), ("refund", "ship", 1)]
+    assert await filled.failures_by_stage(T0 + 10) == [("refund", "ship", 1)]
+
+
+async def test_a_retried_process_leaves_the_end_time_window(filled: ProcessStore) -> None:
+    failed = await filled.load("a2")
+    assert failed is not None and failed.ended_at is not None
+    await commit(filled, next_of(failed, status=Status.RUNNING, error=None, ended_at=None))
+    assert await filled.failures_by_stage(T0) == []
+    assert await filled.finished_per_minute(T0) == [("order", "completed", int((T0 + 10) // 60), 1)]
+
+
+async def test_overdue_by_case_counts_waiting_processes_past_their_due_time(filled: ProcessStore) -> None:
+    for pid, due in (("a3", T0 + 60), ("a4", T0 + 30), ("a5", T0 + 600), ("a8", T0 + 5)):
+        doc = await filled.load(pid)
+        assert doc is not None
+        await commit(filled, next_of(doc), due_at=due)
+    running = await filled.load("a7")  # a running process with a due outbox is not stuck waiting
+    assert running is not None
+    await commit(filled, next_of(running), due_at=T0)
+    assert sorted(await filled.overdue_by_case(T0 + 100, 100)) == [("order", 2), ("refund", 1)]
+    assert sorted(await filled.overdue_by_case(T0 + 31, 100)) == [("order", 1), ("refund", 1)]
+    assert await filled.overdue_by_case(T0 + 100, 1) == [("order", 1)]  # the oldest first, at most ``limit``
+    assert await filled.overdue_by_case(T0, 100) == []

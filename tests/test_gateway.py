@@ -168,7 +168,8 @@ async def test_cases_and_stats_shape(gw: Gateway) -> None:
     assert "order_id" in order["input_schema"]["properties"]
     stats = (await gw.client.get("/stats")).json()
     assert stats == {"total": 0, "by_status": {}, "success_rate": None, "cases": {}, "age_s": 0.0,
-                     "stage_durations": {"sample_processes": 1000, "by_case": {}}}
+                     "stage_durations": {"sample_processes": 1000, "by_case": {}},
+                     "last_hour": {"window_s": 3600.0, "stuck_after_s": 60.0, "cases": {}}}
 
 
 async def test_admin_page_needs_no_key_and_has_a_strict_csp(gw: Gateway) -> None:

@@ -125,6 +125,12 @@ async def test_metrics_and_cached_stats(settings: Settings) -> None:
         assert samples[("stageflow_gateway_requests_total", (*get_one, ("status", "404")))] == 1
         assert samples[("stageflow_gateway_request_duration_seconds_count", get_one)] == 2
         assert not any("p-" in dict(labels).get("route", "") for _, labels in samples)  # templates, not ids
+        for invented in ("BREW", "PROPFIND", "X-ANYTHING"):  # unknown methods fold into one label
+            await gw.client.request(invented, "/cases", headers={"X-API-Key": READ_KEY})
+        text = (await gw.client.get("/metrics", headers={"X-API-Key": READ_KEY})).text
+        methods = {s.labels["method"] for family in text_string_to_metric_families(text) for s in family.samples
+                   if s.name == "stageflow_gateway_requests_total"}
+        assert methods == {"GET", "other"}
 
         # /stats counts at most every second: a new process shows up only once the cache is refreshed
         assert (await gw.client.get("/stats")).json()["total"] == 2

@@ -57,6 +57,10 @@ async def test_readme_observer_counts_transitions() -> None:
     assert counter.by_event == {"call": 1, "next": 1, "failed": 1}  # reserve, charge (jump), backorder
 
 
+async def test_readme_events_example_runs() -> None:
+    await _run("Events, callbacks and lookup")["test_checkout"]()  # type: ignore[operator]
+
+
 def _yaml_blocks(heading: str) -> list[str]:
     section = README.read_text().split(f"## {heading}", 1)[1].split("\n## ", 1)[0]
     return re.findall(r"```yaml\n(.*?)```", section, flags=re.S)
@@ -81,3 +85,22 @@ def test_readme_lead_sync_excerpt_matches_the_example() -> None:
 
 async def test_readme_fan_out_example_runs() -> None:
     await _run("Fan-out, parallel steps and child processes")["test_price_check"]()  # type: ignore[operator]
+
+
+async def test_readme_worker_metrics_count_a_run() -> None:
+    from framework.testing import run_cases
+
+    namespace = _run("Metrics, logs and dashboards")
+    metrics = namespace["metrics"]
+    first_case = _run("Write your first case")
+
+    async def inventory(command, tx):  # type: ignore[no-untyped-def]
+        return {"in_stock": False}
+
+    async with run_cases([first_case["Order"]], services={"inventory": inventory}, observers=[metrics]) as env:
+        await env.run(first_case["Order"], {"order_id": "A-1", "amount_cents": 1}, raise_on_failure=False)
+    registry = metrics.registry  # type: ignore[attr-defined]
+    sample = registry.get_sample_value
+    assert sample("stageflow_transitions_total", {"case": "order", "stage": "backorder", "outcome": "failed"}) == 1
+    assert sample("stageflow_processes_started_total", {"case": "order"}) == 1
+    assert sample("stageflow_stage_duration_seconds_count", {"case": "order", "stage": "reserve"}) == 1

@@ -19,7 +19,7 @@ from framework.store.protocols import ProcessStore
 from framework.store.records import RETRYING, ProcessFilter
 from framework.store.sqlite import SqliteStore
 from tests.store_contract import *  # noqa: F403 - the contract's tests run here, once per backend
-from tests.store_contract import RETRY_WAIT, doc_of, entry_of, summary_of
+from tests.store_contract import RETRY_WAIT, T0, doc_of, entry_of, summary_of
 from tests.store_contract_queries import *  # noqa: F403
 from tests.support.servers import STORE_URL
 
@@ -81,15 +81,17 @@ async def test_open_upgrades_an_older_schema_and_fills_the_derived_columns(
     await store.create(retrying, entry_of(1), due_at=None)
     await store.create(doc_of("done", status=Status.COMPLETED), entry_of(1), due_at=None)
     await store.close()
-    # the schema before the derived columns: no retrying, no waiting_summary (and no index on them)
-    await _raw_sql(backend, location, "DROP INDEX processes_retrying_created",
-                   "ALTER TABLE processes DROP COLUMN retrying", "ALTER TABLE processes DROP COLUMN waiting_summary")
+    # the schema before the derived columns: no retrying, waiting_summary or ended_at (and no index on them)
+    await _raw_sql(backend, location, "DROP INDEX processes_retrying_created", "DROP INDEX processes_ended",
+                   "ALTER TABLE processes DROP COLUMN retrying", "ALTER TABLE processes DROP COLUMN waiting_summary",
+                   "ALTER TABLE processes DROP COLUMN ended_at")
 
     await store.open()
     assert await store.find_ids(ProcessFilter(status=RETRYING)) == ["r1"]
     items, _ = await store.list_page(ProcessFilter())
     assert {i["process_id"]: i["waiting"] for i in items} == {
         "done": None, "r1": summary_of(RETRY_WAIT)}
+    assert await store.finished_per_minute(0) == [("order", "completed", int(T0 // 60), 1)]  # ended at its update
     again = store_at(backend, location)
     async with again:  # opening an up-to-date schema changes nothing
         assert await again.find_ids(ProcessFilter(status=RETRYING)) == ["r1"]

@@ -63,6 +63,8 @@ class Consumer(ABC):
 class Broker(ABC):
     """Async contract every broker implements. Constructors do no I/O: call ``connect()`` (or ``async with``)."""
 
+    reconnects: int = 0  # connections re-established after a loss (read by the metrics when scraped)
+
     async def __aenter__(self) -> Self:
         await self.connect()
         return self

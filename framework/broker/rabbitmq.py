@@ -193,7 +193,6 @@ class RabbitBroker(Broker):
             raise ConfigurationError(f"quorum_group_size must be 0 or more, not {quorum_group_size}")
         self._quorum_group_size = quorum_group_size
         self._reconnect_listeners: list[Callable[[str | None], None]] = []
-        self.reconnects = 0  # connections re-established since connect()
         self._prefix = prefix
         self._delivery_limit = delivery_limit
         self._connection_name = connection_name
@@ -242,7 +241,7 @@ class RabbitBroker(Broker):
             )
             self._connection = connection
             await connection.connect()
-            connection.reconnect_callbacks.add(self._reconnected)
+            connection.reconnect_callbacks.add(self._reconnected)  # counts it in ``reconnects`` (base.Broker)
             self._publish_channels = [
                 await self._connection.channel(publisher_confirms=True, on_return_raises=True)
                 for _ in range(_PUBLISH_CHANNELS)

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from framework.broker.base import Broker
 from framework.errors import ConfigurationError
 from framework.service.inbox import Inbox, PostgresInbox, SqliteInbox
+from framework.service.metrics import ServiceMetrics
 from framework.service.sdk import CommandHandler, Service
+
+if TYPE_CHECKING:
+    from framework.tracing import Tracing
 
 
 def inbox_from_url(
@@ -38,5 +43,9 @@ def load_handlers(module_name: str) -> tuple[Mapping[str, CommandHandler], Seque
     return handlers, tuple(getattr(module, "SETUP_SQL", ()))
 
 
-def build_services(handlers: Mapping[str, CommandHandler], *, broker: Broker, inbox: Inbox) -> list[Service]:
-    return [Service(api, handler, broker=broker, inbox=inbox) for api, handler in handlers.items()]
+def build_services(
+    handlers: Mapping[str, CommandHandler], *, broker: Broker, inbox: Inbox, metrics: ServiceMetrics | None = None,
+    tracing: Tracing | None = None,
+) -> list[Service]:
+    return [Service(api, handler, broker=broker, inbox=inbox, metrics=metrics, tracing=tracing)
+            for api, handler in handlers.items()]

@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -27,6 +28,11 @@ from framework.broker.base import SERVICE, Broker, Consumer, Delivery, Outgoing,
 from framework.errors import InfrastructureError, MessageError, ServiceError
 from framework.messages import DEFAULT_MAX_MESSAGE_BYTES, ServiceCommand, ServiceReplyMessage
 from framework.service.inbox import Inbox, ServiceTransaction
+from framework.telemetry import publish_headers
+
+if TYPE_CHECKING:
+    from framework.service.metrics import ServiceMetrics
+    from framework.tracing import Tracing
 
 log = structlog.get_logger("stageflow.service")
 
@@ -49,8 +55,12 @@ class Service:
         prefetch: int = 32,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         retry_delay_s: float = 1.0,
+        metrics: ServiceMetrics | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         self.api = api
+        self.metrics = metrics
+        self.tracing = tracing  # continues the trace of each command (its ``traceparent`` header)
         self.handler = handler
         self.broker = broker
         self.inbox = inbox
@@ -87,20 +97,39 @@ class Service:
         except MessageError as exc:
             log.warning("command parked", api=self.api, reason=str(exc))
             await self.broker.park(delivery, str(exc))
+            if self.metrics is not None:
+                self.metrics.command(self.api, "parked")
             return
+        started = time.perf_counter()
         try:
-            reply = await self._answer(command)
-            await self.broker.publish([Outgoing(SERVICE, f"reply/{command.task_id[:200]}", reply.encode())])
+            if self.tracing is None:
+                await self._answer_and_reply(command)
+            else:
+                with self.tracing.span(f"service {self.api}", delivery.headers, {"stageflow.api": self.api}):
+                    await self._answer_and_reply(command)
             await delivery.ack()
+            if self.metrics is not None:
+                self.metrics.command(self.api, "answered", time.perf_counter() - started)
         except InfrastructureError as exc:
+            if self.metrics is not None:
+                self.metrics.command(self.api, "redelivered")
             log.warning("command not answered, will be redelivered", api=self.api, error=str(exc))
             await asyncio.sleep(self.retry_delay_s)
             with contextlib.suppress(InfrastructureError):
                 await delivery.nack(requeue=True)
         except Exception:
+            if self.metrics is not None:
+                self.metrics.command(self.api, "redelivered")
             log.exception("service handler failed; the command will be redelivered", api=self.api)
             with contextlib.suppress(InfrastructureError):
                 await delivery.nack(requeue=True)
+
+    async def _answer_and_reply(self, command: ServiceCommand) -> None:
+        reply = await self._answer(command)
+        headers = publish_headers() if self.metrics is not None or self.tracing is not None else {}
+        if self.tracing is not None:
+            self.tracing.publishing(headers)  # the reply continues the trace to the next stage
+        await self.broker.publish([Outgoing(SERVICE, f"reply/{command.task_id[:200]}", reply.encode(), headers)])
 
     async def _answer(self, command: ServiceCommand) -> str:
         """The reply to ``command``: recorded earlier, or made now with the effect, in one transaction."""

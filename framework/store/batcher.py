@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Hashable
-from typing import Generic, TypeVar
+from typing import Generic, Protocol, TypeVar, runtime_checkable
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -42,6 +42,7 @@ class Batcher(Generic[T, R]):
         self._waiting: list[tuple[T, asyncio.Future[R]]] = []
         self._in_flight = 0
         self._tasks: set[asyncio.Task[None]] = set()
+        self.on_batch: Callable[[int], None] | None = None  # told each batch's size (the metrics' histogram)
 
     async def submit(self, item: T) -> R:
         if self._in_flight == 0 and not self._waiting:
@@ -54,6 +55,8 @@ class Batcher(Generic[T, R]):
     async def _run_alone(self, item: T) -> R:
         """Nothing else in flight: run a batch of one here. Items submitted meanwhile wait for it as usual."""
         self._in_flight += 1
+        if self.on_batch is not None:
+            self.on_batch(1)
         try:
             (result,) = await self._run([item])
         finally:
@@ -92,6 +95,8 @@ class Batcher(Generic[T, R]):
             batch = self._take()
             if not batch:
                 return
+            if self.on_batch is not None:
+                self.on_batch(len(batch))
             try:
                 results = await self._run([item for item, _ in batch])
                 for (_, future), result in zip(batch, results, strict=True):
@@ -112,3 +117,10 @@ class Batcher(Generic[T, R]):
         finally:
             self._in_flight -= 1
             self._start_batches()
+
+
+@runtime_checkable
+class BatchingStore(Protocol):
+    """A store that batches its writes and can say how large each batch is (``name``: loads, commits...)."""
+
+    def observe_batches(self, callback: Callable[[str, int], None]) -> None: ...

@@ -17,6 +17,7 @@ from gateway.auth import ApiKeys
 ADMIN_DIR = Path(__file__).resolve().parent.parent / "admin"
 ASSETS = {
     "app.js": "text/javascript; charset=utf-8",
+    "charts.js": "text/javascript; charset=utf-8",
     "app.css": "text/css; charset=utf-8",
 }
 CSP = (

@@ -41,7 +41,8 @@ def router(keys: ApiKeys) -> APIRouter:
     async def get_stats(request: Request, response: Response) -> dict[str, Any]:
         cached, age_s = await request.app.state.stats.get()
         response.headers["Age"] = str(int(age_s))
-        return {**stats(cached["counts"], cached["durations"], STATS_SAMPLE), "age_s": round(age_s, 1)}
+        return {**stats(cached["counts"], cached["durations"], STATS_SAMPLE), "last_hour": cached["last_hour"],
+                "age_s": round(age_s, 1)}
 
     @api.get("/metrics", dependencies=read, response_class=PlainTextResponse,
              summary="Prometheus text format: processes by case and status, gateway requests and latency")

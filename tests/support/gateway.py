@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 from fastapi import FastAPI
@@ -14,10 +15,11 @@ from framework import Settings, Stageflow
 from tests.support.cases import CASES
 from tests.support.failure_cases import CASES as FAILURE_CASES
 from tests.support.fanout_cases import CASES as FANOUT_CASES
+from tests.support.signal_cases import CASES as SIGNAL_CASES
 
 READ_KEY = "read-key-0123456789abcdef"
 OPERATE_KEY = "operate-key-0123456789abcdef"
-ALL_CASES = [*CASES, *FAILURE_CASES, *FANOUT_CASES, EcommerceOrder]
+ALL_CASES = [*CASES, *FAILURE_CASES, *FANOUT_CASES, *SIGNAL_CASES, EcommerceOrder]
 
 
 @dataclass
@@ -36,12 +38,14 @@ def with_keys(settings: Settings, **overrides: object) -> Settings:
 
 
 @asynccontextmanager
-async def open_gateway(settings: Settings, **overrides: object) -> AsyncIterator[Gateway]:
+async def open_gateway(settings: Settings, *, tracing: Any = None, **overrides: object) -> AsyncIterator[Gateway]:
+    """``tracing`` (a ``framework.tracing.Tracing``) spans the requests and traces what the flow publishes."""
     from gateway.app import create_app
 
     settings = with_keys(settings, **overrides)
-    async with Stageflow.from_settings(settings, cases=ALL_CASES) as flow:
-        app = create_app(flow, settings)
+    observers = [tracing] if tracing is not None else []
+    async with Stageflow.from_settings(settings, cases=ALL_CASES, observers=observers) as flow:
+        app = create_app(flow, settings, tracing=tracing)
         try:
             async with httpx.AsyncClient(
                 transport=httpx.ASGITransport(app=app), base_url="http://gateway", headers={"X-API-Key": OPERATE_KEY},

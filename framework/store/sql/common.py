@@ -54,6 +54,10 @@ class SqlStore(ProcessStore):
         rows = await self._rows(self._sql.load, process_id)
         return ProcessDocument.from_json(rows[0][0]) if rows else None
 
+    async def load_by_key(self, case: str, client_key: str) -> ProcessDocument | None:
+        rows = await self._rows(self._sql.by_key, case, client_key)
+        return ProcessDocument.from_json(rows[0][0]) if rows else None
+
     async def history(self, process_id: str) -> list[dict[str, Any]]:
         return [orjson.loads(r[0]) for r in await self._rows(self._sql.history, process_id)]
 
@@ -92,6 +96,18 @@ class SqlStore(ProcessStore):
 
     async def recent_stage_durations(self, processes: int) -> list[tuple[str, str, float]]:
         return [(c, s, float(ms)) for c, s, ms in await self._rows(self._sql.recent_stage_durations, processes)]
+
+    async def finished_per_minute(self, since: float) -> list[tuple[str, str, int, int]]:
+        return [(c, s, int(m), n) for c, s, m, n in await self._rows(self._sql.finished_per_minute, since)]
+
+    async def recent_durations(self, since: float, limit: int) -> list[tuple[str, float]]:
+        return [(c, float(s)) for c, s in await self._rows(self._sql.recent_durations, since, limit)]
+
+    async def failures_by_stage(self, since: float) -> list[tuple[str, str, int]]:
+        return [(c, s or "", n) for c, s, n in await self._rows(self._sql.failures_by_stage, since)]
+
+    async def overdue_by_case(self, before: float, limit: int) -> list[tuple[str, int]]:
+        return [(c, n) for c, n in await self._rows(self._sql.overdue_by_case, before, limit)]
 
     async def count_matching(self, where: ProcessFilter, *, timeout_s: float) -> int | None:
         """Counts without a time limit: a backend whose count can be slow overrides this."""
@@ -154,6 +170,13 @@ class SqlStore(ProcessStore):
             return ItemCompletion(False, state, None, False)
         return ItemCompletion(True, new, None if row is None else item_row(row),
                               new.decided is not None and state.decided is None)
+
+    async def cancel_items(self, process_id: str, group: int, *, now: float) -> list[ItemRow]:
+        async with self._transaction() as db:
+            rows = await db.rows(self._sql.live_items, process_id, group)
+            if rows:
+                await db.changed(self._sql.cancel_items, process_id, group, now)
+        return [item for item in map(item_row, rows) if item.status == "dispatched"]
 
     async def fan_out_state(self, process_id: str, group: int) -> FanOutState | None:
         rows = await self._rows(self._sql.fan_state, process_id, group)

@@ -26,6 +26,8 @@ CREATE TABLE IF NOT EXISTS {p}processes (
     updated_at      {REAL} NOT NULL,
     retrying        {BOOL} NOT NULL DEFAULT false,
     waiting_summary {TEXT},
+    search          {JSON},
+    ended_at        {REAL},
     UNIQUE (case_name, client_key)
 ){processes_options};
 CREATE TABLE IF NOT EXISTS {p}history (
@@ -96,6 +98,8 @@ CREATE INDEX IF NOT EXISTS processes_status_created ON {p}processes (status, cre
 CREATE INDEX IF NOT EXISTS processes_retrying_created ON {p}processes (created_at DESC, process_id DESC)
     WHERE retrying;
 DROP INDEX IF EXISTS {p}processes_retrying;  -- its predicate read the document's JSON
+-- statistics: processes that finished in a time window (set once per process: running transitions stay HOT)
+CREATE INDEX IF NOT EXISTS processes_ended ON {p}processes (ended_at) WHERE ended_at IS NOT NULL;
 CREATE INDEX IF NOT EXISTS jobs_created ON {p}jobs (created_at DESC, job_id DESC);
 """
 
@@ -103,8 +107,13 @@ CREATE INDEX IF NOT EXISTS jobs_created ON {p}jobs (created_at DESC, job_id DESC
 _ADDED = (
     ("processes", "retrying", "{BOOL} NOT NULL DEFAULT false"),
     ("processes", "waiting_summary", "{TEXT}"),
+    ("processes", "search", "{JSON}"),
+    ("processes", "ended_at", "{REAL}"),
 )
-_DERIVED = {"retrying", "waiting_summary"}  # the columns ``derived_columns`` fills
+_DERIVED = {"retrying", "waiting_summary", "search"}  # what ``derived_columns`` fills from unfinished documents
+# Search attribute filters are JSON containment, which a GIN index serves (PostgreSQL only; SQLite scans).
+_PG_INDEXES = "CREATE INDEX IF NOT EXISTS processes_search ON {p}processes USING gin (search jsonb_path_ops)" \
+    " WHERE search IS NOT NULL"
 
 
 def _render(d: Dialect, text: str, prefix: str) -> str:
@@ -124,10 +133,16 @@ async def create_schema(db: Executor, d: Dialect, *, schema: str | None) -> None
         if column not in await db.column_names(schema, table):
             await db.script(f"ALTER TABLE {prefix}{table} ADD COLUMN {column} {_render(d, definition, prefix)}")
             added.add(column)
+    if "ended_at" in added:  # a finished process's last transition is its end
+        await db.script(f"UPDATE {prefix}processes SET ended_at = updated_at"
+                        " WHERE status IN ('completed', 'failed', 'cancelled')")
     await db.script(_render(d, _INDEXES, prefix))
+    if d.name == "postgresql":
+        await db.script(_render(d, _PG_INDEXES, prefix))
     if added & _DERIVED:
         rows = await db.rows(d.sql(f"SELECT doc FROM {prefix}processes WHERE status IN ('running', 'waiting')"))
         await db.many(
-            d.sql(f"UPDATE {prefix}processes SET retrying = $2, waiting_summary = $3 WHERE process_id = $1"),
-            [(doc.process_id, *derived_columns(doc)) for doc in (ProcessDocument.from_json(r[0]) for r in rows)],
+            d.sql(f"UPDATE {prefix}processes SET retrying = $2, waiting_summary = $3, search = $4::jsonb"
+                  " WHERE process_id = $1"),
+            [(doc.process_id, *derived_columns(doc)[:3]) for doc in (ProcessDocument.from_json(r[0]) for r in rows)],
         )
