@@ -13,13 +13,14 @@ from collections.abc import Sequence
 import orjson
 import structlog
 
-from framework.broker.base import Broker, Outgoing
+from framework.broker.base import INNER, Broker, Outgoing
 from framework.clock import Clock
 from framework.document import OutboxMessage, ProcessDocument, Status
 from framework.errors import BrokerError, UnstorableDataError
 from framework.fanout import item_done_message
 from framework.observers import Observer, Observers
 from framework.planner import Plan, Planner
+from framework.signing import MessageSigner
 from framework.state import ResendWait, RetryWait
 from framework.store.protocols import DocumentStore
 
@@ -29,7 +30,7 @@ log = structlog.get_logger("stageflow.engine")
 class Committer:
     def __init__(
         self, *, store: DocumentStore, broker: Broker, planner: Planner, clock: Clock, relay_grace_s: float,
-        process_ttl_s: float, max_message_bytes: int, observers: Observers,
+        process_ttl_s: float, max_message_bytes: int, observers: Observers, messages: MessageSigner,
     ) -> None:
         self._store = store
         self._broker = broker
@@ -39,6 +40,7 @@ class Committer:
         self._process_ttl_s = process_ttl_s
         self._max_message_bytes = max_message_bytes
         self._observers = observers
+        self._messages = messages
 
     async def commit(self, doc: ProcessDocument, plan: Plan) -> bool:
         """Commit ``plan`` (the next version of ``doc``) and publish its outbox; False if ``doc`` moved on."""
@@ -81,8 +83,14 @@ class Committer:
         """Publish committed messages. A broker failure is not fatal: the due-work loop re-publishes them."""
         if not outbox:
             return
+        # Inner messages are signed here, as they leave, not in the outbox: every publish (the relay's, a
+        # sweep's) signs with the newest key, and documents written by a release that did not sign still work.
+        sign = self._messages.sign
         try:
-            await self._broker.publish([Outgoing(m.queue, m.message_id, m.body.encode()) for m in outbox])
+            await self._broker.publish([
+                Outgoing(m.queue, m.message_id, sign(m.body.encode()) if m.queue == INNER else m.body.encode())
+                for m in outbox
+            ])
         except BrokerError as exc:
             log.warning("outbox left for the relay", process_id=process_id, error=str(exc))
 

@@ -38,6 +38,7 @@ from framework.planner import Plan, Planner
 from framework.poison import PoisonJudge
 from framework.registry import CaseRegistry
 from framework.scheduler import Scheduler, collect_schedules
+from framework.signing import MessageSigner
 from framework.stages import StageRunner
 from framework.starter import Starter
 from framework.store.base import ProcessStore
@@ -66,11 +67,13 @@ class Engine:
         self.signer = signer
         self.clock = clock or SystemClock()
         self.observers = Observers(observers)
+        self.messages = MessageSigner(signer.keys)  # signs inner messages as they leave (framework.signing)
         self.inbound = InboundParser(signer, max_message_bytes=max_message_bytes)
         self.planner = Planner(self.cases, signer, max_message_bytes=max_message_bytes)
         self.committer = Committer(
             store=store, broker=broker, planner=self.planner, clock=self.clock, relay_grace_s=relay_grace_s,
             process_ttl_s=process_ttl_s, max_message_bytes=max_message_bytes, observers=self.observers,
+            messages=self.messages,
         )
         self.start_process = Starter(store=store, planner=self.planner, committer=self.committer, clock=self.clock,
                                      relay_grace_s=relay_grace_s, observers=self.observers)

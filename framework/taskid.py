@@ -39,6 +39,7 @@ class TaskIdSigner:
             raise ConfigurationError(
                 "no secret key to sign taskIds", hint="set STAGEFLOW_SECRET_KEYS (comma-separated, newest first)"
             )
+        self.keys: tuple[str, ...] = tuple(keys)  # newest first; inner messages are signed with them too
         # itsdangerous signs with the last key and verifies with all of them.
         self._serializer = URLSafeSerializer(list(reversed(keys)), salt=_SALT)
 
