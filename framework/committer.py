@@ -3,7 +3,8 @@
 ``commit`` writes a plan's document with its outbox and history entry in one compare-and-set on the version
 (one store write per transition), then publishes the outbox with confirms. A plan whose data the store refuses
 (not JSON, or a NUL character PostgreSQL cannot keep) is replaced by the stage's failure, so a process never
-stays half-written. A finished child process also tells its parent: its end is the parent's item result.
+stays half-written; an operator's action with such data is refused instead (``InvalidInputError``): the data
+is the operator's, not the stage's. A finished child process also tells its parent: its end is the parent's item result.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import structlog
 from framework.broker.base import INNER, Broker, Outgoing
 from framework.clock import Clock
 from framework.document import OutboxMessage, ProcessDocument, Status
-from framework.errors import BrokerError, UnstorableDataError
+from framework.errors import BrokerError, InvalidInputError, UnstorableDataError
 from framework.fanout import item_done_message
 from framework.observers import Observer, Observers
 from framework.planner import Plan, Planner
@@ -42,11 +43,17 @@ class Committer:
         self._observers = observers
         self._messages = messages
 
-    async def commit(self, doc: ProcessDocument, plan: Plan) -> bool:
-        """Commit ``plan`` (the next version of ``doc``) and publish its outbox; False if ``doc`` moved on."""
+    async def commit(self, doc: ProcessDocument, plan: Plan, *, operator: bool = False) -> bool:
+        """Commit ``plan`` (the next version of ``doc``) and publish its outbox; False if ``doc`` moved on.
+        ``operator``: the plan is an operator's action, refused as a whole if the store cannot keep its data."""
         try:
             committed = await self._write(doc, plan)
         except (orjson.JSONEncodeError, UnstorableDataError) as exc:
+            if operator:
+                log.info("operator action refused by the store", process_id=doc.process_id, error=str(exc))
+                message = "the request holds data the store cannot keep (e.g. a NUL character); nothing was changed"
+                raise InvalidInputError(message, errors=[{"field": "(body)", "message": message}],
+                                        process_id=doc.process_id) from None
             reason = (f"stage data is not JSON-serialisable: {exc}" if isinstance(exc, orjson.JSONEncodeError)
                       else f"stage data cannot be stored: {exc}")
             now = self._clock.now()

@@ -114,8 +114,9 @@ class Engine:
         await self._poison.condemn(message, reason)
 
     async def commit(self, doc: ProcessDocument, plan: Plan) -> bool:
-        """Commit a planned transition of ``doc`` (operator actions); False if the document moved on."""
-        return await self.committer.commit(doc, plan)
+        """Commit an operator's planned transition of ``doc``; False if the document moved on, and
+        ``InvalidInputError`` (nothing changed) if the store cannot keep what the operator gave."""
+        return await self.committer.commit(doc, plan, operator=True)
 
     async def fire_due(self, *, limit: int = 200) -> int:
         """One pass of due work: timers, overdue outboxes, fan-out sweeps, schedule ticks (``DueWork``)."""

@@ -21,6 +21,7 @@ from framework.wiring import cases_from_settings
 from gateway import problems
 from gateway.auth import ApiKeys
 from gateway.cache import Refreshed
+from gateway.guard import Guard
 from gateway.limits import BodySizeLimit
 from gateway.metrics import GatewayMetrics, RequestMetrics
 from gateway.routes import actions, admin, jobs, processes, schedules, system
@@ -74,12 +75,15 @@ def create_app(flow: Stageflow | None = None, settings: Settings | None = None) 
             finally:  # jobs save themselves as interrupted while the store is still open
                 await app.state.shutdown()
 
-    app = FastAPI(title="Stageflow gateway", version="0.3.0", lifespan=lifespan)
+    # No /docs or /redoc: they load scripts from a CDN on the origin where the admin page keeps its key.
+    # The schema is at /openapi.json, with a read key (see the README for viewing it).
+    app = FastAPI(title="Stageflow gateway", version="0.3.0", lifespan=lifespan, docs_url=None, redoc_url=None)
     if flow is not None:
         attach(app, flow)
     app.state.metrics = GatewayMetrics()
     problems.install(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.gateway_max_body_bytes)
+    app.add_middleware(Guard, keys=keys)  # the key before anything else looks at the request
     app.add_middleware(RequestMetrics, metrics=app.state.metrics)  # outermost: refused requests count too
     for module in (processes, actions, jobs, system, admin, schedules):
         app.include_router(module.router(keys))

@@ -18,7 +18,7 @@ from framework.errors import ConfigurationError
 from framework.settings import Settings, strong_keys
 
 HEADER = "X-API-Key"
-_header = APIKeyHeader(name=HEADER, auto_error=False, description="a read or operate API key")
+api_key_header = APIKeyHeader(name=HEADER, auto_error=False, description="a read or operate API key")
 
 
 class Role(IntEnum):
@@ -59,7 +59,7 @@ class ApiKeys:
     def require(self, needed: Role) -> Callable[[str | None], Awaitable[Role]]:
         """A FastAPI dependency that lets the request through only with a key of role ``needed`` or more."""
 
-        async def check(api_key: str | None = Security(_header)) -> Role:
+        async def check(api_key: str | None = Security(api_key_header)) -> Role:
             role = self.role_of(api_key)
             if role == Role.NONE:
                 detail = f"missing {HEADER} header" if not api_key else f"unknown key in {HEADER}"

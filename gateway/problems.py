@@ -33,6 +33,7 @@ from framework.errors import (
     StageflowError,
     UnknownCaseError,
 )
+from framework.registry import KNOWN_CASES_HINT
 
 log = structlog.get_logger("stageflow.gateway")
 
@@ -82,7 +83,14 @@ def install(app: FastAPI) -> None:
     async def stageflow_error(request: Request, exc: StageflowError) -> JSONResponse:
         status = next((code for kind, code in _STATUS_BY_ERROR if isinstance(exc, kind)), 500)
         errors = exc.errors if isinstance(exc, InvalidInputError) else None
-        return problem(status, exc.message, error=type(exc).__name__, hint=exc.hint, errors=errors)
+        message, hint = exc.message, exc.hint
+        if isinstance(exc, UnknownCaseError) and (hint or "").startswith(KNOWN_CASES_HINT):  # not for any caller
+            hint = "GET /cases lists the cases (read key)"
+        elif isinstance(exc, InfrastructureError | ConfigurationError):  # the driver's text stays in the log
+            log.warning("gateway request failed", path=request.url.path, error=str(exc))
+            message, hint = ("the store or the broker is unavailable; try again" if status == 503
+                             else "the gateway is misconfigured; it has been logged"), None
+        return problem(status, message, error=type(exc).__name__, hint=hint, errors=errors)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -20,6 +20,7 @@ from gateway.routes import flow_of
 from gateway.views import decode_cursor, encode_cursor, epoch, item_view, process_view
 
 Flow = Annotated[Stageflow, Depends(flow_of)]
+INT32_MAX = 2**31 - 1  # the store's integer columns: a larger number is a 422, not a driver error
 
 
 def _started(doc: ProcessDocument, created: bool, response: Response) -> dict[str, Any]:
@@ -78,9 +79,9 @@ def router(keys: ApiKeys) -> APIRouter:
     async def list_items(
         process_id: str,
         flow: Flow,
-        group: int | None = Query(None, description="the fan-out: the process version it started at"),
+        group: int | None = Query(None, ge=0, le=INT32_MAX, description="the fan-out: the version it started at"),
         status: ItemStatus | None = None,
-        after: int = Query(-1, ge=-1, description="`next_after` of the previous page"),
+        after: int = Query(-1, ge=-1, le=INT32_MAX, description="`next_after` of the previous page"),
         limit: int = Query(100, ge=1, le=1000),
     ) -> dict[str, Any]:
         doc = await flow.get(process_id)

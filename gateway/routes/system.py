@@ -5,12 +5,12 @@ from __future__ import annotations
 import asyncio
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Depends, Request, Response, Security
 from fastapi.responses import JSONResponse, PlainTextResponse
 
 from framework.app import Stageflow
 from framework.errors import StageflowError
-from gateway.auth import ApiKeys, Role
+from gateway.auth import ApiKeys, Role, api_key_header
 from gateway.metrics import CONTENT_TYPE
 from gateway.problems import problem
 from gateway.routes import flow_of
@@ -54,8 +54,8 @@ def router(keys: ApiKeys) -> APIRouter:
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @api.get("/readyz", summary="The store and the broker are reachable (no key needed)")
-    async def readyz(flow: Flow) -> Any:
+    @api.get("/readyz", summary="The store and the broker are reachable (no key needed; a read key shows each check)")
+    async def readyz(flow: Flow, api_key: str | None = Security(api_key_header)) -> Any:
         checks: dict[str, str] = {}
         for name, ping in (("store", flow.store.ping), ("broker", flow.broker.ping)):
             try:
@@ -63,7 +63,10 @@ def router(keys: ApiKeys) -> APIRouter:
                 checks[name] = "ok"
             except (StageflowError, TimeoutError) as exc:
                 checks[name] = getattr(exc, "message", None) or f"no answer within {PING_TIMEOUT_S:g} s"
-        if all(v == "ok" for v in checks.values()):
+        ready = all(v == "ok" for v in checks.values())
+        if keys.role_of(api_key) == Role.NONE:  # anyone may ask; only a key holder learns what is wrong
+            return {"status": "ready"} if ready else problem(503, "unavailable")
+        if ready:
             return {"status": "ready", "checks": checks}
         response: JSONResponse = problem(503, "not ready: " + ", ".join(k for k, v in checks.items() if v != "ok"),
                                          checks=checks)
