@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 BENCH_VENV := .bench-venv
 BENCH_STAMP := $(BENCH_VENV)/.installed-stamp
 
-.PHONY: install bench-env demo lint test test-unit services bench bench-scale chaos clean
+.PHONY: install bench-env lock demo lint test test-unit services bench bench-scale chaos clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,11 @@ $(BENCH_STAMP): pyproject.toml bench/requirements.txt
 	@touch $(BENCH_STAMP)
 
 bench-env: $(BENCH_STAMP)  ## create .bench-venv: Stageflow plus the pinned peers `make bench` compares with
+
+lock:  ## regenerate requirements.lock (the Docker image's exact, hashed dependencies) from pyproject.toml
+	@test -x .lock-venv/bin/pip-compile || ($(PYTHON) -m venv .lock-venv && .lock-venv/bin/pip install --quiet pip-tools)
+	@.lock-venv/bin/pip-compile --quiet --strip-extras --generate-hashes --no-emit-index-url --no-emit-find-links \
+		--no-emit-trusted-host --extra fast --output-file requirements.lock pyproject.toml
 
 demo: install  ## run the e-commerce demo on the embedded default (no servers needed)
 	@$(BIN)/stageflow demo
