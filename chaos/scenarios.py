@@ -1,4 +1,4 @@
-"""The six chaos scenarios. Each runs on its own deployment (:mod:`chaos.deploy`) and fills a ``Result``.
+"""The seven chaos scenarios. Each runs on its own deployment (:mod:`chaos.deploy`) and fills a ``Result``.
 
 Nothing in a scenario retries or republishes on the framework's behalf: anything lost stays lost and
 shows. The figures are measured the same way for all (``measure``):
@@ -600,7 +600,15 @@ SCENARIOS = (
              poison, lambda p: 3, {"poison_after": POISON_AFTER, "delivery_limit": POISON_DELIVERY_LIMIT}),
     Scenario("malformed", "malformed, oversize, unknown and tampered (forged/altered taskId) messages",
              bad_messages, lambda p: 3),
+    Scenario("hostile", "forged inner messages and http commands on the broker, NUL/int32/no-key/broken-body "
+             "requests to the gateway, among healthy processes", lambda run: _hostile(run), lambda p: 2),
 )
+
+
+async def _hostile(run: Run) -> None:
+    from chaos.hostile import hostile  # it builds on this module's helpers
+
+    await hostile(run)
 SCENARIO_NAMES = tuple(s.name for s in SCENARIOS)
 
 
