@@ -3,8 +3,8 @@
 Each scenario runs on its own schema and queue prefix with its own worker and services subprocesses:
 random worker SIGKILLs, a RabbitMQ connection drop and a PostgreSQL restart (``-m immediate``), a frozen
 worker whose late writes are refused, duplicated/stale messages, poison messages, malformed and tampered
-messages, an attacker on the broker and the gateway. Nothing may be lost or applied twice (witnessed by the ledger trigger and the effects table),
-and each scenario's own expectations must hold. The restart scenario stops and starts the local
+messages, an attacker on the broker and the gateway. Nothing may be lost or applied twice (witnessed by
+the ledger trigger and the effects table), and each scenario's own expectations must hold. The restart scenario stops and starts the local
 PostgreSQL, so it needs ``pg_ctlcluster``/``rabbitmqctl`` and servers on this machine.
 """
 
