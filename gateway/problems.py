@@ -17,6 +17,7 @@ import structlog
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from framework.errors import (
@@ -52,6 +53,39 @@ _STATUS_BY_ERROR: tuple[tuple[type[StageflowError], int], ...] = (
     (InfrastructureError, 503),
     (ConfigurationError, 500),
 )
+
+
+class Problem(BaseModel):
+    """An RFC 9457 problem, as every error response of the gateway is."""
+
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str | None = None
+    error: str | None = Field(None, description="the error's name, e.g. InvalidInputError")
+    hint: str | None = Field(None, description="how to fix it, where there is a way")
+    errors: list[dict[str, str]] | None = Field(None, description="422: each bad field (in, field, message)")
+
+
+_MEANINGS = {
+    401: "no API key, or one the gateway does not know",
+    403: "a read key for an action that needs an operate key",
+    404: "no such process, case, job or schedule",
+    409: "the action conflicts with the current state (a taken client key, a finished process, a running job)",
+    413: "the request body is over STAGEFLOW_GATEWAY_MAX_BODY_BYTES",
+    422: "invalid input (each bad field named), a NUL character, a number out of range, data the store refuses",
+    503: "the store or the broker is unavailable; try again",
+}
+
+
+def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """The OpenAPI ``responses`` of the problems a route really sends (``application/problem+json``)."""
+    schema = {"$ref": "#/components/schemas/Problem"}
+    return {status: {"model": Problem, "description": _MEANINGS[status], "content": {MEDIA_TYPE: {"schema": schema}}}
+            for status in statuses}
+
+
+KEYED = problem_responses(401, 403, 422, 503)  # every route that needs a key
 
 
 class BodyTooLarge(HTTPException):
@@ -100,6 +134,8 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400:  # FastAPI's "error parsing the body" (not UTF-8): a broken body, like bad JSON
+            return problem(422, "the request body is not valid JSON text", error="RequestValidationError")
         detail = exc.detail if isinstance(exc.detail, str) else None
         return problem(exc.status_code, detail, headers=exc.headers)
 

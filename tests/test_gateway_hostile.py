@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from framework import Settings
+from framework import InvalidInputError, Settings
 from tests.support.gateway import READ_KEY, Gateway, open_gateway
 
 pytestmark = pytest.mark.integration
@@ -71,7 +71,26 @@ async def test_a_reason_or_input_the_store_refuses_is_a_422_that_changes_nothing
     count = await gw.process_count()
     started = await gw.client.post(ORDER, json=bad_input)
     assert started.status_code == 422 and not any(leak in started.text for leak in LEAKS), started.text
+    for body in ({"from_stage": "a\u0000"}, {"case": "\u0000"}, {"failed_stage": "x\u0000y"}):
+        job = await gw.client.post("/processes/reprocess", json=body)
+        assert job.status_code == 422, job.text
+    assert (await gw.client.get("/jobs")).json()["items"] == []
+    not_utf8 = await gw.client.post(ORDER, content=b"\xff\xfe{", headers={"Content-Type": "application/json"})
+    assert not_utf8.status_code == 422, not_utf8.text
+    nul_order = {"order_id": "W\u0000", "desired_date": "2026-12-02"}
+    webhook = await gw.client.post("/webhooks/ecommerce_order", json=nul_order)
+    assert webhook.status_code == 422 and not any(leak in webhook.text for leak in LEAKS), webhook.text
     assert await gw.process_count() == count
+
+
+async def test_an_operators_data_the_store_refuses_changes_nothing_from_python_too(gw: Gateway) -> None:
+    # The gateway refuses a NUL before any write; flow.operations must not charge it to the stage either.
+    pid = await _started(gw)
+    before = await gw.flow.get(pid)
+    with pytest.raises(InvalidInputError, match="cannot keep"):
+        await gw.flow.operations.cancel(pid, reason="stop\u0000now")
+    after = await gw.flow.get(pid)
+    assert (after.status, after.version, after.error) == (before.status, before.version, None)
 
 
 async def test_the_key_is_checked_before_the_body_is_read(gw: Gateway) -> None:
@@ -101,3 +120,23 @@ async def test_callers_without_a_key_learn_nothing_internal(gw: Gateway) -> None
     unknown = await gw.client.post("/cases/no_such_case/processes", json={"input": {}})
     assert unknown.status_code == 404 and "no_such_case" in unknown.text
     assert not any(name in unknown.text for name in ("ecommerce_order", "jumper", "five_calls")), unknown.text
+
+
+async def test_the_schema_documents_the_problems_each_route_sends(gw: Gateway) -> None:
+    schema = (await gw.client.get("/openapi.json")).json()
+    problem = {"$ref": "#/components/schemas/Problem"}
+    expected = {
+        ("post", "/cases/{case}/processes"): {"401", "403", "404", "409", "413", "422", "503"},
+        ("post", "/processes/{process_id}/cancel"): {"401", "403", "404", "409", "413", "422", "503"},
+        ("get", "/processes/{process_id}/items"): {"401", "403", "404", "422", "503"},
+        ("get", "/processes"): {"401", "403", "422", "503"},
+        ("post", "/jobs/{job_id}/resume"): {"401", "403", "404", "409", "413", "422", "503"},
+        ("post", "/schedules/{name}/pause"): {"401", "403", "404", "413", "422", "503"},
+        ("get", "/readyz"): {"422", "503"},
+    }
+    for (method, path), statuses in expected.items():
+        responses = schema["paths"][path][method]["responses"]
+        assert {s for s in responses if s.startswith(("4", "5"))} == statuses, (method, path, sorted(responses))
+        for status in statuses:
+            assert responses[status]["content"]["application/problem+json"]["schema"] == problem, (path, status)
+    assert "HTTPValidationError" not in schema["components"]["schemas"]  # FastAPI's own 422 shape is not sent

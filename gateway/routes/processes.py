@@ -16,10 +16,13 @@ from framework.state import FanOutWait
 from framework.store.base import ProcessFilter
 from gateway.auth import ApiKeys, Role
 from gateway.models import ItemStatus, StartRequest, StatusFilter
+from gateway.problems import KEYED, problem_responses
 from gateway.routes import flow_of
 from gateway.views import decode_cursor, encode_cursor, epoch, item_view, process_view
 
 Flow = Annotated[Stageflow, Depends(flow_of)]
+STARTS = problem_responses(404, 409, 413)
+NOT_FOUND = problem_responses(404)
 INT32_MAX = 2**31 - 1  # the store's integer columns: a larger number is a 422, not a driver error
 
 
@@ -29,11 +32,11 @@ def _started(doc: ProcessDocument, created: bool, response: Response) -> dict[st
 
 
 def router(keys: ApiKeys) -> APIRouter:
-    api = APIRouter(tags=["processes"])
+    api = APIRouter(tags=["processes"], responses=KEYED)
     read = [Depends(keys.require(Role.READ))]
     operate = [Depends(keys.require(Role.OPERATE))]
 
-    @api.post("/cases/{case}/processes", status_code=201, dependencies=operate,
+    @api.post("/cases/{case}/processes", status_code=201, dependencies=operate, responses=STARTS,
               summary="Start a process (200 if the client key already started one with the same input)")
     async def start_process(case: str, request: StartRequest, response: Response, flow: Flow) -> dict[str, Any]:
         doc, created = await flow.engine.start_process(
@@ -41,7 +44,7 @@ def router(keys: ApiKeys) -> APIRouter:
         )
         return _started(doc, created, response)
 
-    @api.post("/webhooks/{case}", status_code=201, dependencies=operate,
+    @api.post("/webhooks/{case}", status_code=201, dependencies=operate, responses=STARTS,
               summary="Start a process from a webhook body, mapped by the case's from_webhook")
     async def webhook(case: str, body: Annotated[dict[str, Any], Body()], response: Response,
                       flow: Flow) -> dict[str, Any]:
@@ -63,7 +66,7 @@ def router(keys: ApiKeys) -> APIRouter:
 
     # The most frequent read (status polling): the view is plain JSON data, so it is encoded here and
     # returned as is, skipping the response model's validation; response_model only documents it.
-    @api.get("/processes/{process_id}", dependencies=read, response_model=dict[str, Any],
+    @api.get("/processes/{process_id}", dependencies=read, response_model=dict[str, Any], responses=NOT_FOUND,
              summary="A process: status, stage, progress, data, result, error, timings, history, waiting")
     async def get_process(process_id: str, flow: Flow) -> Response:
         doc, history = await flow.get_with_history(process_id)
@@ -74,7 +77,7 @@ def router(keys: ApiKeys) -> APIRouter:
             view["fan_out"] = state.counts() if state else None
         return Response(orjson.dumps(view), media_type="application/json")
 
-    @api.get("/processes/{process_id}/items", dependencies=read,
+    @api.get("/processes/{process_id}/items", dependencies=read, responses=NOT_FOUND,
              summary="The items of a fan-out (default: the one the process waits on), in index order, with a cursor")
     async def list_items(
         process_id: str,
