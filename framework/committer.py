@@ -54,8 +54,10 @@ class Committer:
                 message = "the request holds data the store cannot keep (e.g. a NUL character); nothing was changed"
                 raise InvalidInputError(message, errors=[{"field": "(body)", "message": message}],
                                         process_id=doc.process_id) from None
+            # The driver's own text stays in the log: the reason is served by the status API.
+            log.warning("stage data refused by the store", process_id=doc.process_id, error=str(exc))
             reason = (f"stage data is not JSON-serialisable: {exc}" if isinstance(exc, orjson.JSONEncodeError)
-                      else f"stage data cannot be stored: {exc}")
+                      else "stage data cannot be stored: the store refused it (e.g. a NUL character)")
             now = self._clock.now()
             plan = self._planner.failure(doc, plan.entry.stage or doc.stage or "(none)", reason, retryable=False,
                                          started=now, now=now)
