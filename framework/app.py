@@ -21,6 +21,7 @@ from framework.observers import Observer
 from framework.operations import Operations
 from framework.scheduler import Scheduler
 from framework.settings import Settings
+from framework.signals import Delivery, Signals
 from framework.store.base import ProcessStore
 from framework.taskid import TaskIdSigner
 from framework.wiring import broker_from_settings, cases_from_settings, store_from_settings
@@ -48,6 +49,7 @@ class Stageflow:
             process_ttl_s=self.settings.process_ttl_s, observers=observers,
         )
         self.operations = Operations(self.engine)
+        self.signals = Signals(self.engine)
 
     @classmethod
     def from_settings(
@@ -115,6 +117,16 @@ class Stageflow:
         if found is None:
             raise _not_found(process_id)
         return found
+
+    async def get_by_key(self, case: str, client_key: str) -> ProcessDocument:
+        """The process of ``case`` started with ``client_key``; ``ProcessNotFoundError`` if there is none."""
+        return await self.signals.find(case, client_key)
+
+    async def send_event(self, process_id: str, name: str, data: Any = None, *,
+                         event_id: str | None = None) -> Delivery:
+        """Deliver the event ``name`` to a process: it resumes the ``ctx.wait_for(name)`` it waits in, or is kept
+        for a later one. The same ``event_id`` twice changes nothing the second time."""
+        return await self.signals.send(process_id, name, data, event_id=event_id)
 
     @property
     def schedules(self) -> Scheduler:

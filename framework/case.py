@@ -13,7 +13,7 @@ import difflib
 import inspect
 import re
 import textwrap
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from framework.errors import CaseDefinitionError, InvalidInputError
 from framework.policies import NO_RETRY, Retry
 from framework.schedules import Schedule
+from framework.search import check_declaration
 
 if TYPE_CHECKING:
     from framework.context import StageContext
@@ -120,6 +121,7 @@ class BusinessCase:
     reply_timeout_s: ClassVar[float | None] = None  # default wait for a service reply (None: no limit)
     stages: ClassVar[tuple[StageSpec, ...]] = ()
     schedules: ClassVar[Sequence[Schedule]] = ()  # start a process on each tick (see framework.schedules)
+    search_attributes: ClassVar[Mapping[str, type]] = {}  # typed, indexed values stages set (framework.search)
     _stage_by_name: ClassVar[dict[str, StageSpec]] = {}
 
     def __init_subclass__(cls, *, abstract: bool = False, **kwargs: Any) -> None:
@@ -131,6 +133,7 @@ class BusinessCase:
         _validate_case(cls)
         cls._stage_by_name = {spec.name: spec for spec in cls.stages}
         cls.schedules = tuple(_bind_schedule(cls, schedule) for schedule in cls.schedules)
+        cls.search_attributes = check_declaration(cls.__name__, cls.search_attributes)
 
     @classmethod
     def stage_named(cls, name: str) -> StageSpec | None:

@@ -16,6 +16,7 @@ import click
 import orjson
 import pydantic
 
+from framework.cli_signals import event, lookup
 from framework.errors import StageflowError
 from framework.loops import loop_factory
 from framework.settings import Settings
@@ -175,18 +176,23 @@ def show(process_id: str) -> None:
               type=click.Choice(["running", "waiting", "retrying", "completed", "failed", "cancelled"]),
               help="only this status (retrying: waiting to try a stage or call again)")
 @click.option("--failed-stage", default=None, help="only processes that failed at this stage")
+@click.option("--search", multiple=True, help="name=value: a search attribute of --case (repeatable)")
 @click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 10_000))
-def list_processes(case: str | None, status: str | None, failed_stage: str | None, limit: int) -> None:
+def list_processes(case: str | None, status: str | None, failed_stage: str | None, search: tuple[str, ...],
+                   limit: int) -> None:
     """List processes, newest first: id, case, status, stage, progress, created (UTC)."""
     from datetime import UTC, datetime
 
+    from framework.search import parse_filters
     from framework.store.base import ProcessFilter
 
     async def main() -> list[tuple[dict[str, Any], int, int]]:
         from framework.app import Stageflow
 
-        where = ProcessFilter(case=case, status=status, failed_stage=failed_stage)
         async with Stageflow.from_settings(Settings()) as flow:
+            declared = flow.engine.cases.latest(case).search_attributes if case and search else {}
+            where = ProcessFilter(case=case, status=status, failed_stage=failed_stage,
+                                  search=parse_filters(declared, search, case=case))
             items: list[dict[str, Any]] = []
             after = None
             while len(items) < limit:
@@ -410,6 +416,10 @@ def pause_schedule(name: str) -> None:
 def resume_schedule(name: str) -> None:
     """Fire schedule NAME again from its next tick (ticks during the pause are not fired)."""
     click.echo(_schedule_line(_run(_schedules("resume", name))))
+
+
+cli.add_command(event)
+cli.add_command(lookup)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -59,7 +59,7 @@ class Committer:
             reason = (f"stage data is not JSON-serialisable: {exc}" if isinstance(exc, orjson.JSONEncodeError)
                       else "stage data cannot be stored: the store refused it (e.g. a NUL character)")
             now = self._clock.now()
-            plan = self._planner.failure(doc, plan.entry.stage or doc.stage or "(none)", reason, retryable=False,
+            plan = self._planner.failure(doc, plan.entry.get("stage") or doc.stage or "(none)", reason, retryable=False,
                                          started=now, now=now)
             committed = await self._write(doc, plan)
         new = plan.doc
@@ -67,8 +67,8 @@ class Committer:
             log.debug("transition lost the race", process_id=doc.process_id, version=doc.version)
             return False
         # debug, not info: one line per transition costs ~50 us (console) and the history table has them all
-        log.debug("transition", process_id=doc.process_id, case=doc.case, stage=plan.entry.stage,
-                  version=new.version, outcome=plan.entry.event)
+        log.debug("transition", process_id=doc.process_id, case=doc.case, stage=plan.entry.get("stage"),
+                  version=new.version, outcome=plan.entry.get("event"))
         if self._observers:
             self._observers.emit(Observer.transition_committed, new, plan.entry)
             if isinstance(new.waiting, RetryWait | ResendWait):
@@ -77,7 +77,7 @@ class Committer:
         return True
 
     async def _write(self, doc: ProcessDocument, plan: Plan) -> bool:
-        new, entry = plan.doc, plan.entry.as_record()
+        new, entry = plan.doc, plan.entry
         due_at = new.due_at(self._relay_grace_s)
         if plan.fan_out is not None:
             return await self._store.commit_fan_out(new, entry, expected_version=doc.version, due_at=due_at,

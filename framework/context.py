@@ -6,6 +6,8 @@ engine turns that outcome into the next state of the process document and the me
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -14,9 +16,14 @@ from pydantic import BaseModel
 
 from framework.errors import StageError
 from framework.fanout import FanIn
-from framework.state import Failure, ServiceReply
+from framework.state import Event, Failure, ServiceReply
 
-__all__ = ["Call", "Complete", "Fail", "FanOut", "Next", "Outcome", "ServiceReply", "StageContext", "Wait"]
+__all__ = ["Call", "Complete", "Fail", "FanOut", "Next", "Outcome", "ServiceReply", "StageContext", "Wait", "WaitFor"]
+
+EVENT_NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,100}$")
+APPROVAL_PREFIX = "approval:"  # a blueprint approval step waits for the event "approval:<step>"
+DEFAULT_TOKEN_EXPIRY_S = 7 * 86400.0
+TokenMaker = Callable[[str, float], str]  # (event name, expires_at) -> a signed callback token
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +67,15 @@ class FanOut:
     timeout_s: float | None
 
 
-Outcome = Next | Call | Wait | Complete | Fail | FanOut
+@dataclass(frozen=True, slots=True)
+class WaitFor:
+    name: str
+    resume: str | None = None
+    timeout_s: float | None = None
+    token: bool = False
+
+
+Outcome = Next | Call | Wait | Complete | Fail | FanOut | WaitFor
 
 
 @dataclass(slots=True)
@@ -72,7 +87,9 @@ class StageContext:
     JSON-serialisable. ``reply`` holds the service reply when this stage was resumed by one. ``attempt``
     is 1 on the first try of this stage and counts up on retries. ``failure`` describes the failure
     that led here when this stage is an ``on_failed`` path. ``fan_in`` holds the joined results when this
-    stage resumes a ``fan_out``.
+    stage resumes a ``fan_out``. ``event`` holds the event when a ``wait_for`` resumed this stage. ``search``
+    holds the process's search attributes (those the case declares): set one and it is committed, typed and
+    indexed, with the transition.
     """
 
     process_id: str
@@ -86,6 +103,9 @@ class StageContext:
     attempt: int = 1
     failure: Failure | None = None
     fan_in: FanIn | None = None
+    event: Event | None = None
+    search: dict[str, Any] = field(default_factory=dict)
+    tokens: TokenMaker | None = field(default=None, repr=False)
     outcome: Outcome | None = field(default=None, init=False)
 
     def next(self, stage: str | None = None) -> None:
@@ -138,6 +158,32 @@ class StageContext:
                              stage=self.stage)
         self._set(FanOut(items, api, case, max_in_flight, tolerate, first, resume, timeout_s))
 
+    def wait_for(
+        self, name: str, *, timeout_s: float | None = None, resume: str | None = None, token: bool = False
+    ) -> str | None:
+        """Wait for the event ``name`` (``flow.send_event``, ``POST /processes/{id}/events/{name}``), then run
+        the next stage (or ``resume``) with ``ctx.event``. An event that came before the wait is taken at once.
+
+        ``timeout_s`` bounds the wait: on expiry the stage's retry policy runs it again, then its failure path
+        applies. ``token=True`` returns a signed single-use callback token (``POST /callbacks/{token}``) that
+        expires with the wait (or after 7 days); else None.
+        """
+        _check_event_name(name, self.stage)
+        if timeout_s is not None and not timeout_s > 0:
+            raise StageError(f"wait_for(timeout_s={timeout_s!r}) must be a positive number of seconds",
+                             stage=self.stage)
+        self._set(WaitFor(name, resume, timeout_s, token))
+        return self.callback_token(name, expires_s=timeout_s or DEFAULT_TOKEN_EXPIRY_S) if token else None
+
+    def callback_token(self, name: str, *, expires_s: float = DEFAULT_TOKEN_EXPIRY_S) -> str:
+        """A signed single-use token that delivers the event ``name`` to this process through
+        ``POST /callbacks/{token}`` (no API key): hand it to a third party, e.g. in a ``ctx.call`` payload,
+        and ``wait_for(name)`` in a later stage. It expires after ``expires_s``."""
+        _check_event_name(name, self.stage)
+        if self.tokens is None:
+            raise StageError("callback tokens need the engine's signer", stage=self.stage)
+        return self.tokens(name, self.now + float(expires_s))
+
     def complete(self, result: Any = None) -> None:
         """End the process successfully with ``result``."""
         self._set(Complete(result))
@@ -150,9 +196,15 @@ class StageContext:
         if self.outcome is not None:
             raise StageError(
                 f"stage {self.stage!r} chose two outcomes ({self.outcome} then {outcome})",
-                hint="a stage ends with exactly one of next(), call(), wait(), fan_out(), complete() or fail()",
+                hint="a stage ends with exactly one of next(), call(), wait(), wait_for(), fan_out(), complete() "
+                "or fail()",
                 case=self.case,
                 stage=self.stage,
                 process_id=self.process_id,
             )
         self.outcome = outcome
+
+
+def _check_event_name(name: object, stage: str) -> None:
+    if not isinstance(name, str) or not EVENT_NAME.match(name):
+        raise StageError(f"event name {name!r} must be 1-100 letters, digits or _ . : -", stage=stage)

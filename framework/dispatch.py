@@ -2,6 +2,7 @@
 
 * ``RunStage`` runs a stage that is due, or fires the wait its process is in (a timer, a retry, a re-send,
   a reply deadline, a fan-out's join);
+  or an event's deadline;
 * ``Reply`` resumes the stage waiting for it, or fails the call (to be retried, or for good);
 * ``StartChild`` and ``ItemDone`` go to the fan-out coordinator.
 
@@ -26,6 +27,7 @@ from framework.observers import Observer, Observers
 from framework.planner import Planner
 from framework.stages import StageRunner
 from framework.state import (
+    EventWait,
     FanOutWait,
     ReplyResumed,
     ResendWait,
@@ -101,6 +103,8 @@ class Dispatcher:
                 await self._committer.commit(doc, self._planner.resend(doc, wait, now=now))
             case ServiceWait():  # the reply deadline passed
                 await self._committer.commit(doc, self._planner.reply_overdue(doc, wait, now=now))
+            case EventWait():  # the event's deadline passed
+                await self._committer.commit(doc, self._planner.event_overdue(doc, wait, now=now))
 
     async def _reply(self, message: Reply, redelivered: bool) -> None:
         """A reply applies while the process waits for its taskId (also while a re-send of the same command is

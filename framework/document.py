@@ -16,12 +16,12 @@ from typing import Any
 
 import orjson
 
-from framework.state import Failure, Wait, due_time, wait_from_json
+from framework.state import Event, Failure, Wait, due_time, wait_from_json
 
 
 class Status(enum.StrEnum):
     RUNNING = "running"  # a stage is due or being run
-    WAITING = "waiting"  # for a service reply, a timer (wait, retry backoff, start date) or a re-send
+    WAITING = "waiting"  # for a service reply, a timer (wait, retry backoff, start date), a re-send or an event
     COMPLETED = "completed"
     FAILED = "failed"
     CANCELLED = "cancelled"
@@ -71,6 +71,8 @@ class ProcessDocument:
     failures: list[Failure] = field(default_factory=list)  # failures the process went on from
     parent: ParentRef | None = None  # a child process: its place in its parent's fan-out
     outbox: list[OutboxMessage] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)  # events received (``framework.signals``), bounded
+    search: dict[str, Any] = field(default_factory=dict)  # search attributes (``framework.search``)
 
     def to_json(self) -> bytes:
         return orjson.dumps(self)  # orjson serialises (slotted) dataclasses and str enums natively
@@ -84,6 +86,7 @@ class ProcessDocument:
         if data["error"] is not None:
             data["error"] = Failure.from_json(data["error"])
         data["failures"] = [Failure.from_json(f) for f in data["failures"]]
+        data["events"] = [Event(**e) for e in data.get("events", ())]  # absent in older documents
         if data["parent"] is not None:
             data["parent"] = ParentRef(**data["parent"])
         return cls(**data)

@@ -24,6 +24,7 @@ from datetime import datetime
 from typing import Any
 
 from framework.broker.base import Broker
+from framework.callbacks import CallbackTokens
 from framework.case import BusinessCase
 from framework.clock import Clock, SystemClock
 from framework.committer import Committer
@@ -31,7 +32,7 @@ from framework.coordinator import FanOutCoordinator
 from framework.dispatch import Dispatcher
 from framework.document import ProcessDocument
 from framework.due import DueWork
-from framework.inbound import Inbound, InboundParser
+from framework.inbound import InboundParser
 from framework.messages import DEFAULT_MAX_MESSAGE_BYTES
 from framework.observers import Observer, Observers
 from framework.planner import Plan, Planner
@@ -67,7 +68,7 @@ class Engine:
         self.signer = signer
         self.clock = clock or SystemClock()
         self.observers = Observers(observers)
-        self.messages = MessageSigner(signer.keys)  # signs inner messages as they leave (framework.signing)
+        self.messages = MessageSigner(signer.secret_keys)  # signs inner messages as they leave (framework.signing)
         self.inbound = InboundParser(signer, max_message_bytes=max_message_bytes)
         self.planner = Planner(self.cases, signer, max_message_bytes=max_message_bytes)
         self.committer = Committer(
@@ -77,8 +78,9 @@ class Engine:
         )
         self.start_process = Starter(store=store, planner=self.planner, committer=self.committer, clock=self.clock,
                                      relay_grace_s=relay_grace_s, observers=self.observers)
+        self.callbacks = CallbackTokens(signer.secret_keys)
         stages = StageRunner(planner=self.planner, committer=self.committer, clock=self.clock,
-                             observers=self.observers)
+                             observers=self.observers, tokens=self.callbacks)
         fanouts = FanOutCoordinator(
             documents=store, items=store, signer=signer, planner=self.planner, committer=self.committer, stages=stages,
             starter=self.start_process, clock=self.clock, relay_grace_s=relay_grace_s,
@@ -89,6 +91,11 @@ class Engine:
                                    clock=self.clock)
         self.schedules = Scheduler(store=store, clock=self.clock, start=self.start_process,
                                    schedules=collect_schedules(self.cases))
+        # ``apply(message, redelivered=)`` applies one parsed message (``MessageError``/``UnknownCaseError``: park
+        # it); ``condemn(message, reason)`` fails what a poison message belongs to. Bound once, not wrapped: the
+        # worker calls them per message, and a wrapper would add a coroutine frame to each.
+        self.apply = self._dispatcher.apply
+        self.condemn = self._poison.condemn
         self._due = DueWork(store=store, committer=self.committer, fanouts=fanouts, schedules=self.schedules,
                             clock=self.clock, relay_grace_s=relay_grace_s, observers=self.observers)
 
@@ -104,14 +111,6 @@ class Engine:
         """
         doc, _ = await self.start_process(case, input, client_key=client_key, start_at=start_at)
         return doc
-
-    async def apply(self, message: Inbound, *, redelivered: bool = False) -> None:
-        """Apply one parsed message (see ``Dispatcher.apply``); ``MessageError``/``UnknownCaseError``: park it."""
-        await self._dispatcher.apply(message, redelivered=redelivered)
-
-    async def condemn(self, message: Inbound, reason: str) -> None:
-        """``message`` is poison: fail what it belongs to (the worker parks it)."""
-        await self._poison.condemn(message, reason)
 
     async def commit(self, doc: ProcessDocument, plan: Plan) -> bool:
         """Commit an operator's planned transition of ``doc``; False if the document moved on, and

@@ -109,3 +109,11 @@ class StoreError(InfrastructureError):
 class UnstorableDataError(StageflowError):
     """The store refused a document for what it holds, not for being unreachable (e.g. PostgreSQL's jsonb has no
     NUL character): retrying cannot help, so it is not an ``InfrastructureError``."""
+
+
+class CallbackTokenError(StageflowError):
+    """A callback token that is forged, altered or unreadable, or (``expired``) whose time is up."""
+
+    def __init__(self, message: str, *, expired: bool = False, **context: Any) -> None:
+        super().__init__(message, **context)
+        self.expired = expired

@@ -46,7 +46,7 @@ Inbound = RunStage | StartChild | ItemDone | Reply
 class InboundParser:
     def __init__(self, signer: TaskIdSigner, *, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> None:
         self._signer = signer
-        self._messages = MessageSigner(signer.keys)
+        self._messages = MessageSigner(signer.secret_keys)
         self._max_bytes = max_message_bytes
 
     def inner(self, body: bytes) -> Inbound:

@@ -7,6 +7,7 @@ races a worker into a half-written state; messages still in flight for the old v
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -22,7 +23,9 @@ from framework.errors import (
     ProcessStateError,
     StageflowError,
 )
+from framework.fanout import child_process_id
 from framework.planner import RETRYABLE_STATUSES, Plan
+from framework.state import FanOutWait
 from framework.store.base import ProcessFilter
 
 log = structlog.get_logger("stageflow.operations")
@@ -46,9 +49,27 @@ class Operations:
         self.engine = engine
 
     async def cancel(self, process_id: str, *, reason: str = "cancelled by an operator") -> ProcessDocument:
-        """Cancel a process that has not finished. Pending messages and timers of it become no-ops."""
+        """Cancel a process that has not finished. Pending messages and timers of it become no-ops. A process
+        waiting on a fan-out cascades: its pending and running items are cancelled (none starts after this),
+        and so are its running child processes (and theirs)."""
         planner, clock = self.engine.planner, self.engine.clock
-        return await self._transition(process_id, lambda doc: planner.cancel(doc, reason, now=clock.now()))
+        before: list[ProcessDocument] = []
+
+        def plan(doc: ProcessDocument) -> Plan:
+            before[:] = [doc]
+            return planner.cancel(doc, reason, now=clock.now())
+
+        cancelled = await self._transition(process_id, plan)
+        wait = before[0].waiting
+        if isinstance(wait, FanOutWait):
+            for item in await self.engine.store.cancel_items(process_id, wait.group, now=clock.now()):
+                if "case" not in item.spec:
+                    continue
+                # Not started (it never will be: the item is cancelled), or finished already: nothing to do.
+                with contextlib.suppress(ProcessNotFoundError, ProcessStateError):
+                    await self.cancel(child_process_id(process_id, wait.group, item.index),
+                                      reason=f"parent process {process_id} cancelled: {reason}"[:1000])
+        return cancelled
 
     async def retry(
         self, process_id: str, *, from_stage: str | None = None, input: Any = None

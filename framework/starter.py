@@ -46,7 +46,7 @@ class Starter:
                                    parent=parent, start_at=epoch(start_at))
         doc = plan.doc
         try:
-            stored, created = await self._store.create(doc, plan.entry.as_record(),
+            stored, created = await self._store.create(doc, plan.entry,
                                                        due_at=doc.due_at(self._relay_grace_s))
         except UnstorableDataError as exc:  # e.g. a NUL character, which PostgreSQL cannot keep
             log.info("input refused by the store", case=doc.case, error=str(exc))  # the driver's text stays here

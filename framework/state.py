@@ -5,14 +5,14 @@ on the type, so the type checker finds every place a new kind must be handled. O
 a wait is JSON with a ``kind`` tag (``to_json``/``wait_from_json``); the tags and keys are the ones the status
 API has always shown, so a stored document of an older release reads back unchanged.
 
-``Resumed`` is what resumed a stage (a service reply, a fan-in, a failure): a retry of the stage carries it in
+``Resumed`` is what resumed a stage (a service reply, a fan-in, an event, a failure): a retry of the stage carries it in
 its ``RetryWait``, so every attempt of a stage sees what the first one saw (DESIGN.md, point 7).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Any, Literal, Required, TypedDict
 
 from framework.errors import MessageError
 
@@ -44,6 +44,21 @@ class Failure:
         return cls(**data)
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Event:
+    """An external event delivered to a process (``send_event``, a callback): kept on the document's record.
+
+    ``consumed`` is the version of the transition whose wait took it (None: kept, not waited for yet);
+    ``ok`` is False for a callback that reported a failure."""
+
+    name: str
+    id: str
+    data: Any
+    at: float
+    ok: bool = True
+    consumed: int | None = None
+
+
 # -- what resumed a stage --------------------------------------------------------------------------------
 
 
@@ -69,7 +84,15 @@ class FailureResumed:
     failure: Failure
 
 
-Resumed = ReplyResumed | JoinResumed | FailureResumed
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EventResumed:
+    """A ``wait_for`` took ``event``: the resumed stage sees it as ``ctx.event``."""
+
+    kind: Literal["event"] = "event"
+    event: Event
+
+
+Resumed = ReplyResumed | JoinResumed | FailureResumed | EventResumed
 
 
 def resumed_from_json(data: dict[str, Any] | None) -> Resumed | None:
@@ -82,6 +105,8 @@ def resumed_from_json(data: dict[str, Any] | None) -> Resumed | None:
             return JoinResumed(group=group)
         case {"kind": "failure", "failure": dict(failure)}:
             return FailureResumed(failure=Failure.from_json(failure))
+        case {"kind": "event", "event": dict(event)}:
+            return EventResumed(event=Event(**event))
     raise MessageError(f"unreadable resumption {data!r}")
 
 
@@ -162,11 +187,25 @@ class FanOutWait:
     timeout_s: float | None = None
 
 
-Wait = TimerWait | RetryWait | ServiceWait | ResendWait | FanOutWait
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EventWait:
+    """``from_stage`` waits for the event ``name`` (``ctx.wait_for``); it resumes ``resume``. Optional deadline."""
+
+    kind: Literal["event"] = "event"
+    name: str
+    resume: str
+    from_stage: str
+    since: float
+    deadline: float | None = None
+    timeout_s: float | None = None
+    token: bool = False  # a callback token was handed out for it
+
+
+Wait = TimerWait | RetryWait | ServiceWait | ResendWait | FanOutWait | EventWait
 CallWait = ServiceWait | ResendWait  # a wait a service reply can end
 
-_WAIT_TYPES: dict[str, type[ServiceWait] | type[ResendWait] | type[FanOutWait]] = {
-    "service": ServiceWait, "resend": ResendWait, "fan_out": FanOutWait,
+_WAIT_TYPES: dict[str, type[ServiceWait] | type[ResendWait] | type[FanOutWait] | type[EventWait]] = {
+    "service": ServiceWait, "resend": ResendWait, "fan_out": FanOutWait, "event": EventWait,
 }
 
 
@@ -197,7 +236,7 @@ def due_time(wait: Wait | None) -> float | None:
     match wait:
         case TimerWait(until=until) | RetryWait(until=until) | ResendWait(until=until):
             return until
-        case ServiceWait(deadline=deadline) | FanOutWait(deadline=deadline):
+        case ServiceWait(deadline=deadline) | FanOutWait(deadline=deadline) | EventWait(deadline=deadline):
             return deadline
     return None
 
@@ -207,7 +246,8 @@ def fire_target(wait: Wait | None) -> str | None:
     match wait:
         case TimerWait(stage=stage) | RetryWait(stage=stage):
             return stage
-        case ServiceWait(resume=resume) | ResendWait(resume=resume) | FanOutWait(resume=resume):
+        case ServiceWait(resume=resume) | ResendWait(resume=resume) | FanOutWait(resume=resume) \
+                | EventWait(resume=resume):
             return resume
     return None
 
@@ -220,28 +260,22 @@ def is_retrying(wait: Wait | None) -> bool:
 # -- history -----------------------------------------------------------------------------------------------
 
 
-@dataclass(slots=True, kw_only=True)
-class HistoryEntry:
-    """One transition in the process's history. Only the fields an event has are written (``as_record``)."""
+class HistoryEntry(TypedDict, total=False):
+    """One transition in the process's history, as the store keeps it: only the keys an event has. A typed
+    dict, not a dataclass: it is written once per transition and goes to the store as it is."""
 
-    version: int
+    version: Required[int]
+    at: Required[float]
     stage: str | None
-    at: float
-    event: str = ""
-    duration_ms: float | None = None
-    to: str | None = None
-    api: str | None = None
-    until: float | None = None
-    attempt: int | None = None
-    error: str | None = None
-    reason: str | None = None
-    items: int | None = None
-    start_at: float | None = None
-    input_changed: bool | None = None
-    completed: bool | None = None  # a failure path that ended the process (no stage left to go to)
-
-    def as_record(self) -> dict[str, Any]:
-        return {name: value for name in _ENTRY_FIELDS if (value := getattr(self, name)) is not None}
-
-
-_ENTRY_FIELDS = tuple(f.name for f in fields(HistoryEntry))
+    event: str
+    duration_ms: float
+    to: str
+    api: str
+    until: float
+    attempt: int
+    error: str
+    reason: str
+    items: int
+    start_at: float
+    input_changed: bool
+    completed: bool  # a failure path that ended the process (no stage left to go to)

@@ -24,7 +24,7 @@ from gateway.cache import Refreshed
 from gateway.guard import Guard
 from gateway.limits import BodySizeLimit
 from gateway.metrics import GatewayMetrics, RequestMetrics
-from gateway.routes import actions, admin, jobs, processes, schedules, system
+from gateway.routes import actions, admin, jobs, processes, schedules, signals, system
 from gateway.views import STATS_SAMPLE
 
 STATS_MAX_AGE_S = 60.0  # an older cached count is not served: the request waits for a new one
@@ -85,6 +85,6 @@ def create_app(flow: Stageflow | None = None, settings: Settings | None = None) 
     app.add_middleware(BodySizeLimit, max_bytes=settings.gateway_max_body_bytes)
     app.add_middleware(Guard, keys=keys)  # the key before anything else looks at the request
     app.add_middleware(RequestMetrics, metrics=app.state.metrics)  # outermost: refused requests count too
-    for module in (processes, actions, jobs, system, admin, schedules):
+    for module in (processes, actions, jobs, system, admin, schedules, signals):
         app.include_router(module.router(keys))
     return app

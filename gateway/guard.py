@@ -1,10 +1,10 @@
 """The first check of every request, before anything reads its body: the API key, then NUL characters.
 
 The key comes first, so a caller without one learns nothing (not even that its body is broken): ``GET`` and
-``HEAD`` need a read key, anything else an operate key; only ``/healthz``, ``/readyz`` and the admin page's
-own files need none. The routes check their role again (and document it in the schema). A NUL character in a
-path or query parameter is refused with a 422 here, once: PostgreSQL's text cannot hold one, so no query or
-id lookup ever sees it.
+``HEAD`` need a read key, anything else an operate key; only ``/healthz``, ``/readyz``, the admin page's own
+files and ``/callbacks/{token}`` (its signed token is the credential, checked by its route) need none. The
+routes check their role again (and document it in the schema). A NUL character in a path or query parameter is
+refused with a 422 here, once: PostgreSQL's text cannot hold one, so no query or id lookup ever sees it.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ _HEADER = HEADER.lower().encode()
 
 
 def needs_no_key(path: str) -> bool:
-    return path in _OPEN_PATHS or path.startswith("/admin/static/")
+    return path in _OPEN_PATHS or path.startswith(("/admin/static/", "/callbacks/"))
 
 
 class Guard:

@@ -8,7 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 StatusFilter = Literal["running", "waiting", "retrying", "completed", "failed", "cancelled"]
-ItemStatus = Literal["pending", "dispatched", "done", "failed"]
+ItemStatus = Literal["pending", "dispatched", "done", "failed", "cancelled"]
 
 
 class _Body(BaseModel):

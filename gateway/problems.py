@@ -72,6 +72,7 @@ _MEANINGS = {
     403: "a read key for an action that needs an operate key",
     404: "no such process, case, job or schedule",
     409: "the action conflicts with the current state (a taken client key, a finished process, a running job)",
+    410: "the callback token has expired",
     413: "the request body is over STAGEFLOW_GATEWAY_MAX_BODY_BYTES",
     422: "invalid input (each bad field named), a NUL character, a number out of range, data the store refuses",
     503: "the store or the broker is unavailable; try again",

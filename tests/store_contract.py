@@ -18,9 +18,9 @@ import pytest
 from framework.document import OutboxMessage, ProcessDocument, Status
 from framework.errors import StoreError
 from framework.fanout import SUCCEEDED, NewFanOut
-from framework.state import FanOutWait, ResendWait, RetryWait, ServiceWait, TimerWait, Wait
+from framework.state import Event, EventWait, FanOutWait, ResendWait, RetryWait, ServiceWait, TimerWait, Wait
 from framework.store.protocols import PROTOCOLS, ProcessStore
-from framework.store.records import Job
+from framework.store.records import Job, ProcessFilter
 
 T0 = 1_000_000.0
 RETRY_WAIT = RetryWait(stage="s1", until=T0 + 60, attempt=2, error="boom")
@@ -32,7 +32,7 @@ TIMER_WAIT = TimerWait(reason="wait", stage="s2", until=T0 + 5)
 
 def summary_of(wait: Wait) -> dict[str, Any]:
     """What a list row shows of ``wait``: a few of its fields, never the command or the taskId."""
-    shown = {"kind", "reason", "stage", "api", "until", "deadline", "attempt"}
+    shown = {"kind", "reason", "stage", "api", "name", "until", "deadline", "attempt"}
     return {k: v for k, v in orjson.loads(orjson.dumps(wait)).items() if k in shown and v is not None}
 
 
@@ -103,6 +103,18 @@ async def test_concurrent_creates_with_one_key_make_one_process(store: ProcessSt
         store.create(doc_of(f"p{i}", client_key="same"), entry_of(1), due_at=None) for i in range(6)))
     assert sum(created for _, created in results) == 1
     assert len({d.process_id for d, _ in results}) == 1
+
+
+async def test_load_by_key_finds_the_process_of_a_case_and_key_with_its_events(store: ProcessStore) -> None:
+    waiting = EventWait(name="paid", resume="s2", from_stage="s1", since=T0, deadline=T0 + 60, timeout_s=60.0)
+    events = [Event(name="paid", id="e1", data={"é": 1}, at=T0, consumed=None)]
+    doc = doc_of("p1", client_key="order-1", status=Status.WAITING, waiting=waiting, events=events)
+    await store.create(doc, entry_of(1), due_at=T0 + 60)
+    assert await store.load_by_key("order", "order-1") == doc
+    assert await store.load_by_key("refund", "order-1") is None  # a key is per case
+    assert await store.load_by_key("order", "order-2") is None
+    rows, _ = await store.list_page(ProcessFilter(case="order"))
+    assert rows[0]["waiting"] == summary_of(waiting)
 
 
 async def test_unknown_process_loads_as_none(store: ProcessStore) -> None:
@@ -263,6 +275,21 @@ async def test_concurrent_completions_of_one_item_apply_once(store: ProcessStore
     done = await store.complete_item("parent", 2, 1, ok=True, result=None, error=None, now=T0 + 9)
     assert done is not None and done.newly_decided and done.state.decided == SUCCEEDED
     assert (done.state.done, done.state.failed) == (2, 0)
+
+
+async def test_cancel_items_cancels_pending_and_dispatched_items_and_names_the_dispatched(
+    store: ProcessStore,
+) -> None:
+    await _fanned_out(store, items=5, window=3)
+    await store.complete_item("parent", 2, 1, ok=True, result=None, error=None, now=T0 + 50)
+    was_dispatched = await store.cancel_items("parent", 2, now=T0 + 60)
+    assert [i.index for i in was_dispatched] == [0, 2, 3]
+    assert [(i.index, i.status) for i in await store.fan_out_items("parent", 2)] == [
+        (0, "cancelled"), (1, "done"), (2, "cancelled"), (3, "cancelled"), (4, "cancelled")]
+    late = await store.complete_item("parent", 2, 0, ok=True, result=None, error=None, now=T0 + 70)
+    assert late is not None and not late.applied and late.release is None  # a cancelled item stays cancelled
+    assert await store.cancel_items("parent", 2, now=T0 + 80) == []
+    assert await store.cancel_items("nobody", 2, now=T0) == []
 
 
 async def test_fan_out_items_filters(store: ProcessStore) -> None:

@@ -20,6 +20,7 @@ from tests.store_contract import (
     TIMER_WAIT,
     commit,
     doc_of,
+    entry_of,
     next_of,
     summary_of,
 )
@@ -134,3 +135,28 @@ async def test_counts_and_stage_durations(filled: ProcessStore) -> None:
     # the history of the two newest processes (a8 and a7) only
     assert sorted(await filled.recent_stage_durations(2)) == [("order", "s1", 7.0), ("order", "s1", 8.0)]
     assert len(await filled.recent_stage_durations(100)) == len(PROCESSES)
+
+
+async def test_search_attributes_filter_lists_ids_and_counts(store: ProcessStore) -> None:
+    tagged = {
+        "a": {"customer_id": "C-1", "order_total": 12.5, "vip": True, "items": 3},
+        "b": {"customer_id": "C-1", "order_total": 99.0, "vip": False, "items": 1},
+        "c": {"customer_id": "C-2", "order_total": 12.5, "vip": False, "items": 3},
+    }
+    for pid, search in tagged.items():
+        await store.create(doc_of(pid, search=search), entry_of(1), due_at=None)
+    await store.create(doc_of("untagged"), entry_of(1), due_at=None)
+    queries = {
+        (("customer_id", "C-1"),): ["a", "b"],
+        (("customer_id", "C-1"), ("vip", True)): ["a"],
+        (("order_total", 12.5),): ["a", "c"],
+        (("items", 3), ("customer_id", "C-2")): ["c"],
+        (("customer_id", "nobody"),): [],
+    }
+    for search, expected in queries.items():
+        where = ProcessFilter(case="order", search=search)
+        assert await store.find_ids(where) == expected, search
+        rows, _ = await store.list_page(where)
+        assert sorted(r["process_id"] for r in rows) == expected, search
+        assert await store.count_matching(where, timeout_s=5) == len(expected), search
+    assert (await store.load("a")).search == tagged["a"]  # type: ignore[union-attr]

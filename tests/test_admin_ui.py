@@ -20,6 +20,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -53,6 +54,31 @@ async def store_of(settings: Settings) -> AsyncIterator[PostgresStore]:
     store = PostgresStore(settings.store_url, schema=settings.store_schema, min_size=1, max_size=1)
     async with store:
         yield store
+
+
+@asynccontextmanager
+async def admin_page(live_gateway: str) -> AsyncIterator[tuple[Any, list[str]]]:
+    """Chromium on the admin page, logged in with the operate key; the list collects script errors and CSP
+    violations (a failed request is not one: others may restart PostgreSQL or RabbitMQ meanwhile, and the page
+    shows that and polls again)."""
+    from playwright.async_api import async_playwright, expect
+
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            page = await browser.new_page(viewport={"width": 1480, "height": 900})
+            page.set_default_timeout(TIMEOUT_MS)
+            problems: list[str] = []
+            page.on("pageerror", lambda exc: problems.append(f"page error: {exc}"))
+            page.on("console", lambda msg: problems.append(msg.text)
+                    if msg.type == "error" and "Failed to load resource" not in msg.text else None)
+            await page.goto(f"{live_gateway}/admin")
+            await page.fill("#key", OPERATE_KEY)
+            await page.click("#login-form button[type=submit]")
+            await expect(page.locator("#main")).to_be_visible()
+            yield page, problems
+        finally:
+            await browser.close()
 
 
 @pytest.fixture
@@ -118,7 +144,7 @@ async def test_admin_page_shows_progress_and_retries_a_failed_process(
 ) -> None:
     require_chromium()
     try:
-        from playwright.async_api import async_playwright, expect
+        from playwright.async_api import expect
     except ImportError:
         pytest.fail("playwright is not installed: `pip install -e '.[dev]'` (make install) installs it")
 
@@ -134,126 +160,108 @@ async def test_admin_page_shows_progress_and_retries_a_failed_process(
                       services_modules=("tests.support.services", "business_cases.order_services"))
     await cluster.start()
     try:
-        async with async_playwright() as pw:
-            browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-            try:
-                page = await browser.new_page(viewport={"width": 1480, "height": 900})
-                page.set_default_timeout(TIMEOUT_MS)
-                problems: list[str] = []
-                page.on("pageerror", lambda exc: problems.append(f"page error: {exc}"))
-                # a CSP violation or a script error is a bug; a failed request is not (others may restart
-                # PostgreSQL or RabbitMQ meanwhile, and the page shows that and polls again)
-                page.on("console", lambda msg: problems.append(msg.text)
-                        if msg.type == "error" and "Failed to load resource" not in msg.text else None)
+        async with admin_page(live_gateway) as (page, problems):
+            # a process moves to completed in the list by itself (the page polls)
+            done_id = await start(api, "jumper", {"word": "hello"})
+            row = page.locator(f'#rows tr[data-id="{done_id}"]')
+            await expect(row).to_have_attribute("data-status", "completed", timeout=TIMEOUT_MS)
+            await expect(row).to_contain_text("4/4")
 
-                await page.goto(f"{live_gateway}/admin")
-                await page.fill("#key", OPERATE_KEY)
-                await page.click("#login-form button[type=submit]")
-                await expect(page.locator("#main")).to_be_visible()
+            # some company for the picture: orders, a wait, a retry backoff, another failure
+            for i in range(3):
+                await start(api, "ecommerce_order", {"order_id": f"A-{i}", "desired_date": "2026-12-02"})
+            waiter_id = await start(api, "waiter", {"until": time.time() + 3600})
+            await start(api, "flaky", {"succeed_on": 3})
+            await start(api, "five_calls", {"n": 7})
+            failed_id = await start(api, "fixable", {"quantity": 0})
 
-                # a process moves to completed in the list by itself (the page polls)
-                done_id = await start(api, "jumper", {"word": "hello"})
-                row = page.locator(f'#rows tr[data-id="{done_id}"]')
-                await expect(row).to_have_attribute("data-status", "completed", timeout=TIMEOUT_MS)
-                await expect(row).to_contain_text("4/4")
+            failed_row = page.locator(f'#rows tr[data-id="{failed_id}"]')
+            await expect(failed_row).to_have_attribute("data-status", "failed", timeout=TIMEOUT_MS)
+            await expect(failed_row).to_contain_text("quantity 0 is not positive")
+            await expect(page.locator('#counts [data-status="failed"]')).to_contain_text("1")
 
-                # some company for the picture: orders, a wait, a retry backoff, another failure
-                for i in range(3):
-                    await start(api, "ecommerce_order", {"order_id": f"A-{i}", "desired_date": "2026-12-02"})
-                waiter_id = await start(api, "waiter", {"until": time.time() + 3600})
-                await start(api, "flaky", {"succeed_on": 3})
-                await start(api, "five_calls", {"n": 7})
-                failed_id = await start(api, "fixable", {"quantity": 0})
+            await failed_row.click()
+            await expect(page.locator("#d-sub")).to_have_attribute("data-status", "failed")
+            await expect(page.locator('#d-timeline li[data-stage="prepare"]')).to_have_class("step t-done")
+            check = page.locator('#d-timeline li[data-stage="check"]')
+            await expect(check).to_have_class("step t-failed")
+            await expect(page.locator("#d-error")).to_contain_text("quantity 0 is not positive")
 
-                failed_row = page.locator(f'#rows tr[data-id="{failed_id}"]')
-                await expect(failed_row).to_have_attribute("data-status", "failed", timeout=TIMEOUT_MS)
-                await expect(failed_row).to_contain_text("quantity 0 is not positive")
-                await expect(page.locator('#counts [data-status="failed"]')).to_contain_text("1")
-
-                await failed_row.click()
-                await expect(page.locator("#d-sub")).to_have_attribute("data-status", "failed")
-                await expect(page.locator('#d-timeline li[data-stage="prepare"]')).to_have_class("step t-done")
-                check = page.locator('#d-timeline li[data-stage="check"]')
-                await expect(check).to_have_class("step t-failed")
-                await expect(page.locator("#d-error")).to_contain_text("quantity 0 is not positive")
-
-                await page.check("#r-edit")
-                await page.fill("#r-input", '{"quantity": 5}')
+            await page.check("#r-edit")
+            await page.fill("#r-input", '{"quantity": 5}')
+            await page.click("#r-go")
+            message = page.locator("#a-msg")
+            await expect(message).to_be_visible()
+            for _ in range(30):  # a 503 while others restart PostgreSQL: the operator clicks again
+                if "retried" in (await message.text_content() or ""):
+                    break
+                await page.wait_for_timeout(2000)
                 await page.click("#r-go")
-                message = page.locator("#a-msg")
-                await expect(message).to_be_visible()
-                for _ in range(30):  # a 503 while others restart PostgreSQL: the operator clicks again
-                    if "retried" in (await message.text_content() or ""):
-                        break
-                    await page.wait_for_timeout(2000)
-                    await page.click("#r-go")
-                await expect(message).to_contain_text("retried")
-                await expect(page.locator("#d-sub")).to_have_attribute("data-status", "completed",
-                                                                         timeout=TIMEOUT_MS)
-                await expect(check).to_have_class("step t-done")
-                await expect(failed_row).to_have_attribute("data-status", "completed")
-                await expect(page.locator("#d-result")).to_contain_text('"quantity": 5')
-                await expect(page.locator("#d-history")).to_contain_text("retried")
-                await expect(page.locator('#rows tr[data-status="waiting"]').first).to_be_visible()
+            await expect(message).to_contain_text("retried")
+            await expect(page.locator("#d-sub")).to_have_attribute("data-status", "completed",
+                                                                     timeout=TIMEOUT_MS)
+            await expect(check).to_have_class("step t-done")
+            await expect(failed_row).to_have_attribute("data-status", "completed")
+            await expect(page.locator("#d-result")).to_contain_text('"quantity": 5')
+            await expect(page.locator("#d-history")).to_contain_text("retried")
+            await expect(page.locator('#rows tr[data-status="waiting"]').first).to_be_visible()
 
-                # cancel a waiting process: the button asks for a second click
-                waiter_row = page.locator(f'#rows tr[data-id="{waiter_id}"]')
-                await expect(waiter_row).to_have_attribute("data-status", "waiting")
-                await waiter_row.click()
-                await expect(page.locator("#d-sub")).to_have_attribute("data-status", "waiting")
-                await page.click("#c-go")
-                await expect(page.locator("#c-go")).to_contain_text("Click again")
-                await page.click("#c-go")
-                await expect(message).to_contain_text("cancelled")
-                await expect(page.locator("#d-sub")).to_have_attribute("data-status", "cancelled")
-                await expect(waiter_row).to_have_attribute("data-status", "cancelled")
-                async with store_of(cluster_settings) as store:
-                    cancelled = await store.load(waiter_id)
-                    assert cancelled is not None and cancelled.status.value == "cancelled"
-                    assert cancelled.error.reason == "cancelled from the admin page"
+            # cancel a waiting process: the button asks for a second click
+            waiter_row = page.locator(f'#rows tr[data-id="{waiter_id}"]')
+            await expect(waiter_row).to_have_attribute("data-status", "waiting")
+            await waiter_row.click()
+            await expect(page.locator("#d-sub")).to_have_attribute("data-status", "waiting")
+            await page.click("#c-go")
+            await expect(page.locator("#c-go")).to_contain_text("Click again")
+            await page.click("#c-go")
+            await expect(message).to_contain_text("cancelled")
+            await expect(page.locator("#d-sub")).to_have_attribute("data-status", "cancelled")
+            await expect(waiter_row).to_have_attribute("data-status", "cancelled")
+            async with store_of(cluster_settings) as store:
+                cancelled = await store.load(waiter_id)
+                assert cancelled is not None and cancelled.status.value == "cancelled"
+                assert cancelled.error.reason == "cancelled from the admin page"
 
-                # bulk reprocess of the failed crashers: a background job with a progress bar
-                crashers = [await start(api, "crasher", {}) for _ in range(3)]
+            # bulk reprocess of the failed crashers: a background job with a progress bar
+            crashers = [await start(api, "crasher", {}) for _ in range(3)]
+            for crasher in crashers:
+                crasher_row = page.locator(f'#rows tr[data-id="{crasher}"]')
+                await expect(crasher_row).to_have_attribute("data-status", "failed", timeout=TIMEOUT_MS)
+            await page.select_option("#f-case", "crasher")
+            await expect(page.locator("#rows tr[data-id]")).to_have_count(3)
+            await page.click("#reprocess")
+            await page.click("#reprocess")
+            job = page.locator("#jobs .job").first
+            await expect(job).to_contain_text("Reprocess case crasher")
+            await expect(job).to_have_attribute("data-status", "completed", timeout=TIMEOUT_MS)
+            await expect(job).to_contain_text("3/3 · retried 3")
+            job_id = await job.get_attribute("data-id")
+            async with store_of(cluster_settings) as store:
+                stored = await store.load_job(job_id or "")
+                assert stored is not None and (stored.status, stored.total, stored.done) == ("completed", 3, 3)
                 for crasher in crashers:
-                    crasher_row = page.locator(f'#rows tr[data-id="{crasher}"]')
-                    await expect(crasher_row).to_have_attribute("data-status", "failed", timeout=TIMEOUT_MS)
-                await page.select_option("#f-case", "crasher")
-                await expect(page.locator("#rows tr[data-id]")).to_have_count(3)
-                await page.click("#reprocess")
-                await page.click("#reprocess")
-                job = page.locator("#jobs .job").first
-                await expect(job).to_contain_text("Reprocess case crasher")
-                await expect(job).to_have_attribute("data-status", "completed", timeout=TIMEOUT_MS)
-                await expect(job).to_contain_text("3/3 · retried 3")
-                job_id = await job.get_attribute("data-id")
-                async with store_of(cluster_settings) as store:
-                    stored = await store.load_job(job_id or "")
-                    assert stored is not None and (stored.status, stored.total, stored.done) == ("completed", 3, 3)
-                    for crasher in crashers:
-                        assert [h["event"] for h in await store.history(crasher)].count("retried") == 1
+                    assert [h["event"] for h in await store.history(crasher)].count("retried") == 1
 
-                # "load more": with over 50 processes the list shows 50, then the older ones
-                await page.select_option("#f-case", "")
-                await expect(row).to_be_visible()
-                await page.click(f'#rows tr[data-id="{crashers[0]}"]')  # the picture: a reprocessed one, open
-                await expect(page.locator("#d-history")).to_contain_text("retried")
-                await page.screenshot(path=str(tmp_path / "admin.png"))
-                if os.environ.get("STAGEFLOW_UPDATE_SCREENSHOT"):
-                    SCREENSHOT.parent.mkdir(exist_ok=True)
-                    SCREENSHOT.write_bytes((tmp_path / "admin.png").read_bytes())
-                for _ in range(45):
-                    await start(api, "waiter", {"until": time.time() + 3600})
-                await expect(page.locator("#rows tr[data-id]")).to_have_count(50)
-                await expect(page.locator("#more")).to_be_visible()
-                await expect(row).to_have_count(0)  # the first process is the oldest: not on the first page
-                await page.click("#more")
-                await expect(row).to_have_attribute("data-status", "completed")
-                assert await page.locator("#rows tr[data-id]").count() > 50
-                await expect(page.locator("#more")).to_be_hidden()
+            # "load more": with over 50 processes the list shows 50, then the older ones
+            await page.select_option("#f-case", "")
+            await expect(row).to_be_visible()
+            await page.click(f'#rows tr[data-id="{crashers[0]}"]')  # the picture: a reprocessed one, open
+            await expect(page.locator("#d-history")).to_contain_text("retried")
+            await page.screenshot(path=str(tmp_path / "admin.png"))
+            if os.environ.get("STAGEFLOW_UPDATE_SCREENSHOT"):
+                SCREENSHOT.parent.mkdir(exist_ok=True)
+                SCREENSHOT.write_bytes((tmp_path / "admin.png").read_bytes())
+            for _ in range(45):
+                await start(api, "waiter", {"until": time.time() + 3600})
+            await expect(page.locator("#rows tr[data-id]")).to_have_count(50)
+            await expect(page.locator("#more")).to_be_visible()
+            await expect(row).to_have_count(0)  # the first process is the oldest: not on the first page
+            await page.click("#more")
+            await expect(row).to_have_attribute("data-status", "completed")
+            assert await page.locator("#rows tr[data-id]").count() > 50
+            await expect(page.locator("#more")).to_be_hidden()
 
-                assert not problems, problems
-            finally:
-                await browser.close()
+            assert not problems, problems
     finally:
         codes = cluster.stop()
     assert all(code == 0 for code in codes.values()), (codes, cluster.logs())

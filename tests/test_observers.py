@@ -36,7 +36,7 @@ class Recorder(Observer):
 
     def transition_committed(self, doc: ProcessDocument, entry: HistoryEntry) -> None:
         retry = isinstance(doc.waiting, RetryWait)
-        self.events.append(("committed", (doc.version, entry.event, doc.status.value, retry)))
+        self.events.append(("committed", (doc.version, entry["event"], doc.status.value, retry)))
 
     def retry_scheduled(self, doc: ProcessDocument, wait: RetryWait | ResendWait) -> None:
         self.events.append(("retry", (wait.stage if isinstance(wait, RetryWait) else wait.api, wait.attempt)))

@@ -57,6 +57,10 @@ async def test_readme_observer_counts_transitions() -> None:
     assert counter.by_event == {"call": 1, "next": 1, "failed": 1}  # reserve, charge (jump), backorder
 
 
+async def test_readme_events_example_runs() -> None:
+    await _run("Events, callbacks and lookup")["test_checkout"]()  # type: ignore[operator]
+
+
 def _yaml_blocks(heading: str) -> list[str]:
     section = README.read_text().split(f"## {heading}", 1)[1].split("\n## ", 1)[0]
     return re.findall(r"```yaml\n(.*?)```", section, flags=re.S)

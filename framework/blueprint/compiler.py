@@ -11,6 +11,11 @@ retries, deadlines and guarantees. How each step kind runs:
 * ``fan_out`` and a level of several independent steps: ``ctx.fan_out(...)`` resuming the same stage, which
   then reads ``ctx.fan_in``. Independent steps run level by level: a level starts when the whole previous
   level is done.
+* ``wait_for_event`` and ``approval``: ``ctx.wait_for(...)`` resuming the same stage, which then reads
+  ``ctx.event``. An approval waits for the event ``approval:<step>`` (``Signals.decide``: approve or reject, with a
+  comment), keeps the decision in the store under the step's name and goes on, to ``on_reject``, or fails;
+  its deadline goes to ``on_expiry``. Both wait once by default (``retry`` attempts 1): a timeout takes the
+  failure path at once.
 * ``wait``, ``transform``, ``validate``, ``condition``, ``complete``, ``fail``: computed in the stage.
 
 A blueprint's ``schedules`` become the class's ``schedules`` (checked on load like steps), so workers that
@@ -30,15 +35,16 @@ from typing import Any
 
 from framework.blueprint.expressions import ExpressionError, Expressions, truthy
 from framework.blueprint.fields import check_value, model_from_fields
-from framework.blueprint.loader import CheckedBlueprint, Level, check_blueprint, read_blueprint
+from framework.blueprint.loader import EVENT_KINDS, CheckedBlueprint, Level, check_blueprint, read_blueprint
 from framework.case import BusinessCase, stage
-from framework.context import StageContext
+from framework.context import APPROVAL_PREFIX, StageContext
 from framework.errors import NonRetryableError
 from framework.fanout import FanItem
 from framework.policies import Retry
 from framework.schedules import Schedule
 
 DEFAULT_RETRY = Retry(attempts=3, backoff_s=1.0, max_backoff_s=60.0)
+WAIT_ONCE = Retry(attempts=1)  # an event step whose time is up takes its failure path, it does not wait again
 HTTP_API = "http"
 _MAX_ERRORS_SHOWN = 10
 
@@ -132,10 +138,12 @@ def _level_stage(level: Level, following: str | None, rt: _Runtime, default_retr
     step = level.steps[0]
     target = rt.stage_of[step["next"]] if "next" in step else following
     body = _BODIES[step["kind"]](step, level.stage, target, rt)
+    failed_to = step.get("on_expiry") or step.get("on_failed")
     return stage(
         _guarded(step["name"], body), name=level.stage,
-        retry=Retry(**step["retry"]) if "retry" in step else default_retry,
-        on_failed=rt.stage_of[step["on_failed"]] if "on_failed" in step else None,
+        retry=Retry(**step["retry"]) if "retry" in step else WAIT_ONCE if step["kind"] in EVENT_KINDS
+        else default_retry,
+        on_failed=rt.stage_of[failed_to] if failed_to else None,
         optional=bool(step.get("optional")),
         reply_timeout_s=step.get("reply_timeout_s") or _reply_timeout(step),
     )
@@ -196,6 +204,46 @@ def _wait(step: dict[str, Any], me: str, target: str | None, rt: _Runtime) -> St
             ctx.wait(until=_instant(rt.render(step["until"], data)), then=target)
 
     return body
+
+
+def _wait_for_event(step: dict[str, Any], me: str, target: str | None, rt: _Runtime) -> StepBody:
+    def body(ctx: StageContext) -> None:
+        if ctx.event is None:
+            ctx.wait_for(step["event"], timeout_s=step.get("timeout_s"), resume=me)
+            return
+        rt.keep(ctx, step.get("keep") or {}, event=_event_data(ctx))
+        rt.go_on(ctx, target)
+
+    return body
+
+
+def _approval(step: dict[str, Any], me: str, target: str | None, rt: _Runtime) -> StepBody:
+    def body(ctx: StageContext) -> None:
+        name = step["name"]
+        if ctx.event is None:
+            assignee = rt.render(step.get("assignee"), rt.data(ctx))
+            ctx.store["approval"] = {"step": name, "assignee": assignee, "deadline_s": step.get("deadline_s")}
+            ctx.wait_for(APPROVAL_PREFIX + name, timeout_s=step.get("deadline_s"), resume=me)
+            return
+        data = ctx.event.data if isinstance(ctx.event.data, dict) else {}
+        decision = {"approved": data.get("approved") is True, "comment": data.get("comment"), "by": data.get("by")}
+        ctx.store.pop("approval", None)
+        ctx.store[name] = decision
+        rt.keep(ctx, step.get("keep") or {}, event=_event_data(ctx))
+        if decision["approved"]:
+            rt.go_on(ctx, target)
+        elif "on_reject" in step:
+            ctx.next(stage=rt.stage_of[step["on_reject"]])
+        else:
+            by = f" by {decision['by']}" if decision["by"] else ""
+            ctx.fail(f"step {name!r} rejected{by}: {decision['comment'] or 'no comment'}")
+
+    return body
+
+
+def _event_data(ctx: StageContext) -> dict[str, Any]:
+    event = ctx.event
+    return {} if event is None else {"name": event.name, "id": event.id, "data": event.data, "at": event.at}
 
 
 def _instant(value: Any) -> float:
@@ -345,7 +393,8 @@ def _fan_in_data(fan_in: Any) -> dict[str, Any]:
 
 
 _BODIES: dict[str, Callable[[dict[str, Any], str, str | None, _Runtime], StepBody]] = {
-    "api_call": _api_call, "call": _call, "wait": _wait, "transform": _transform, "validate": _validate,
+    "api_call": _api_call, "call": _call, "wait": _wait, "wait_for_event": _wait_for_event, "approval": _approval,
+    "transform": _transform, "validate": _validate,
     "condition": _condition, "complete": _complete, "fail": _fail, "fan_out": _fan_out,
 }
 

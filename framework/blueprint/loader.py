@@ -33,6 +33,8 @@ from framework.schedules import Schedule
 SINGLE_COMMAND_KINDS = frozenset({"api_call", "call"})
 _REPLY_ROOTS = BASE_ROOTS | {"reply"}
 _ITEM_ROOTS = BASE_ROOTS | {"item"}
+_EVENT_ROOTS = BASE_ROOTS | {"event"}
+EVENT_KINDS = frozenset({"wait_for_event", "approval"})
 
 
 class BlueprintError(CaseDefinitionError):
@@ -193,7 +195,7 @@ def _check_names(data: dict[str, Any]) -> Iterator[str]:
         if name.startswith("model_") or hasattr(BaseModel, name):
             yield f"input.{name}: this name is reserved (it clashes with the input model's own attributes)"
     for index, step in enumerate(steps):
-        for key in ("on_failed", "next", "default"):
+        for key in ("on_failed", "next", "default", "on_reject", "on_expiry"):
             yield from _reference(data, seen, [index, key], step.get(key))
         for b, branch in enumerate(step.get("branches") or []):
             yield from _reference(data, seen, [index, "branches", b, "goto"], branch["goto"])
@@ -254,7 +256,8 @@ def _check_schedules(data: dict[str, Any]) -> Iterator[str]:
 def _expression_fields(step: dict[str, Any]) -> Iterator[tuple[list[Any], Any, frozenset[str], bool]]:
     """(path, value, data it may read, is a template) for every expression a step holds."""
     kind = step["kind"]
-    after_reply = _REPLY_ROOTS if kind in SINGLE_COMMAND_KINDS else BASE_ROOTS | {"fan_in"}
+    after_reply = _REPLY_ROOTS if kind in SINGLE_COMMAND_KINDS else _EVENT_ROOTS if kind in EVENT_KINDS \
+        else BASE_ROOTS | {"fan_in"}
     for key, value in (step.get("keep") or {}).items():
         yield ["keep", key], value, after_reply, False
     if kind == "api_call":
@@ -265,6 +268,8 @@ def _expression_fields(step: dict[str, Any]) -> Iterator[tuple[list[Any], Any, f
         for key in ("seconds", "until"):
             if isinstance(step.get(key), str):
                 yield [key], step[key], BASE_ROOTS, True
+    elif kind == "approval" and "assignee" in step:
+        yield ["assignee"], step["assignee"], BASE_ROOTS, True
     elif kind == "transform":
         for key, value in (step.get("set") or {}).items():
             yield ["set", key], value, BASE_ROOTS, False
@@ -363,12 +368,13 @@ def _check_flow(checked: CheckedBlueprint) -> Iterator[str]:
                 together = ", ".join(repr(s["name"]) for s in level.steps)
                 yield (f"{where}: runs in parallel with {together}, but only api_call and call steps can run in "
                        "parallel; add depends_on to put it on a level of its own")
-            for key in ("on_failed", "next"):
+            for key in ("on_failed", "next", "on_reject", "on_expiry"):
                 if key in step:
                     yield f"{where}.{key}: not allowed on a step that runs in parallel (it joins with the others)"
     for index, step in enumerate(data["steps"]):
         targets: list[tuple[list[str | int], Any]] = [
-            (["on_failed"], step.get("on_failed")), (["next"], step.get("next")), (["default"], step.get("default"))]
+            (["on_failed"], step.get("on_failed")), (["next"], step.get("next")), (["default"], step.get("default")),
+            (["on_reject"], step.get("on_reject")), (["on_expiry"], step.get("on_expiry"))]
         targets += [(["branches", b, "goto"], br["goto"]) for b, br in enumerate(step.get("branches") or [])]
         for path, target in targets:
             if target in grouped:

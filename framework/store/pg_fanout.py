@@ -8,6 +8,7 @@ from typing import Any
 
 from framework.document import ProcessDocument
 from framework.fanout import NewFanOut
+from framework.state import HistoryEntry
 from framework.store.sql.common import Completion
 from framework.store.sql.executor import Executor
 from framework.store.sql.pg_connection import Pooled
@@ -16,7 +17,7 @@ from framework.store.sql.statements import COMMIT_SET, ITEM_COLUMNS
 
 
 def fan_out_statements(p: str) -> tuple[str, str]:
-    """The fan-out transition (``commit_row`` then the fan-out's $11..$18) and an item's completion
+    """The fan-out transition (``commit_row`` then the fan-out's $12..$19) and an item's completion
     (``Completion``), for the table prefix ``p``."""
     commit_fan_out = f"""
         WITH upd AS (
@@ -24,12 +25,12 @@ def fan_out_statements(p: str) -> tuple[str, str]:
         hist AS (INSERT INTO {p}history (process_id, version, entry) SELECT process_id, $2 + 1, $7::jsonb FROM upd),
         fan AS (
             INSERT INTO {p}fanouts (process_id, grp, total, win, tolerate, first, next_index, done, failed, decided)
-            SELECT process_id, $11, $12, $13, $14, $15, $16, 0, 0, $17 FROM upd),
+            SELECT process_id, $12, $13, $14, $15, $16, $17, 0, 0, $18 FROM upd),
         items AS (
             INSERT INTO {p}fan_items (process_id, grp, idx, status, spec, updated_at)
-            SELECT u.process_id, $11, t.ord - 1, CASE WHEN t.ord <= $16 THEN 'dispatched' ELSE 'pending' END,
+            SELECT u.process_id, $12, t.ord - 1, CASE WHEN t.ord <= $17 THEN 'dispatched' ELSE 'pending' END,
                    t.spec::jsonb, $6
-            FROM upd u, unnest($18::text[]) WITH ORDINALITY AS t(spec, ord))
+            FROM upd u, unnest($19::text[]) WITH ORDINALITY AS t(spec, ord))
         SELECT count(*) FROM upd"""
     # The item (only if still dispatched), the counters and the released item, in one statement.
     completion = f"""
@@ -58,7 +59,7 @@ class PostgresFanOuts:
         raise NotImplementedError
 
     async def commit_fan_out(
-        self, doc: ProcessDocument, entry: dict[str, Any], *, expected_version: int, due_at: float | None,
+        self, doc: ProcessDocument, entry: HistoryEntry, *, expected_version: int, due_at: float | None,
         fan_out: NewFanOut,
     ) -> bool:
         s = fan_out.initial_state()

@@ -23,6 +23,7 @@ import orjson
 
 from framework.document import ProcessDocument
 from framework.errors import ConfigurationError, StoreError
+from framework.state import HistoryEntry
 from framework.store.batcher import Batcher
 from framework.store.pg_fanout import PostgresFanOuts, fan_out_statements
 from framework.store.records import ProcessFilter
@@ -60,13 +61,13 @@ def _statements(p: str) -> dict[str, str]:
         "insert_many": f"""
             WITH input AS (
                 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int[], $6::text[],
-                                     $7::float8[], $8::float8[], $9::text[], $10::bool[], $11::text[])
+                                     $7::float8[], $8::float8[], $9::text[], $10::bool[], $11::text[], $12::text[])
                     AS i(process_id, case_name, client_key, status, version, doc, due_at, created_at, entry,
-                         retrying, waiting_summary)),
+                         retrying, waiting_summary, search)),
             ins AS (
                 INSERT INTO {p}processes ({CREATE_COLUMNS})
                 SELECT process_id, case_name, client_key, status, version, doc::jsonb, due_at, created_at,
-                       created_at, retrying, waiting_summary
+                       created_at, retrying, waiting_summary, search::jsonb
                 FROM input
                 ON CONFLICT DO NOTHING
                 RETURNING process_id, version),
@@ -84,14 +85,14 @@ def _statements(p: str) -> dict[str, str]:
         "commit_many": f"""
             WITH input AS (
                 SELECT * FROM unnest($1::text[], $2::int[], $3::text[], $4::text[], $5::float8[], $6::float8[],
-                                     $7::text[], $8::float8[], $9::bool[], $10::text[])
+                                     $7::text[], $8::float8[], $9::bool[], $10::text[], $11::text[])
                     AS i(process_id, expected, doc, status, due_at, updated_at, entry, expires_at, retrying,
-                         waiting_summary)),
+                         waiting_summary, search)),
             upd AS (
                 UPDATE {p}processes p
                 SET doc = i.doc::jsonb, version = i.expected + 1, status = i.status, due_at = i.due_at,
                     updated_at = i.updated_at, expires_at = i.expires_at, retrying = i.retrying,
-                    waiting_summary = i.waiting_summary
+                    waiting_summary = i.waiting_summary, search = i.search::jsonb
                 FROM input i
                 WHERE p.process_id = i.process_id AND p.version = i.expected
                 RETURNING p.process_id, p.version, i.entry),
@@ -176,7 +177,7 @@ class PostgresStore(PostgresFanOuts, SqlStore):
         return executor(self._open_pool(), transaction=True)
 
     async def create(
-        self, doc: ProcessDocument, entry: dict[str, Any], *, due_at: float | None
+        self, doc: ProcessDocument, entry: HistoryEntry, *, due_at: float | None
     ) -> tuple[ProcessDocument, bool]:
         # Concurrent starts (a burst of API calls, a fan-out's children) go in one statement, like commits.
         if await self._creates.submit(create_row(doc, entry, due_at)):
@@ -205,7 +206,7 @@ class PostgresStore(PostgresFanOuts, SqlStore):
         return [found.get(process_id) for process_id in process_ids]
 
     async def commit(
-        self, doc: ProcessDocument, entry: dict[str, Any], *, expected_version: int, due_at: float | None,
+        self, doc: ProcessDocument, entry: HistoryEntry, *, expected_version: int, due_at: float | None,
         expires_at: float | None,
     ) -> bool:
         return await self._commits.submit(commit_row(doc, entry, expected_version, due_at, expires_at))

@@ -25,6 +25,7 @@ from typing import Any, Protocol, Self, runtime_checkable
 
 from framework.document import ProcessDocument
 from framework.fanout import FanOutState, ItemCompletion, ItemRow, NewFanOut
+from framework.state import HistoryEntry
 from framework.store.records import Job, PageKey, ProcessFilter, ScheduleRow
 
 
@@ -53,15 +54,18 @@ class DocumentStore(Protocol):
     """Process documents (with their outbox), their history, their timers and their expiry."""
 
     async def create(
-        self, doc: ProcessDocument, entry: dict[str, Any], *, due_at: float | None
+        self, doc: ProcessDocument, entry: HistoryEntry, *, due_at: float | None
     ) -> tuple[ProcessDocument, bool]:
         """Insert a new process with its first history entry. If its ``(case, client_key)`` is taken, return
         ``(existing, False)`` and write nothing."""
 
     async def load(self, process_id: str) -> ProcessDocument | None: ...
 
+    async def load_by_key(self, case: str, client_key: str) -> ProcessDocument | None:
+        """The process of ``case`` started with ``client_key`` (the unique index), or None."""
+
     async def commit(
-        self, doc: ProcessDocument, entry: dict[str, Any], *, expected_version: int, due_at: float | None,
+        self, doc: ProcessDocument, entry: HistoryEntry, *, expected_version: int, due_at: float | None,
         expires_at: float | None,
     ) -> bool:
         """Write ``doc`` (already at ``expected_version + 1``) and its history entry if the stored document
@@ -71,7 +75,7 @@ class DocumentStore(Protocol):
         ``expires_at`` when a finished process may be deleted."""
 
     async def commit_fan_out(
-        self, doc: ProcessDocument, entry: dict[str, Any], *, expected_version: int, due_at: float | None,
+        self, doc: ProcessDocument, entry: HistoryEntry, *, expected_version: int, due_at: float | None,
         fan_out: NewFanOut,
     ) -> bool:
         """``commit`` of a transition that fans out: also writes the fan-out's counter row and all its items
@@ -108,6 +112,10 @@ class FanOutStore(Protocol):
         there is no such fan-out or item (expired, or never made)."""
 
     async def fan_out_state(self, process_id: str, group: int) -> FanOutState | None: ...
+
+    async def cancel_items(self, process_id: str, group: int, *, now: float) -> list[ItemRow]:
+        """Mark every pending or dispatched item of the fan-out ``cancelled`` (its parent was cancelled), in one
+        transaction: none is started or completed after that. The items that were dispatched, before."""
 
     async def fan_out_items(
         self, process_id: str, group: int, *, status: str | None = None, after: int = -1, limit: int | None = None,

@@ -20,6 +20,7 @@ class ProcessFilter:
     failed_stage: str | None = None
     created_after: float | None = None
     created_before: float | None = None
+    search: tuple[tuple[str, Any], ...] = ()  # (name, value): search attributes equal to these (``framework.search``)
 
 
 # ``status`` may also be this derived one: waiting to try a failed stage or service call again.
@@ -58,7 +59,7 @@ class Job:
 
 
 # The keys of ``waiting`` a list row shows (see ``summary``), and of ``error``.
-WAITING_SUMMARY_KEYS = ("kind", "reason", "stage", "api", "until", "deadline", "attempt")
+WAITING_SUMMARY_KEYS = ("kind", "reason", "stage", "api", "name", "until", "deadline", "attempt")
 ERROR_SUMMARY_KEYS = ("stage", "reason", "at")
 
 

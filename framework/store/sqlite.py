@@ -19,6 +19,7 @@ import aiosqlite
 from framework.document import ProcessDocument
 from framework.errors import StoreError
 from framework.fanout import NewFanOut
+from framework.state import HistoryEntry
 from framework.store.sql.common import Completion, SqlStore
 from framework.store.sql.dialect import SQLITE
 from framework.store.sql.executor import Executor, SqliteExecutor
@@ -90,7 +91,7 @@ class SqliteStore(SqlStore):
             await db.execute("COMMIT")
 
     async def create(
-        self, doc: ProcessDocument, entry: dict[str, Any], *, due_at: float | None
+        self, doc: ProcessDocument, entry: HistoryEntry, *, due_at: float | None
     ) -> tuple[ProcessDocument, bool]:
         row = create_row(doc, entry, due_at)
         async with self._transaction() as db:
@@ -103,7 +104,7 @@ class SqliteStore(SqlStore):
         return ProcessDocument.from_json(found[0][0]), False
 
     async def commit(
-        self, doc: ProcessDocument, entry: dict[str, Any], *, expected_version: int, due_at: float | None,
+        self, doc: ProcessDocument, entry: HistoryEntry, *, expected_version: int, due_at: float | None,
         expires_at: float | None,
     ) -> bool:
         row = commit_row(doc, entry, expected_version, due_at, expires_at)
@@ -117,7 +118,7 @@ class SqliteStore(SqlStore):
         return True
 
     async def commit_fan_out(
-        self, doc: ProcessDocument, entry: dict[str, Any], *, expected_version: int, due_at: float | None,
+        self, doc: ProcessDocument, entry: HistoryEntry, *, expected_version: int, due_at: float | None,
         fan_out: NewFanOut,
     ) -> bool:
         row, s = commit_row(doc, entry, expected_version, due_at, None), fan_out.initial_state()

@@ -192,12 +192,14 @@
     if ($("f-case").value) params.set("case", $("f-case").value);
     if ($("f-status").value) params.set("status", $("f-status").value);
     if ($("f-stage").value.trim()) params.set("failed_stage", $("f-stage").value.trim());
+    if ($("f-search").value.trim() && $("f-case").value) params.set("search", $("f-search").value.trim());
     return params;
   }
 
   function waitingText(w) {
     if (!w) return "";
     const what = w.kind === "service" ? `reply from ${w.api || "a service"}`
+      : w.kind === "event" ? (isApproval(w) ? `approval of ${w.name.slice(APPROVAL.length)}` : `event ${w.name}`)
       : w.kind === "fan_out" ? `${w.total} fan-out items → ${w.resume}`
       : w.kind === "resend" ? `re-send to ${w.api || "a service"} (attempt ${w.attempt})`
       : w.reason === "retry" ? `retry of ${w.stage}${w.attempt ? ` (attempt ${w.attempt})` : ""}`
@@ -255,6 +257,50 @@
     state.items.push(...page.items.filter((i) => !seen.has(i.process_id)));
     state.cursor = page.next_cursor;
     renderRows();
+  }
+
+  // ---------------------------------------------------------------- pending approvals
+  // Processes waiting in a blueprint approval step (the event "approval:<step>"), from the newest 500 waiting.
+  // Rows are kept while their process still waits, so a comment being typed survives the refresh.
+
+  const APPROVAL = "approval:";
+  function isApproval(w) { return !!w && w.kind === "event" && typeof w.name === "string" && w.name.startsWith(APPROVAL); }
+
+  async function loadApprovals() {
+    const page = await api("GET", "/processes?status=waiting&limit=500");
+    renderApprovals(page.items.filter((i) => isApproval(i.waiting)));
+  }
+
+  function renderApprovals(pending) {
+    const box = $("approvals");
+    const wanted = new Set(pending.map((i) => i.process_id));
+    for (const row of Array.from(box.querySelectorAll("[data-approval]"))) {
+      if (!wanted.has(row.getAttribute("data-approval"))) row.remove();
+    }
+    if (pending.length && !box.querySelector("h3")) box.prepend(el("h3", { text: "Pending approvals" }));
+    for (const item of pending) {
+      if (box.querySelector(`[data-approval="${CSS.escape(item.process_id)}"]`)) continue;
+      const comment = el("input", { type: "text", placeholder: "comment", class: "comment", size: "24" });
+      const decide = (approved) => async () => {
+        try {
+          await api("POST", `/processes/${encodeURIComponent(item.process_id)}/approval`,
+            { approved, comment: comment.value.trim() || null });
+          showBanner(`${approved ? "Approved" : "Rejected"}: ${item.process_id}`, "ok");
+          refresh(false);
+        } catch (exc) { showBanner(exc.message); }
+      };
+      const approve = el("button", { type: "button", class: "primary", text: "Approve" });
+      const reject = el("button", { type: "button", class: "warn", text: "Reject" });
+      approve.addEventListener("click", decide(true));
+      reject.addEventListener("click", decide(false));
+      const step = item.waiting.name.slice(APPROVAL.length);
+      const due = item.waiting.deadline ? `, ${relative(item.waiting.deadline)}` : "";
+      box.append(el("div", { class: "job", "data-approval": item.process_id },
+        el("span", { class: "mono", title: item.process_id, text: item.process_id.slice(0, 8) }),
+        el("span", { text: ` ${item.case}: ${step}${due} ` }), comment, approve, reject));
+    }
+    if (!pending.length) clear(box);
+    box.hidden = !pending.length;
   }
 
   // ---------------------------------------------------------------- one process
@@ -570,7 +616,7 @@
     if (fromFilter) state.items = [];
     try {
       const [stats, jobs] = await Promise.all([api("GET", "/stats"), api("GET", "/jobs?limit=5"), loadList(),
-        loadDetail(false)]);
+        loadDetail(false), loadApprovals()]);
       renderCounts(stats);
       state.jobs = jobs.items;
       renderJobs();
@@ -592,6 +638,7 @@
     $("f-case").addEventListener("change", () => refresh(true));
     $("f-status").addEventListener("change", () => refresh(true));
     $("f-stage").addEventListener("change", () => refresh(true));
+    $("f-search").addEventListener("change", () => refresh(true));
     $("more").addEventListener("click", () => loadMore().catch((exc) => showBanner(exc.message)));
     $("reprocess").addEventListener("click", doReprocess);
     $("d-close").addEventListener("click", closeDetail);

@@ -12,6 +12,7 @@ from fastapi import APIRouter, Body, Depends, Query, Response
 from framework.app import Stageflow
 from framework.document import ProcessDocument
 from framework.errors import InvalidInputError, ProcessNotFoundError, UnknownCaseError
+from framework.search import parse_filters
 from framework.state import FanOutWait
 from framework.store.base import ProcessFilter
 from gateway.auth import ApiKeys, Role
@@ -29,6 +30,17 @@ INT32_MAX = 2**31 - 1  # the store's integer columns: a larger number is a 422, 
 def _started(doc: ProcessDocument, created: bool, response: Response) -> dict[str, Any]:
     response.status_code = 201 if created else 200
     return {"process_id": doc.process_id, "case": doc.case, "status": doc.status.value, "created": created}
+
+
+async def process_response(flow: Stageflow, process_id: str) -> Response:
+    """The view of ``GET /processes/{id}``, encoded."""
+    doc, history = await flow.get_with_history(process_id)
+    case = flow.engine.cases.get(doc.case, doc.case_version)
+    view = process_view(case, doc, history, flow.engine.clock.now())
+    if isinstance(doc.waiting, FanOutWait):
+        state = await flow.store.fan_out_state(process_id, doc.waiting.group)
+        view["fan_out"] = state.counts() if state else None
+    return Response(orjson.dumps(view), media_type="application/json")
 
 
 def router(keys: ApiKeys) -> APIRouter:
@@ -69,13 +81,7 @@ def router(keys: ApiKeys) -> APIRouter:
     @api.get("/processes/{process_id}", dependencies=read, response_model=dict[str, Any], responses=NOT_FOUND,
              summary="A process: status, stage, progress, data, result, error, timings, history, waiting")
     async def get_process(process_id: str, flow: Flow) -> Response:
-        doc, history = await flow.get_with_history(process_id)
-        case = flow.engine.cases.get(doc.case, doc.case_version)
-        view = process_view(case, doc, history, flow.engine.clock.now())
-        if isinstance(doc.waiting, FanOutWait):
-            state = await flow.store.fan_out_state(process_id, doc.waiting.group)
-            view["fan_out"] = state.counts() if state else None
-        return Response(orjson.dumps(view), media_type="application/json")
+        return await process_response(flow, process_id)
 
     @api.get("/processes/{process_id}/items", dependencies=read, responses=NOT_FOUND,
              summary="The items of a fan-out (default: the one the process waits on), in index order, with a cursor")
@@ -115,9 +121,12 @@ def router(keys: ApiKeys) -> APIRouter:
         created_before: datetime | None = None,
         limit: int = Query(50, ge=1, le=500),
         cursor: str | None = Query(None, description="`next_cursor` of the previous page"),
+        search: list[str] = Query([], description="`name=value`: a search attribute the case declares (needs case)"),
     ) -> dict[str, Any]:
+        declared = flow.engine.cases.latest(case).search_attributes if case and search else {}
         where = ProcessFilter(case=case, status=status, failed_stage=failed_stage,
-                              created_after=epoch(created_after), created_before=epoch(created_before))
+                              created_after=epoch(created_after), created_before=epoch(created_before),
+                              search=parse_filters(declared, search, case=case))
         after = decode_cursor(cursor) if cursor else None
         items, _ = await flow.store.list_page(where, after=after, limit=limit + 1)
         more = len(items) > limit

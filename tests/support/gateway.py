@@ -14,10 +14,11 @@ from framework import Settings, Stageflow
 from tests.support.cases import CASES
 from tests.support.failure_cases import CASES as FAILURE_CASES
 from tests.support.fanout_cases import CASES as FANOUT_CASES
+from tests.support.signal_cases import CASES as SIGNAL_CASES
 
 READ_KEY = "read-key-0123456789abcdef-0123456789abcdef"  # 32 bytes at least
 OPERATE_KEY = "operate-key-0123456789abcdef-0123456789abcdef"
-ALL_CASES = [*CASES, *FAILURE_CASES, *FANOUT_CASES, EcommerceOrder]
+ALL_CASES = [*CASES, *FAILURE_CASES, *FANOUT_CASES, *SIGNAL_CASES, EcommerceOrder]
 
 
 @dataclass

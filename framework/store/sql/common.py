@@ -54,6 +54,10 @@ class SqlStore(ProcessStore):
         rows = await self._rows(self._sql.load, process_id)
         return ProcessDocument.from_json(rows[0][0]) if rows else None
 
+    async def load_by_key(self, case: str, client_key: str) -> ProcessDocument | None:
+        rows = await self._rows(self._sql.by_key, case, client_key)
+        return ProcessDocument.from_json(rows[0][0]) if rows else None
+
     async def history(self, process_id: str) -> list[dict[str, Any]]:
         return [orjson.loads(r[0]) for r in await self._rows(self._sql.history, process_id)]
 
@@ -154,6 +158,13 @@ class SqlStore(ProcessStore):
             return ItemCompletion(False, state, None, False)
         return ItemCompletion(True, new, None if row is None else item_row(row),
                               new.decided is not None and state.decided is None)
+
+    async def cancel_items(self, process_id: str, group: int, *, now: float) -> list[ItemRow]:
+        async with self._transaction() as db:
+            rows = await db.rows(self._sql.live_items, process_id, group)
+            if rows:
+                await db.changed(self._sql.cancel_items, process_id, group, now)
+        return [item for item in map(item_row, rows) if item.status == "dispatched"]
 
     async def fan_out_state(self, process_id: str, group: int) -> FanOutState | None:
         rows = await self._rows(self._sql.fan_state, process_id, group)

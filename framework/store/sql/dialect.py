@@ -47,6 +47,13 @@ class Dialect:
         pairs = ", ".join(f"'$.{key}', {value}" for key, value in values.items())
         return f"json_set({column}, {pairs})"
 
+    def json_equals(self, column: str, key: str, value: Any) -> tuple[str, Any]:
+        """A condition (``?`` for its parameter) and the parameter: the JSON object ``column`` has ``key`` equal to
+        ``value``. PostgreSQL's containment is served by a GIN index; SQLite reads the key."""
+        if self.name == "postgresql":
+            return f"{column} @> ?::jsonb", orjson.dumps({key: value}).decode()
+        return f"json_extract({column}, '$.{key}') = ?", value
+
     def in_list(self, param: int) -> str:
         """``IN`` the list passed as parameter ``param`` (see ``list_param``)."""
         if self.name == "postgresql":

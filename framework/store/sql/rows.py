@@ -10,31 +10,32 @@ import orjson
 
 from framework.document import ProcessDocument
 from framework.fanout import FanOutState, ItemRow
+from framework.state import HistoryEntry
 from framework.store.derived import derived_columns
 from framework.store.records import PageKey, ScheduleRow, summary
 
 # process_id, case, client_key, status, version, doc, due_at, created_at, history entry, retrying,
-# waiting_summary: the parameters of ``statements.CREATE_VALUES``
-CreateRow = tuple[str, str, str | None, str, int, str, float | None, float, str, bool, str | None]
+# waiting_summary, search: the parameters of ``statements.CREATE_VALUES``
+CreateRow = tuple[str, str, str | None, str, int, str, float | None, float, str, bool, str | None, str | None]
 # process_id, expected version, doc, status, due_at, updated_at, history entry, expires_at, retrying,
-# waiting_summary: the parameters of ``statements.COMMIT_SET``
-CommitRow = tuple[str, int, str, str, float | None, float, str, float | None, bool, str | None]
+# waiting_summary, search: the parameters of ``statements.COMMIT_SET``
+CommitRow = tuple[str, int, str, str, float | None, float, str, float | None, bool, str | None, str | None]
 
 
-def create_row(doc: ProcessDocument, entry: dict[str, Any], due_at: float | None) -> CreateRow:
-    retrying, waiting = derived_columns(doc)
+def create_row(doc: ProcessDocument, entry: HistoryEntry, due_at: float | None) -> CreateRow:
+    retrying, waiting, search = derived_columns(doc)
     return (doc.process_id, doc.case, doc.client_key, doc.status.value, doc.version, doc.to_json().decode(), due_at,
-            doc.created_at, orjson.dumps(entry).decode(), retrying, waiting)
+            doc.created_at, orjson.dumps(entry).decode(), retrying, waiting, search)
 
 
 def commit_row(
-    doc: ProcessDocument, entry: dict[str, Any], expected_version: int, due_at: float | None, expires_at: float | None
+    doc: ProcessDocument, entry: HistoryEntry, expected_version: int, due_at: float | None, expires_at: float | None
 ) -> CommitRow:
     """Encoded here, in the caller's task, so a value that is not JSON fails its own caller
     (``orjson.JSONEncodeError``), never a batch."""
-    retrying, waiting = derived_columns(doc)
+    retrying, waiting, search = derived_columns(doc)
     return (doc.process_id, expected_version, doc.to_json().decode(), doc.status.value, due_at, doc.updated_at,
-            orjson.dumps(entry).decode(), expires_at, retrying, waiting)
+            orjson.dumps(entry).decode(), expires_at, retrying, waiting, search)
 
 
 def json_or_none(raw: str | bytes | None) -> Any:

@@ -26,6 +26,7 @@ CREATE TABLE IF NOT EXISTS {p}processes (
     updated_at      {REAL} NOT NULL,
     retrying        {BOOL} NOT NULL DEFAULT false,
     waiting_summary {TEXT},
+    search          {JSON},
     UNIQUE (case_name, client_key)
 ){processes_options};
 CREATE TABLE IF NOT EXISTS {p}history (
@@ -103,8 +104,12 @@ CREATE INDEX IF NOT EXISTS jobs_created ON {p}jobs (created_at DESC, job_id DESC
 _ADDED = (
     ("processes", "retrying", "{BOOL} NOT NULL DEFAULT false"),
     ("processes", "waiting_summary", "{TEXT}"),
+    ("processes", "search", "{JSON}"),
 )
-_DERIVED = {"retrying", "waiting_summary"}  # the columns ``derived_columns`` fills
+_DERIVED = {"retrying", "waiting_summary", "search"}  # the columns ``derived_columns`` fills
+# Search attribute filters are JSON containment, which a GIN index serves (PostgreSQL only; SQLite scans).
+_PG_INDEXES = "CREATE INDEX IF NOT EXISTS processes_search ON {p}processes USING gin (search jsonb_path_ops)" \
+    " WHERE search IS NOT NULL"
 
 
 def _render(d: Dialect, text: str, prefix: str) -> str:
@@ -125,9 +130,12 @@ async def create_schema(db: Executor, d: Dialect, *, schema: str | None) -> None
             await db.script(f"ALTER TABLE {prefix}{table} ADD COLUMN {column} {_render(d, definition, prefix)}")
             added.add(column)
     await db.script(_render(d, _INDEXES, prefix))
+    if d.name == "postgresql":
+        await db.script(_render(d, _PG_INDEXES, prefix))
     if added & _DERIVED:
         rows = await db.rows(d.sql(f"SELECT doc FROM {prefix}processes WHERE status IN ('running', 'waiting')"))
         await db.many(
-            d.sql(f"UPDATE {prefix}processes SET retrying = $2, waiting_summary = $3 WHERE process_id = $1"),
+            d.sql(f"UPDATE {prefix}processes SET retrying = $2, waiting_summary = $3, search = $4::jsonb"
+                  " WHERE process_id = $1"),
             [(doc.process_id, *derived_columns(doc)) for doc in (ProcessDocument.from_json(r[0]) for r in rows)],
         )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from framework.search import SEARCH_NAME
 from framework.store.records import RETRYING, PageKey, ProcessFilter
 from framework.store.sql.dialect import Dialect
 
@@ -19,13 +20,13 @@ RETRYING_SQL = "retrying"
 # The process columns a create writes, in the order of ``rows.create_row`` (``$9`` is the history entry).
 CREATE_COLUMNS = (
     "process_id, case_name, client_key, status, version, doc, due_at, created_at, updated_at, retrying,"
-    " waiting_summary"
+    " waiting_summary, search"
 )
-CREATE_VALUES = "$1, $2, $3, $4, $5, $6::jsonb, $7, $8, $8, $10, $11"
+CREATE_VALUES = "$1, $2, $3, $4, $5, $6::jsonb, $7, $8, $8, $10, $11, $12::jsonb"
 # A commit's new values (``rows.commit_row``: $1 process id, $2 expected version, $7 the history entry).
 COMMIT_SET = (
     "doc = $3::jsonb, version = $2 + 1, status = $4, due_at = $5, updated_at = $6, expires_at = $8,"
-    " retrying = $9, waiting_summary = $10"
+    " retrying = $9, waiting_summary = $10, search = $11::jsonb"
 )
 FAN_STATE_COLUMNS = "grp, total, win, tolerate, first, next_index, done, failed, decided"
 ITEM_COLUMNS = "idx, status, spec, result, error, updated_at"
@@ -55,6 +56,10 @@ def conditions(d: Dialect, where: ProcessFilter, params: list[Any] | None = None
         add("created_at >= ?", where.created_after)
     if where.created_before is not None:
         add("created_at < ?", where.created_before)
+    for name, value in where.search:  # names are checked identifiers (``framework.search``): safe in the SQL
+        if not SEARCH_NAME.match(name):
+            raise ValueError(f"not a search attribute name: {name!r}")
+        add(*d.json_equals("search", name, value))
     return found, values
 
 
@@ -135,6 +140,9 @@ class Statements:
             WHERE f.process_id = $1 AND f.grp = $2 AND i.idx = $3{d.for_update}""")
         self.dispatched_item = sql(f"SELECT {ITEM_COLUMNS} FROM {p}fan_items"
                                    " WHERE process_id = $1 AND grp = $2 AND idx = $3 AND status = 'dispatched'")
+        live = "process_id = $1 AND grp = $2 AND status IN ('pending', 'dispatched')"
+        self.live_items = sql(f"SELECT {ITEM_COLUMNS} FROM {p}fan_items WHERE {live} ORDER BY idx{d.for_update}")
+        self.cancel_items = sql(f"UPDATE {p}fan_items SET status = 'cancelled', updated_at = $3 WHERE {live}")
         # schedules
         self.sync_schedule = sql(f"""
             INSERT INTO {p}schedules (name, definition, timing, next_fire_at, paused, updated_at)
