@@ -129,7 +129,7 @@ async def test_the_schema_documents_the_problems_each_route_sends(gw: Gateway) -
         ("post", "/cases/{case}/processes"): {"401", "403", "404", "409", "413", "422", "503"},
         ("post", "/processes/{process_id}/cancel"): {"401", "403", "404", "409", "413", "422", "503"},
         ("get", "/processes/{process_id}/items"): {"401", "403", "404", "422", "503"},
-        ("get", "/processes"): {"401", "403", "422", "503"},
+        ("get", "/processes"): {"401", "403", "404", "422", "503"},  # 404: search= on an unknown case
         ("post", "/jobs/{job_id}/resume"): {"401", "403", "404", "409", "413", "422", "503"},
         ("post", "/schedules/{name}/pause"): {"401", "403", "404", "413", "422", "503"},
         ("get", "/readyz"): {"422", "503"},

@@ -111,7 +111,8 @@ def router(keys: ApiKeys) -> APIRouter:
             "next_after": rows[-1].index if len(rows) == limit else None,
         }
 
-    @api.get("/processes", dependencies=read, summary="Process summaries, newest first, with a cursor")
+    @api.get("/processes", dependencies=read, responses=NOT_FOUND,  # 404: an unknown case with search=
+             summary="Process summaries, newest first, with a cursor")
     async def list_processes(
         flow: Flow,
         case: str | None = None,
