@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 BENCH_VENV := .bench-venv
 BENCH_STAMP := $(BENCH_VENV)/.installed-stamp
 
-.PHONY: install bench-env demo lint test test-unit services bench bench-scale chaos clean
+.PHONY: install bench-env fuzz-env fuzz lock demo lint test test-unit services bench bench-scale chaos clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,23 @@ $(BENCH_STAMP): pyproject.toml bench/requirements.txt
 	@touch $(BENCH_STAMP)
 
 bench-env: $(BENCH_STAMP)  ## create .bench-venv: Stageflow plus the pinned peers `make bench` compares with
+
+FUZZ_VENV := .fuzz-venv
+$(FUZZ_VENV)/.installed-stamp: pyproject.toml fuzz/requirements.txt
+	@test -x $(FUZZ_VENV)/bin/python || $(PYTHON) -m venv $(FUZZ_VENV)
+	@$(FUZZ_VENV)/bin/python -m pip install --quiet --upgrade pip
+	@$(FUZZ_VENV)/bin/python -m pip install --quiet -e '.[fast]' -r fuzz/requirements.txt
+	@touch $(FUZZ_VENV)/.installed-stamp
+
+fuzz-env: $(FUZZ_VENV)/.installed-stamp  ## create .fuzz-venv: Stageflow plus schemathesis, for `make fuzz`
+
+fuzz: fuzz-env services  ## fuzz a real gateway from its OpenAPI schema (schemathesis, bounded): no 5xx, only documented answers
+	@$(FUZZ_VENV)/bin/python -m fuzz.gateway
+
+lock:  ## regenerate requirements.lock (the Docker image's exact, hashed dependencies) from pyproject.toml
+	@test -x .lock-venv/bin/pip-compile || ($(PYTHON) -m venv .lock-venv && .lock-venv/bin/pip install --quiet pip-tools)
+	@.lock-venv/bin/pip-compile --quiet --strip-extras --generate-hashes --no-emit-index-url --no-emit-find-links \
+		--no-emit-trusted-host --extra fast --output-file requirements.lock pyproject.toml
 
 demo: install  ## run the e-commerce demo on the embedded default (no servers needed)
 	@$(BIN)/stageflow demo

@@ -129,7 +129,7 @@ async def through_gateway(schema: str, requests: int) -> dict[str, Any]:
     from gateway.app import create_app
 
     settings = Settings(store_url=STORE_URL, store_schema=schema, broker_url="memory://",
-                        secret_keys=["bench-secret-0123456789"], gateway_insecure=True, cases=[])
+                        secret_keys=["bench-secret-0123456789-abcdefghijklmnop"], gateway_insecure=True, cases=[])
     async with Stageflow.from_settings(settings, cases=[]) as flow:  # reads only: no case needed
         app = create_app(flow, settings)
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as client:

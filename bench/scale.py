@@ -39,7 +39,7 @@ from bench.measure import ms, percentile, phase_figures
 from bench.peers.base import BenchError, say
 from bench.peers.stageflow import StageflowPeer
 
-READ_KEY = "bench-scale-read-key"
+READ_KEY = "bench-scale-read-key-0123456789abcdef"  # 32 bytes at least
 LOOP_IDS = 10_000_000  # chain numbers of the loop processes, apart from the bench_chain ones
 SIZES = {  # store size, loop processes and transitions, burst, memory seconds, reads
     "full": (1_000_000, 10, 1000, 1000, 600.0, 5000),

@@ -1,10 +1,11 @@
 """``make chaos``: Stageflow's fault suite on one machine, against the real RabbitMQ and PostgreSQL.
 
 Not part of the installed package: run it from the repository root with ``python -m chaos [--quick]``.
-Six scenarios (:mod:`chaos.scenarios`), each on a fresh PostgreSQL schema and RabbitMQ queue prefix with
+Seven scenarios (:mod:`chaos.scenarios`), each on a fresh PostgreSQL schema and RabbitMQ queue prefix with
 its own worker and services subprocesses: random worker SIGKILLs, a RabbitMQ and a PostgreSQL restart, a
-frozen (SIGSTOPped) worker, duplicated/reordered/stale messages, poison messages, and malformed or
-tampered messages. The verdict comes from witnesses outside the framework (``tests/support/ledger.py``:
+frozen (SIGSTOPped) worker, duplicated/reordered/stale messages, poison messages, malformed or
+tampered messages, and an attacker on the broker and the gateway (``hostile``, :mod:`chaos.hostile`).
+The verdict comes from witnesses outside the framework (``tests/support/ledger.py``:
 a trigger that records every UPDATE of a process row, and a service that writes one row per applied
 effect). It prints a table (one row per scenario) and, last, one JSON line with the totals; it exits
 non-zero if anything was lost or applied twice, or a scenario's own expectation failed.

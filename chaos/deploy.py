@@ -29,7 +29,7 @@ from tests.support.ledger import install_ledger, queue_depth
 from tests.support.processes import Managed
 from tests.support.servers import BROKER_URL, STORE_URL, drop_namespace  # the servers the tests use
 
-SECRET = "chaos-secret-key-0123456789"
+SECRET = "chaos-secret-key-0123456789-abcdefghijklmnop"  # 32 bytes at least
 CASE_MODULES = "chaos.cases"
 QUEUE_SUFFIXES = ("inner", "service", "parked", f"command.{EFFECTS_API}", "command.http")  # http: served by each worker
 FINISHED = ("completed", "failed", "cancelled")

@@ -1,4 +1,4 @@
-"""The six chaos scenarios. Each runs on its own deployment (:mod:`chaos.deploy`) and fills a ``Result``.
+"""The seven chaos scenarios. Each runs on its own deployment (:mod:`chaos.deploy`) and fills a ``Result``.
 
 Nothing in a scenario retries or republishes on the framework's behalf: anything lost stays lost and
 shows. The figures are measured the same way for all (``measure``):
@@ -35,7 +35,8 @@ from chaos.deploy import BROKER_URL, Deployment, Parked, say, shuffled, stop_tas
 from chaos.report import Result
 from framework.broker.base import INNER, SERVICE, Outgoing, command_queue
 from framework.document import ProcessDocument
-from framework.messages import RunStage, ServiceCommand, ServiceReplyMessage
+from framework.messages import ItemDone, RunStage, ServiceCommand, ServiceReplyMessage
+from framework.signing import MessageSigner
 from framework.state import ResendWait, ServiceWait
 from framework.taskid import TaskIdSigner, TaskRef
 from tests.support.failure_cases import Killer
@@ -400,13 +401,15 @@ async def _inject_duplicates(run: Run, injected: Counter[str], *, finished: bool
         for version in range(1, doc.version):  # each past transition: "run the stage it ran"
             stage = (entries.get(version + 1) or {}).get("stage")
             if stage:
-                body = RunStage(doc.process_id, doc.case, stage, version).to_json()
+                body = dep.flow.engine.messages.sign(RunStage(doc.process_id, doc.case, stage, version).to_json())
                 messages.append(("stale_run", Outgoing(INNER, f"chaos-stale-{uuid.uuid4().hex}", body)))
         if doc.stage:  # the current transition
-            body = RunStage(doc.process_id, doc.case, doc.stage, doc.version).to_json()
+            body = dep.flow.engine.messages.sign(RunStage(doc.process_id, doc.case, doc.stage, doc.version).to_json())
             messages.append(("current_run", Outgoing(INNER, f"chaos-current-{uuid.uuid4().hex}", body)))
         for m in doc.outbox:  # exactly what is (or was) in flight
-            messages.append(("outbox", Outgoing(m.queue, f"chaos-outbox-{uuid.uuid4().hex}", m.body.encode())))
+            body = m.body.encode()
+            body = dep.flow.engine.messages.sign(body) if m.queue == INNER else body
+            messages.append(("outbox", Outgoing(m.queue, f"chaos-outbox-{uuid.uuid4().hex}", body)))
         for version, entry in entries.items():  # every call made: the same command, the same taskId
             if entry.get("event") == "call":
                 task_id = signer.sign(TaskRef(doc.process_id, doc.case, EFFECTS_API, entry["to"], version))
@@ -492,6 +495,7 @@ async def _bad_batch(run: Run, count: int, kinds: Counter[str]) -> list[Outgoing
     signer = dep.flow.engine.signer
     attacker = TaskIdSigner(["an-attackers-key"])
     limit = dep.settings.max_message_bytes
+    signed = dep.flow.engine.messages.sign
 
     def some_doc() -> ProcessDocument | None:
         return rng.choice(docs) if docs else None
@@ -522,6 +526,11 @@ async def _bad_batch(run: Run, count: int, kinds: Counter[str]) -> list[Outgoing
                 return INNER, RunStage(pid, ChaosFlow.name, "no_such_stage", doc.version if doc else 1).to_json()
             case "unknown_process":
                 return INNER, RunStage(str(uuid.uuid4()), ChaosFlow.name, "step_1", 1).to_json()
+            case "unsigned_item_done":  # completes a fan-out item, with no signature at all
+                return INNER, ItemDone(pid, ChaosFlow.name, 1, 0, True, {"evil": True}).to_json()
+            case "forged_run_stage":  # the right shape, signed with a key we do not have
+                return INNER, MessageSigner(["an-attackers-key-0123456789abcdef"]).sign(
+                    RunStage(pid, ChaosFlow.name, "step_1", doc.version if doc else 1).to_json())
             case "oversize":
                 return INNER, orjson.dumps({"process_id": pid, "case": ChaosFlow.name, "stage": "step_1",
                                             "transition": 1, "pad": "x" * (limit + 100)})
@@ -552,6 +561,8 @@ async def _bad_batch(run: Run, count: int, kinds: Counter[str]) -> list[Outgoing
         kind = BAD_KINDS[sum(kinds.values()) % len(BAD_KINDS)]
         kinds[kind] += 1
         queue, body = make(kind)
+        if queue == INNER and kind not in _UNSIGNED_KINDS:  # signed: the parser's own checks must refuse it
+            body = signed(body)
         messages.append(Outgoing(queue, f"chaos-bad-{kind}-{uuid.uuid4().hex[:8]}", body))
     rng.shuffle(messages)
     return messages
@@ -559,7 +570,9 @@ async def _bad_batch(run: Run, count: int, kinds: Counter[str]) -> list[Outgoing
 
 BAD_KINDS = ("bad_json", "not_an_object", "wrong_schema", "unknown_case", "unknown_stage", "unknown_process",
              "oversize", "reply_bad_json", "reply_no_task_id", "forged_task_id", "altered_task_id",
-             "truncated_signature", "command_bad_json", "command_wrong_api")
+             "truncated_signature", "command_bad_json", "command_wrong_api", "unsigned_item_done",
+             "forged_run_stage")
+_UNSIGNED_KINDS = ("not_an_object", "unsigned_item_done", "forged_run_stage")
 
 
 # -- running one scenario and measuring it ----------------------------------------------------------------
@@ -587,7 +600,15 @@ SCENARIOS = (
              poison, lambda p: 3, {"poison_after": POISON_AFTER, "delivery_limit": POISON_DELIVERY_LIMIT}),
     Scenario("malformed", "malformed, oversize, unknown and tampered (forged/altered taskId) messages",
              bad_messages, lambda p: 3),
+    Scenario("hostile", "forged inner messages and http commands on the broker, NUL/int32/no-key/broken-body "
+             "requests to the gateway, among healthy processes", lambda run: _hostile(run), lambda p: 2),
 )
+
+
+async def _hostile(run: Run) -> None:
+    from chaos.hostile import hostile  # it builds on this module's helpers
+
+    await hostile(run)
 SCENARIO_NAMES = tuple(s.name for s in SCENARIOS)
 
 

@@ -3,7 +3,8 @@
 ``commit`` writes a plan's document with its outbox and history entry in one compare-and-set on the version
 (one store write per transition), then publishes the outbox with confirms. A plan whose data the store refuses
 (not JSON, or a NUL character PostgreSQL cannot keep) is replaced by the stage's failure, so a process never
-stays half-written. A finished child process also tells its parent: its end is the parent's item result.
+stays half-written; an operator's action with such data is refused instead (``InvalidInputError``): the data
+is the operator's, not the stage's. A finished child process also tells its parent: its end is the parent's item result.
 """
 
 from __future__ import annotations
@@ -13,13 +14,14 @@ from collections.abc import Sequence
 import orjson
 import structlog
 
-from framework.broker.base import Broker, Outgoing
+from framework.broker.base import INNER, Broker, Outgoing
 from framework.clock import Clock
 from framework.document import OutboxMessage, ProcessDocument, Status
-from framework.errors import BrokerError, UnstorableDataError
+from framework.errors import BrokerError, InvalidInputError, UnstorableDataError
 from framework.fanout import item_done_message
 from framework.observers import Observer, Observers
 from framework.planner import Plan, Planner
+from framework.signing import MessageSigner
 from framework.state import ResendWait, RetryWait
 from framework.store.protocols import DocumentStore
 from framework.telemetry import publish_headers
@@ -30,7 +32,7 @@ log = structlog.get_logger("stageflow.engine")
 class Committer:
     def __init__(
         self, *, store: DocumentStore, broker: Broker, planner: Planner, clock: Clock, relay_grace_s: float,
-        process_ttl_s: float, max_message_bytes: int, observers: Observers,
+        process_ttl_s: float, max_message_bytes: int, observers: Observers, messages: MessageSigner,
     ) -> None:
         self._store = store
         self._broker = broker
@@ -40,14 +42,23 @@ class Committer:
         self._process_ttl_s = process_ttl_s
         self._max_message_bytes = max_message_bytes
         self._observers = observers
+        self._messages = messages
 
-    async def commit(self, doc: ProcessDocument, plan: Plan) -> bool:
-        """Commit ``plan`` (the next version of ``doc``) and publish its outbox; False if ``doc`` moved on."""
+    async def commit(self, doc: ProcessDocument, plan: Plan, *, operator: bool = False) -> bool:
+        """Commit ``plan`` (the next version of ``doc``) and publish its outbox; False if ``doc`` moved on.
+        ``operator``: the plan is an operator's action, refused as a whole if the store cannot keep its data."""
         try:
             committed = await self._write(doc, plan)
         except (orjson.JSONEncodeError, UnstorableDataError) as exc:
+            if operator:
+                log.info("operator action refused by the store", process_id=doc.process_id, error=str(exc))
+                message = "the request holds data the store cannot keep (e.g. a NUL character); nothing was changed"
+                raise InvalidInputError(message, errors=[{"field": "(body)", "message": message}],
+                                        process_id=doc.process_id) from None
+            # The driver's own text stays in the log: the reason is served by the status API.
+            log.warning("stage data refused by the store", process_id=doc.process_id, error=str(exc))
             reason = (f"stage data is not JSON-serialisable: {exc}" if isinstance(exc, orjson.JSONEncodeError)
-                      else f"stage data cannot be stored: {exc}")
+                      else "stage data cannot be stored: the store refused it (e.g. a NUL character)")
             now = self._clock.now()
             plan = self._planner.failure(doc, plan.entry.get("stage") or doc.stage or "(none)", reason, retryable=False,
                                          started=now, now=now)
@@ -85,13 +96,19 @@ class Committer:
         """Publish committed messages. A broker failure is not fatal: the due-work loop re-publishes them."""
         if not outbox:
             return
+        # Inner messages are signed here, as they leave, not in the outbox: every publish (the relay's, a
+        # sweep's) signs with the newest key, and documents written by a release that did not sign still work.
+        sign = self._messages.sign
         try:
+            messages = [
+                (m.queue, m.message_id, sign(m.body.encode()) if m.queue == INNER else m.body.encode()) for m in outbox
+            ]
             if self._observers:  # the hop latency's start and observers' headers (trace context)
                 headers = publish_headers()
                 self._observers.emit(Observer.publishing, headers)
-                await self._broker.publish([Outgoing(m.queue, m.message_id, m.body.encode(), headers) for m in outbox])
+                await self._broker.publish([Outgoing(queue, mid, body, headers) for queue, mid, body in messages])
             else:
-                await self._broker.publish([Outgoing(m.queue, m.message_id, m.body.encode()) for m in outbox])
+                await self._broker.publish([Outgoing(queue, mid, body) for queue, mid, body in messages])
         except BrokerError as exc:
             log.warning("outbox left for the relay", process_id=process_id, error=str(exc))
 

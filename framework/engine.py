@@ -39,6 +39,7 @@ from framework.planner import Plan, Planner
 from framework.poison import PoisonJudge
 from framework.registry import CaseRegistry
 from framework.scheduler import Scheduler, collect_schedules
+from framework.signing import MessageSigner
 from framework.stages import StageRunner
 from framework.starter import Starter
 from framework.store.base import ProcessStore
@@ -67,11 +68,13 @@ class Engine:
         self.signer = signer
         self.clock = clock or SystemClock()
         self.observers = Observers(observers)
+        self.messages = MessageSigner(signer.secret_keys)  # signs inner messages as they leave (framework.signing)
         self.inbound = InboundParser(signer, max_message_bytes=max_message_bytes)
         self.planner = Planner(self.cases, signer, max_message_bytes=max_message_bytes)
         self.committer = Committer(
             store=store, broker=broker, planner=self.planner, clock=self.clock, relay_grace_s=relay_grace_s,
             process_ttl_s=process_ttl_s, max_message_bytes=max_message_bytes, observers=self.observers,
+            messages=self.messages,
         )
         self.start_process = Starter(store=store, planner=self.planner, committer=self.committer, clock=self.clock,
                                      relay_grace_s=relay_grace_s, observers=self.observers)
@@ -110,8 +113,9 @@ class Engine:
         return doc
 
     async def commit(self, doc: ProcessDocument, plan: Plan) -> bool:
-        """Commit a planned transition of ``doc`` (operator actions); False if the document moved on."""
-        return await self.committer.commit(doc, plan)
+        """Commit an operator's planned transition of ``doc``; False if the document moved on, and
+        ``InvalidInputError`` (nothing changed) if the store cannot keep what the operator gave."""
+        return await self.committer.commit(doc, plan, operator=True)
 
     async def fire_due(self, *, limit: int = 200) -> int:
         """One pass of due work: timers, overdue outboxes, fan-out sweeps, schedule ticks (``DueWork``)."""

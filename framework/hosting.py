@@ -37,7 +37,7 @@ async def run_worker(settings: Settings | None = None) -> None:
     observers = [o for o in (metrics, tracing) if o is not None]
     flow = Stageflow.from_settings(settings, connection_name=f"stageflow-worker-{os.getpid()}", observers=observers)
     settle_garbage_collector()  # code and cases are loaded; no connection exists yet
-    async with flow, hosted_http_adapter(settings, flow.broker) as http:
+    async with flow, hosted_http_adapter(settings, flow.broker, signer=flow.engine.signer) as http:
         worker = flow.worker()
         server = None
         if metrics is not None:

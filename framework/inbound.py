@@ -1,15 +1,17 @@
 """The edge of the worker: each delivery is parsed once, here, into a typed message.
 
 Everything after this dispatches on the message's type (``match``); nothing re-reads bytes or branches on a
-queue name. A service reply is verified here too: a ``Reply`` always carries a taskId signed by one of our
-keys. Anything that cannot be read raises ``MessageError`` (or ``TaskIdError``) with the reason the parked
-message keeps in its headers.
+queue name. Everything is verified here too: an inner message must be signed by one of our keys
+(``framework.signing``) and a ``Reply`` always carries a taskId signed by one of them. Anything that cannot
+be read or verified raises ``MessageError`` (or ``TaskIdError``) with the reason the parked message keeps in
+its headers.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from framework.errors import MessageError
 from framework.messages import (
     DEFAULT_MAX_MESSAGE_BYTES,
     ItemDone,
@@ -18,6 +20,7 @@ from framework.messages import (
     StartChild,
     parse_inner,
 )
+from framework.signing import MessageSigner
 from framework.taskid import TaskIdSigner, TaskRef
 
 
@@ -43,11 +46,14 @@ Inbound = RunStage | StartChild | ItemDone | Reply
 class InboundParser:
     def __init__(self, signer: TaskIdSigner, *, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> None:
         self._signer = signer
+        self._messages = MessageSigner(signer.secret_keys)
         self._max_bytes = max_message_bytes
 
     def inner(self, body: bytes) -> Inbound:
-        """A delivery from the inner queue."""
-        return parse_inner(body, self._max_bytes)
+        """A delivery from the inner queue, its signature verified."""
+        if len(body) > self._max_bytes:  # checked before hashing: an oversize body costs nothing
+            raise MessageError(f"message of {len(body)} bytes is over the {self._max_bytes}-byte limit")
+        return parse_inner(self._messages.verify(body), self._max_bytes)
 
     def reply(self, body: bytes) -> Inbound:
         """A delivery from the service queue, its taskId verified."""

@@ -7,6 +7,8 @@ from collections.abc import Iterable
 from framework.case import BusinessCase
 from framework.errors import ConfigurationError, UnknownCaseError
 
+KNOWN_CASES_HINT = "registered cases: "  # the gateway does not pass this list on to its callers
+
 
 class CaseRegistry:
     """Cases by ``(name, version)``. Several versions of one case may be registered at once, so processes
@@ -41,7 +43,7 @@ class CaseRegistry:
             return self._latest[name]
         except KeyError:
             known = ", ".join(sorted(self._latest)) or "none"
-            raise UnknownCaseError(f"unknown case {name!r}", hint=f"registered cases: {known}", case=name) from None
+            raise UnknownCaseError(f"unknown case {name!r}", hint=KNOWN_CASES_HINT + known, case=name) from None
 
     def get(self, name: str, version: int) -> type[BusinessCase]:
         try:

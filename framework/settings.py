@@ -12,8 +12,12 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from framework.errors import ConfigurationError
+
 # Used only with the embedded default, so a demo runs with no set-up; refused for RabbitMQ.
 DEMO_SECRET_KEY = "stageflow-embedded-demo-key-not-secret"
+MIN_KEY_BYTES = 32  # 256 bits: an HMAC key or an API key nobody guesses
+_MAKE_ONE = "make one with `python -c 'import secrets; print(secrets.token_urlsafe(32))'`"
 
 
 def tracing_enabled() -> bool:
@@ -124,6 +128,18 @@ class Settings(BaseSettings):
         return self
 
     def signing_keys(self) -> list[str]:
+        """The signing keys, newest first; ``ConfigurationError`` for a weak one (or none, see the caller)."""
         if self.secret_keys:
-            return self.secret_keys
+            return strong_keys(self.secret_keys, "STAGEFLOW_SECRET_KEYS", allow_demo=self.embedded)
         return [DEMO_SECRET_KEY] if self.embedded else []
+
+
+def strong_keys(keys: list[str], variable: str, *, allow_demo: bool = False) -> list[str]:
+    """``keys``, or ``ConfigurationError`` if one is shorter than 32 bytes or is the published demo key."""
+    for n, key in enumerate(keys, 1):
+        if key == DEMO_SECRET_KEY and not allow_demo:
+            raise ConfigurationError(f"{variable}: key {n} is the published demo key, which anyone can read",
+                                     hint=_MAKE_ONE)
+        if len(key.encode()) < MIN_KEY_BYTES:
+            raise ConfigurationError(f"{variable}: key {n} is shorter than {MIN_KEY_BYTES} bytes", hint=_MAKE_ONE)
+    return keys

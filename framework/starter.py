@@ -49,8 +49,9 @@ class Starter:
             stored, created = await self._store.create(doc, plan.entry,
                                                        due_at=doc.due_at(self._relay_grace_s))
         except UnstorableDataError as exc:  # e.g. a NUL character, which PostgreSQL cannot keep
-            message = f"the input of case {doc.case!r} cannot be stored: {exc}"
-            raise InvalidInputError(message, errors=[{"field": "(input)", "message": str(exc)}],
+            log.info("input refused by the store", case=doc.case, error=str(exc))  # the driver's text stays here
+            message = f"the input of case {doc.case!r} cannot be stored: the store refused it (e.g. a NUL character)"
+            raise InvalidInputError(message, errors=[{"field": "(input)", "message": message}],
                                     case=doc.case) from None
         if not created:
             if stored.input != doc.input:

@@ -39,7 +39,8 @@ class TaskIdSigner:
             raise ConfigurationError(
                 "no secret key to sign taskIds", hint="set STAGEFLOW_SECRET_KEYS (comma-separated, newest first)"
             )
-        self.secret_keys = tuple(keys)  # other signed tokens (callbacks) derive their serializer from these
+        # newest first: other signed things (inner messages, callbacks) derive their own keys from these
+        self.secret_keys: tuple[str, ...] = tuple(keys)
         # itsdangerous signs with the last key and verifies with all of them.
         self._serializer = URLSafeSerializer(list(reversed(keys)), salt=_SALT)
 

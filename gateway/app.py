@@ -23,6 +23,7 @@ from framework.wiring import cases_from_settings
 from gateway import problems
 from gateway.auth import ApiKeys
 from gateway.cache import Refreshed
+from gateway.guard import Guard
 from gateway.limits import BodySizeLimit
 from gateway.metrics import GatewayMetrics, RequestMetrics
 from gateway.routes import actions, admin, jobs, processes, schedules, signals, system
@@ -90,12 +91,15 @@ def create_app(
                 if tracing is not None:
                     tracing.shutdown()
 
-    app = FastAPI(title="Stageflow gateway", version="0.3.0", lifespan=lifespan)
+    # No /docs or /redoc: they load scripts from a CDN on the origin where the admin page keeps its key.
+    # The schema is at /openapi.json, with a read key (see the README for viewing it).
+    app = FastAPI(title="Stageflow gateway", version="0.3.0", lifespan=lifespan, docs_url=None, redoc_url=None)
     if flow is not None:
         attach(app, flow)
     app.state.metrics = GatewayMetrics()
     problems.install(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.gateway_max_body_bytes)
+    app.add_middleware(Guard, keys=keys)  # the key before anything else looks at the request
     # outermost: refused requests count (and are traced) too
     app.add_middleware(RequestMetrics, metrics=app.state.metrics, tracing=tracing)
     for module in (processes, actions, jobs, system, admin, schedules, signals):

@@ -15,10 +15,10 @@ from fastapi import HTTPException, Security
 from fastapi.security import APIKeyHeader
 
 from framework.errors import ConfigurationError
-from framework.settings import Settings
+from framework.settings import Settings, strong_keys
 
 HEADER = "X-API-Key"
-_header = APIKeyHeader(name=HEADER, auto_error=False, description="a read or operate API key")
+api_key_header = APIKeyHeader(name=HEADER, auto_error=False, description="a read or operate API key")
 
 
 class Role(IntEnum):
@@ -40,7 +40,9 @@ class ApiKeys:
                 hint="set STAGEFLOW_API_KEYS_OPERATE (and STAGEFLOW_API_KEYS_READ), comma-separated random keys; "
                 "or set STAGEFLOW_GATEWAY_INSECURE=true to run it open on purpose (local use only)",
             )
-        return cls(read=settings.api_keys_read, operate=settings.api_keys_operate, insecure=settings.gateway_insecure)
+        return cls(read=strong_keys(settings.api_keys_read, "STAGEFLOW_API_KEYS_READ"),
+                   operate=strong_keys(settings.api_keys_operate, "STAGEFLOW_API_KEYS_OPERATE"),
+                   insecure=settings.gateway_insecure)
 
     def role_of(self, presented: str | None) -> Role:
         if self.open:
@@ -57,7 +59,7 @@ class ApiKeys:
     def require(self, needed: Role) -> Callable[[str | None], Awaitable[Role]]:
         """A FastAPI dependency that lets the request through only with a key of role ``needed`` or more."""
 
-        async def check(api_key: str | None = Security(_header)) -> Role:
+        async def check(api_key: str | None = Security(api_key_header)) -> Role:
             role = self.role_of(api_key)
             if role == Role.NONE:
                 detail = f"missing {HEADER} header" if not api_key else f"unknown key in {HEADER}"

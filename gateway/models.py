@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 StatusFilter = Literal["running", "waiting", "retrying", "completed", "failed", "cancelled"]
 ItemStatus = Literal["pending", "dispatched", "done", "failed", "cancelled"]
@@ -13,6 +13,24 @@ ItemStatus = Literal["pending", "dispatched", "done", "failed", "cancelled"]
 
 class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_nul(cls, data: Any) -> Any:
+        # PostgreSQL's text and jsonb cannot hold one: refused here, the same on every store, before any write.
+        if _holds_nul(data):
+            raise ValueError("a NUL character (\\u0000) is not allowed in a request body")
+        return data
+
+
+def _holds_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_holds_nul(k) or _holds_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_holds_nul(v) for v in value)
+    return False
 
 
 class StartRequest(_Body):

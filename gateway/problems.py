@@ -17,6 +17,7 @@ import structlog
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from framework.errors import (
@@ -33,6 +34,7 @@ from framework.errors import (
     StageflowError,
     UnknownCaseError,
 )
+from framework.registry import KNOWN_CASES_HINT
 
 log = structlog.get_logger("stageflow.gateway")
 
@@ -51,6 +53,40 @@ _STATUS_BY_ERROR: tuple[tuple[type[StageflowError], int], ...] = (
     (InfrastructureError, 503),
     (ConfigurationError, 500),
 )
+
+
+class Problem(BaseModel):
+    """An RFC 9457 problem, as every error response of the gateway is."""
+
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str | None = None
+    error: str | None = Field(None, description="the error's name, e.g. InvalidInputError")
+    hint: str | None = Field(None, description="how to fix it, where there is a way")
+    errors: list[dict[str, str]] | None = Field(None, description="422: each bad field (in, field, message)")
+
+
+_MEANINGS = {
+    401: "no API key, or one the gateway does not know",
+    403: "a read key for an action that needs an operate key",
+    404: "no such process, case, job or schedule",
+    409: "the action conflicts with the current state (a taken client key, a finished process, a running job)",
+    410: "the callback token has expired",
+    413: "the request body is over STAGEFLOW_GATEWAY_MAX_BODY_BYTES",
+    422: "invalid input (each bad field named), a NUL character, a number out of range, data the store refuses",
+    503: "the store or the broker is unavailable; try again",
+}
+
+
+def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """The OpenAPI ``responses`` of the problems a route really sends (``application/problem+json``)."""
+    schema = {"$ref": "#/components/schemas/Problem"}
+    return {status: {"model": Problem, "description": _MEANINGS[status], "content": {MEDIA_TYPE: {"schema": schema}}}
+            for status in statuses}
+
+
+KEYED = problem_responses(401, 403, 422, 503)  # every route that needs a key
 
 
 class BodyTooLarge(HTTPException):
@@ -82,7 +118,14 @@ def install(app: FastAPI) -> None:
     async def stageflow_error(request: Request, exc: StageflowError) -> JSONResponse:
         status = next((code for kind, code in _STATUS_BY_ERROR if isinstance(exc, kind)), 500)
         errors = exc.errors if isinstance(exc, InvalidInputError) else None
-        return problem(status, exc.message, error=type(exc).__name__, hint=exc.hint, errors=errors)
+        message, hint = exc.message, exc.hint
+        if isinstance(exc, UnknownCaseError) and (hint or "").startswith(KNOWN_CASES_HINT):  # not for any caller
+            hint = "GET /cases lists the cases (read key)"
+        elif isinstance(exc, InfrastructureError | ConfigurationError):  # the driver's text stays in the log
+            log.warning("gateway request failed", path=request.url.path, error=str(exc))
+            message, hint = ("the store or the broker is unavailable; try again" if status == 503
+                             else "the gateway is misconfigured; it has been logged"), None
+        return problem(status, message, error=type(exc).__name__, hint=hint, errors=errors)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -92,6 +135,8 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400:  # FastAPI's "error parsing the body" (not UTF-8): a broken body, like bad JSON
+            return problem(422, "the request body is not valid JSON text", error="RequestValidationError")
         detail = exc.detail if isinstance(exc.detail, str) else None
         return problem(exc.status_code, detail, headers=exc.headers)
 

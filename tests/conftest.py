@@ -20,7 +20,7 @@ import pytest
 from framework import Settings
 from tests.support.servers import BROKER_URL, STORE_URL, drop_namespace, unreachable
 
-TEST_SECRET = "test-secret-key-0123456789"
+TEST_SECRET = "test-secret-key-0123456789-abcdefghijklmnop"  # 32 bytes at least
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

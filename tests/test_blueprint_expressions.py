@@ -97,3 +97,9 @@ def test_custom_functions_must_return_json_and_errors_are_expression_errors() ->
         Expressions({"Bad Name": len})
     with pytest.raises(ExpressionError, match="failed"):
         ex.evaluate("length(input.qty)", DATA)  # a type error in JMESPath's own functions
+
+
+def test_a_built_in_function_that_raises_is_an_expression_error() -> None:
+    ex = Expressions()
+    with pytest.raises(ExpressionError, match=r"failed: ValueError: empty separator"):
+        ex.evaluate("split(input.order_id, '')", DATA)

@@ -234,3 +234,19 @@ async def test_fan_out_step_over_a_list() -> None:
     async with run_cases([case], services={"lookup": lookup}) as env:
         done = await env.run(case, {"skus": ["A", "B", "C"]})
     assert done.result == {"found": ["a", "b", "c"], "ok": 3}
+
+
+async def test_a_function_that_raises_fails_the_step_naming_it() -> None:
+    case = load_blueprint({
+        "name": "splitter", "version": 1, "input": {"text": {"type": "string"}},
+        "steps": [
+            {"name": "cut", "kind": "transform", "set": {"parts": "split(input.text, '')"}},
+            {"name": "done", "kind": "complete", "result": "${store.parts}"},
+        ],
+    })
+    async with run_cases([case]) as env:
+        doc = await env.run(case, {"text": "a,b"}, raise_on_failure=False)
+    assert doc.status is Status.FAILED
+    assert doc.error.stage == "cut"
+    assert doc.error.reason.startswith("NonRetryableError: step 'cut': expression \"split(input.text, '')\" failed: "
+                                       "ValueError: empty separator"), doc.error.reason

@@ -1,11 +1,11 @@
-"""The chaos suite (``make chaos``, :mod:`chaos`) in short: the same six scenarios with small numbers.
+"""The chaos suite (``make chaos``, :mod:`chaos`) in short: the same seven scenarios with small numbers.
 
-Each scenario runs on its own schema and queue prefix with its own worker and services subprocesses:
-random worker SIGKILLs, a RabbitMQ connection drop and a PostgreSQL restart (``-m immediate``), a frozen
-worker whose late writes are refused, duplicated/stale messages, poison messages, malformed and tampered
-messages. Nothing may be lost or applied twice (witnessed by the ledger trigger and the effects table),
-and each scenario's own expectations must hold. The restart scenario stops and starts the local
-PostgreSQL, so it needs ``pg_ctlcluster``/``rabbitmqctl`` and servers on this machine.
+Each scenario runs on its own schema and queue prefix with its own worker and services subprocesses: random
+worker SIGKILLs, a RabbitMQ connection drop and a PostgreSQL restart (``-m immediate``), a frozen worker whose
+late writes are refused, duplicated/stale messages, poison messages, malformed and tampered messages, an
+attacker on the broker and the gateway. Nothing may be lost or applied twice (witnessed by the ledger trigger
+and the effects table), and each scenario's own expectations must hold. The restart scenario stops and starts
+the local PostgreSQL, so it needs ``pg_ctlcluster``/``rabbitmqctl`` and servers on this machine.
 """
 
 from __future__ import annotations

@@ -126,7 +126,7 @@ def test_no_cases_is_a_clear_error_for_the_cli_the_worker_and_the_gateway(
     # Real processes: a worker (on a broker it never reaches: the settings are refused before any connection)
     # and a gateway (refused when its app is built, before the server starts).
     env = {key: value for key, value in os.environ.items() if key not in ("STAGEFLOW_CASES", "STAGEFLOW_BLUEPRINTS")}
-    worker_env = {**env, "STAGEFLOW_BROKER_URL": "amqp://guest:guest@127.0.0.1:1/", "STAGEFLOW_SECRET_KEYS": "k"}
+    worker_env = {**env, "STAGEFLOW_BROKER_URL": "amqp://guest:guest@127.0.0.1:1/", "STAGEFLOW_SECRET_KEYS": "k" * 32}
     gateway_env = {**env, "STAGEFLOW_GATEWAY_INSECURE": "true"}
     for command, command_env in ((["worker"], worker_env), (["gateway", "--port", "0"], gateway_env)):
         done = subprocess.run(

@@ -25,9 +25,11 @@ from framework.inbound import Inbound
 from framework.messages import RunStage, ServiceReplyMessage
 from framework.service import Service
 from framework.service.inbox import PostgresInbox
+from framework.signing import MessageSigner
 from framework.taskid import TaskRef
 from framework.wiring import broker_from_settings
 from framework.worker import Worker
+from tests.conftest import TEST_SECRET
 from tests.support import services as effects_module
 from tests.support.cases import CASES, FiveCalls
 from tests.support.cluster import services_db_url
@@ -198,8 +200,11 @@ async def harness(settings: Settings, pg: asyncpg.Connection) -> AsyncIterator[H
                     await component.stop(timeout_s=10)
 
 
+SIGNER = MessageSigner([TEST_SECRET])
+
+
 def run_stage(pid: str, stage: str, transition: int) -> bytes:
-    return RunStage(pid, FiveCalls.name, stage, transition).to_json()
+    return SIGNER.sign(RunStage(pid, FiveCalls.name, stage, transition).to_json())  # signed like the engine's
 
 
 # -- (a) the same RunStage five more times, all at once ---------------------------------------------------

@@ -60,11 +60,12 @@ async def test_a_service_error_reply_fails_the_process_with_the_services_words()
 
 async def test_malformed_messages_are_parked_embedded_and_the_worker_goes_on() -> None:
     async with run_cases([Jumper], services={"effects": fake_effects}) as env:
-        await env.broker.publish([Outgoing(INNER, "bad-1", b"{oops"), Outgoing(INNER, "bad-2", b'{"case": "x"}')])
+        sign = env.flow.engine.messages.sign  # signed, so the parser's own checks are what refuses them
+        await env.broker.publish([Outgoing(INNER, "bad-1", sign(b"{oops")), Outgoing(INNER, "bad-2", b'{"case": "x"}')])
         doc = await env.run(Jumper, {"word": "ok"})
         reasons = [m.headers[REASON_HEADER] for m in env.parked()]
     assert doc.status is Status.COMPLETED
-    assert len(reasons) == 2 and "not valid JSON" in reasons[0]
+    assert len(reasons) == 2 and "not valid JSON" in reasons[0] and "not signed" in reasons[1]
 
 
 def test_defaults_need_no_server(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -120,3 +120,21 @@ def test_secrets_come_from_the_environment_at_send_time(monkeypatch: pytest.Monk
     assert lookup("shop") is None
     monkeypatch.setenv("STAGEFLOW_HTTP_SECRET_SHOP", "s")
     assert lookup("shop") == "s"
+
+
+async def test_error_texts_keep_no_credentials_or_query_values_from_the_url(
+    server: tuple[str, list[dict[str, Any]]]
+) -> None:
+    url, _ = server
+    secret_url = url.replace("http://", "http://alice:hunter2@") + "/echo/500?token=s3cret&page=2"
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        closed = sock.getsockname()[1]
+    async with HttpAdapter() as http:
+        with pytest.raises(ServiceError) as failed:
+            await http.handle(command({"url": secret_url}))
+        with pytest.raises(ServiceError) as refused:
+            await http.handle(command({"url": f"http://bob:pa55@127.0.0.1:{closed}/x?key=abc"}))
+    for error in (failed.value, refused.value):  # these texts go into `failures` and the status API
+        assert not any(s in error.message for s in ("alice", "hunter2", "s3cret", "bob", "pa55", "abc")), error.message
+    assert "/echo/500?…: HTTP 500" in failed.value.message and "GET http://127.0.0.1:" in failed.value.message

@@ -68,4 +68,4 @@ async def test_observers_see_transitions_failed_attempts_and_parked_messages() -
         ("retry", ("work", 2)),
         ("committed", (3, "completed", "completed", False)),
     ]
-    assert (hook, queue) == ("parked", "inner") and reason.startswith("message is not valid JSON")
+    assert (hook, queue) == ("parked", "inner") and reason.startswith("inner message is not signed")

@@ -53,6 +53,7 @@ async def test_input_postgresql_refuses_is_a_clear_input_error_and_fails_only_it
 
     assert isinstance(bad, InvalidInputError), bad
     assert "(input)" in str(bad.errors) and "cannot be stored" in str(bad), bad
+    assert "PostgreSQL" not in str(bad) and "0x00" not in str(bad), bad  # a caller's answer: no driver text
     assert all(isinstance(result, tuple) and result[1] for result in fine), fine
     words = await pg.fetch(f"SELECT doc->'input'->>'word' AS word FROM {settings.store_schema}.processes")
     assert sorted(r["word"] for r in words) == sorted(f"ok{i}" for i in range(10))
@@ -88,3 +89,4 @@ async def test_stage_data_postgresql_refuses_fails_the_process_with_the_reason(s
             await worker.stop()
     assert done.status is Status.FAILED
     assert "stage data cannot be stored" in str(done.error), done.error
+    assert "PostgreSQL" not in str(done.error) and "0x00" not in str(done.error), done.error  # served by the API

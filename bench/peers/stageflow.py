@@ -21,7 +21,7 @@ from bench.peers.base import BROKER_URL, PREFETCH, STORE_URL, Peer, delete_broke
 from framework import Settings, Stageflow
 from framework.logs import configure_logging
 
-SECRET = "bench-secret-key-0123456789"
+SECRET = "bench-secret-key-0123456789-abcdefghijklmnop"  # 32 bytes at least
 QUEUE_SUFFIXES = ("inner", "service", "parked", "command.http")  # command.http: each worker serves the http API
 
 

@@ -195,6 +195,8 @@ class Expressions:
             raise
         except jmespath.exceptions.JMESPathError as exc:
             raise ExpressionError(f"expression {source!r} failed: {' '.join(str(exc).split())}") from None
+        except Exception as exc:  # noqa: BLE001 - a built-in's own error (split(x, '')) is the expression's
+            raise ExpressionError(f"expression {source!r} failed: {type(exc).__name__}: {exc}") from None
 
     def render(self, template: Any, data: Mapping[str, Any]) -> Any:
         """A template's value: ``${...}`` replaced by what the expressions evaluate to."""

@@ -109,11 +109,9 @@ class HttpAdapter:
                 content=orjson.dumps(body) if body is not None else None, timeout=timeout_s,
             )
         except httpx.TimeoutException:
-            raise ServiceError(f"{request['method']} {request['url']}: no response within {timeout_s:g} s",
-                               retryable=True) from None
+            raise ServiceError(f"{_where(request)}: no response within {timeout_s:g} s", retryable=True) from None
         except httpx.TransportError as exc:
-            raise ServiceError(f"{request['method']} {request['url']}: {type(exc).__name__}: {exc}",
-                               retryable=True) from None
+            raise ServiceError(f"{_where(request)}: {type(exc).__name__}: {exc}", retryable=True) from None
         return self._reply(request, response)
 
     def _headers(self, given: Mapping[str, Any]) -> dict[str, str]:
@@ -132,7 +130,7 @@ class HttpAdapter:
         return headers
 
     def _reply(self, request: Mapping[str, Any], response: httpx.Response) -> dict[str, Any]:
-        where = f"{request['method']} {request['url']}"
+        where = _where(request)
         status = response.status_code
         if len(response.content) > self.max_body_bytes:
             raise ServiceError(f"{where}: response body of {len(response.content)} bytes is over the "
@@ -144,6 +142,13 @@ class HttpAdapter:
             raise ServiceError(f"{where}: HTTP {status}: {detail[:300]}", retryable=retryable)
         kept = {name: response.headers[name] for name in KEPT_HEADERS if name in response.headers}
         return {"status": status, "headers": kept, "body": body}
+
+
+def _where(request: Mapping[str, Any]) -> str:
+    """The request as error texts show it (they are kept in ``failures``): no credentials, no query values."""
+    url = httpx.URL(request["url"])
+    shown = url.copy_with(userinfo=b"", query=None, fragment=None)
+    return f"{request['method']} {shown}{'?…' if url.query else ''}"
 
 
 def _body(response: httpx.Response) -> Any:

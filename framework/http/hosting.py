@@ -10,11 +10,15 @@ from framework.http.adapter import HttpAdapter
 from framework.service.inbox import StatelessInbox
 from framework.service.sdk import Service
 from framework.settings import Settings
+from framework.taskid import TaskIdSigner
 
 
 @asynccontextmanager
-async def hosted_http_adapter(settings: Settings, broker: Broker) -> AsyncIterator[Service | None]:
-    """The ``http`` service on ``broker`` (not started), or None if ``STAGEFLOW_HTTP_ADAPTER`` is off.
+async def hosted_http_adapter(
+    settings: Settings, broker: Broker, *, signer: TaskIdSigner
+) -> AsyncIterator[Service | None]:
+    """The ``http`` service on ``broker`` (not started), or None if ``STAGEFLOW_HTTP_ADAPTER`` is off. It
+    sends a request only for a command whose taskId ``signer`` verifies (others are parked).
 
     Its HTTP client is closed when the block ends: start and stop the service inside it."""
     if not settings.http_adapter:
@@ -24,4 +28,4 @@ async def hosted_http_adapter(settings: Settings, broker: Broker) -> AsyncIterat
                           max_connections=settings.http_concurrency)
     async with adapter:
         yield Service(HttpAdapter.api, adapter.handle, broker=broker, inbox=StatelessInbox(),
-                      prefetch=settings.http_concurrency, max_message_bytes=settings.max_message_bytes)
+                      prefetch=settings.http_concurrency, max_message_bytes=settings.max_message_bytes, signer=signer)

@@ -12,6 +12,9 @@ so however often a command is delivered, its effect is applied once and the same
 Raise ``ServiceError`` to answer with a business error (recorded like a result, so it is final), or
 ``ServiceError(..., retryable=True)`` for a temporary one (nothing is recorded; the caller's retry policy
 may send the same command again). Any other exception rolls back and the command is redelivered.
+
+A service that holds the secret keys (the ``http`` adapter workers host) is given the ``signer``: it then
+acts only on commands whose taskId we signed, so broker access alone cannot make it send a request.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from framework.broker.base import SERVICE, Broker, Consumer, Delivery, Outgoing,
 from framework.errors import InfrastructureError, MessageError, ServiceError
 from framework.messages import DEFAULT_MAX_MESSAGE_BYTES, ServiceCommand, ServiceReplyMessage
 from framework.service.inbox import Inbox, ServiceTransaction
+from framework.taskid import TaskIdSigner
 from framework.telemetry import publish_headers
 
 if TYPE_CHECKING:
@@ -57,6 +61,7 @@ class Service:
         retry_delay_s: float = 1.0,
         metrics: ServiceMetrics | None = None,
         tracing: Tracing | None = None,
+        signer: TaskIdSigner | None = None,
     ) -> None:
         self.api = api
         self.metrics = metrics
@@ -67,6 +72,7 @@ class Service:
         self.prefetch = prefetch
         self.max_message_bytes = max_message_bytes
         self.retry_delay_s = retry_delay_s
+        self.signer = signer  # given (the engine's own services): a command runs only if its taskId verifies
         self._in_flight: set[asyncio.Task[Any]] = set()
         self._consumer: Consumer | None = None
 
@@ -94,6 +100,8 @@ class Service:
             command = ServiceCommand.parse(delivery.body, self.max_message_bytes)
             if command.api != self.api:
                 raise MessageError(f"command for api {command.api!r} reached service {self.api!r}")
+            if self.signer is not None and self.signer.verify(command.task_id).api != self.api:
+                raise MessageError(f"command's taskId is for another api than {self.api!r}")
         except MessageError as exc:
             log.warning("command parked", api=self.api, reason=str(exc))
             await self.broker.park(delivery, str(exc))

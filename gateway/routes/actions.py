@@ -12,6 +12,7 @@ from framework.jobs import Jobs, job_view
 from framework.store.base import ProcessFilter
 from gateway.auth import ApiKeys, Role
 from gateway.models import CancelRequest, ReprocessRequest, RetryRequest
+from gateway.problems import KEYED, problem_responses
 from gateway.routes import flow_of, jobs_of
 from gateway.views import epoch
 
@@ -24,7 +25,8 @@ def _state(doc: ProcessDocument) -> dict[str, Any]:
 
 
 def router(keys: ApiKeys) -> APIRouter:
-    api = APIRouter(tags=["operator actions"], dependencies=[Depends(keys.require(Role.OPERATE))])
+    api = APIRouter(tags=["operator actions"], dependencies=[Depends(keys.require(Role.OPERATE))],
+                    responses={**KEYED, **problem_responses(413)})
 
     @api.post("/processes/reprocess", status_code=202,
               summary="Start a job that retries every process matching a filter (failed by default)")
@@ -36,13 +38,15 @@ def router(keys: ApiKeys) -> APIRouter:
         response.headers["Location"] = f"/jobs/{job.job_id}"
         return job_view(job)
 
-    @api.post("/processes/{process_id}/retry", summary="Run a failed or cancelled process again")
+    @api.post("/processes/{process_id}/retry", summary="Run a failed or cancelled process again",
+              responses=problem_responses(404, 409))
     async def retry(process_id: str, flow: Flow,
                     request: Annotated[RetryRequest | None, Body()] = None) -> dict[str, Any]:
         request = request or RetryRequest()
         return _state(await flow.operations.retry(process_id, from_stage=request.from_stage, input=request.input))
 
-    @api.post("/processes/{process_id}/cancel", summary="Cancel a process that has not finished")
+    @api.post("/processes/{process_id}/cancel", summary="Cancel a process that has not finished",
+              responses=problem_responses(404, 409))
     async def cancel(process_id: str, flow: Flow,
                      request: Annotated[CancelRequest | None, Body()] = None) -> dict[str, Any]:
         request = request or CancelRequest()

@@ -17,10 +17,14 @@ from framework.state import FanOutWait
 from framework.store.base import ProcessFilter
 from gateway.auth import ApiKeys, Role
 from gateway.models import ItemStatus, StartRequest, StatusFilter
+from gateway.problems import KEYED, problem_responses
 from gateway.routes import flow_of
 from gateway.views import decode_cursor, encode_cursor, epoch, item_view, process_view
 
 Flow = Annotated[Stageflow, Depends(flow_of)]
+STARTS = problem_responses(404, 409, 413)
+NOT_FOUND = problem_responses(404)
+INT32_MAX = 2**31 - 1  # the store's integer columns: a larger number is a 422, not a driver error
 
 
 def _started(doc: ProcessDocument, created: bool, response: Response) -> dict[str, Any]:
@@ -40,11 +44,11 @@ async def process_response(flow: Stageflow, process_id: str) -> Response:
 
 
 def router(keys: ApiKeys) -> APIRouter:
-    api = APIRouter(tags=["processes"])
+    api = APIRouter(tags=["processes"], responses=KEYED)
     read = [Depends(keys.require(Role.READ))]
     operate = [Depends(keys.require(Role.OPERATE))]
 
-    @api.post("/cases/{case}/processes", status_code=201, dependencies=operate,
+    @api.post("/cases/{case}/processes", status_code=201, dependencies=operate, responses=STARTS,
               summary="Start a process (200 if the client key already started one with the same input)")
     async def start_process(case: str, request: StartRequest, response: Response, flow: Flow) -> dict[str, Any]:
         doc, created = await flow.engine.start_process(
@@ -52,7 +56,7 @@ def router(keys: ApiKeys) -> APIRouter:
         )
         return _started(doc, created, response)
 
-    @api.post("/webhooks/{case}", status_code=201, dependencies=operate,
+    @api.post("/webhooks/{case}", status_code=201, dependencies=operate, responses=STARTS,
               summary="Start a process from a webhook body, mapped by the case's from_webhook")
     async def webhook(case: str, body: Annotated[dict[str, Any], Body()], response: Response,
                       flow: Flow) -> dict[str, Any]:
@@ -74,19 +78,19 @@ def router(keys: ApiKeys) -> APIRouter:
 
     # The most frequent read (status polling): the view is plain JSON data, so it is encoded here and
     # returned as is, skipping the response model's validation; response_model only documents it.
-    @api.get("/processes/{process_id}", dependencies=read, response_model=dict[str, Any],
+    @api.get("/processes/{process_id}", dependencies=read, response_model=dict[str, Any], responses=NOT_FOUND,
              summary="A process: status, stage, progress, data, result, error, timings, history, waiting")
     async def get_process(process_id: str, flow: Flow) -> Response:
         return await process_response(flow, process_id)
 
-    @api.get("/processes/{process_id}/items", dependencies=read,
+    @api.get("/processes/{process_id}/items", dependencies=read, responses=NOT_FOUND,
              summary="The items of a fan-out (default: the one the process waits on), in index order, with a cursor")
     async def list_items(
         process_id: str,
         flow: Flow,
-        group: int | None = Query(None, description="the fan-out: the process version it started at"),
+        group: int | None = Query(None, ge=0, le=INT32_MAX, description="the fan-out: the version it started at"),
         status: ItemStatus | None = None,
-        after: int = Query(-1, ge=-1, description="`next_after` of the previous page"),
+        after: int = Query(-1, ge=-1, le=INT32_MAX, description="`next_after` of the previous page"),
         limit: int = Query(100, ge=1, le=1000),
     ) -> dict[str, Any]:
         doc = await flow.get(process_id)
@@ -107,7 +111,8 @@ def router(keys: ApiKeys) -> APIRouter:
             "next_after": rows[-1].index if len(rows) == limit else None,
         }
 
-    @api.get("/processes", dependencies=read, summary="Process summaries, newest first, with a cursor")
+    @api.get("/processes", dependencies=read, responses=NOT_FOUND,  # 404: an unknown case with search=
+             summary="Process summaries, newest first, with a cursor")
     async def list_processes(
         flow: Flow,
         case: str | None = None,

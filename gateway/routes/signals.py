@@ -16,10 +16,12 @@ from framework.app import Stageflow
 from framework.errors import CallbackTokenError
 from framework.signals import MAX_EVENT_ID_CHARS, Delivery
 from gateway.auth import ApiKeys, Role
+from gateway.problems import KEYED, problem_responses
 from gateway.routes import flow_of
 from gateway.routes.processes import process_response
 
 Flow = Annotated[Stageflow, Depends(flow_of)]
+ACTS = {**KEYED, **problem_responses(404, 409, 413)}
 
 
 class EventRequest(BaseModel):
@@ -52,7 +54,7 @@ def router(keys: ApiKeys) -> APIRouter:
     read = [Depends(keys.require(Role.READ))]
     operate = [Depends(keys.require(Role.OPERATE))]
 
-    @api.post("/processes/{process_id}/events/{name}", status_code=202, dependencies=operate,
+    @api.post("/processes/{process_id}/events/{name}", status_code=202, dependencies=operate, responses=ACTS,
               summary="Deliver an event: it resumes the process's wait_for(name), or is kept for a later one")
     async def send_event(process_id: str, name: str, flow: Flow, response: Response,
                          request: Annotated[EventRequest | None, Body()] = None) -> dict[str, Any]:
@@ -61,6 +63,7 @@ def router(keys: ApiKeys) -> APIRouter:
                           response)
 
     @api.post("/cases/{case}/keys/{client_key}/events/{name}", status_code=202, dependencies=operate,
+              responses=ACTS,
               summary="Deliver an event to the process of a case started with a client key")
     async def send_event_by_key(case: str, client_key: str, name: str, flow: Flow, response: Response,
                                 request: Annotated[EventRequest | None, Body()] = None) -> dict[str, Any]:
@@ -68,7 +71,7 @@ def router(keys: ApiKeys) -> APIRouter:
         delivery = await flow.signals.send_by_key(case, client_key, name, request.data, event_id=request.event_id)
         return _delivered(delivery, response)
 
-    @api.post("/processes/{process_id}/approval", status_code=202, dependencies=operate,
+    @api.post("/processes/{process_id}/approval", status_code=202, dependencies=operate, responses=ACTS,
               summary="Approve or reject the approval step the process waits for (once: a second one changes nothing)")
     async def decide(process_id: str, request: ApprovalRequest, flow: Flow, response: Response) -> dict[str, Any]:
         delivery = await flow.signals.decide(process_id, approved=request.approved, comment=request.comment,
@@ -76,11 +79,13 @@ def router(keys: ApiKeys) -> APIRouter:
         return _delivered(delivery, response)
 
     @api.get("/cases/{case}/keys/{client_key}", dependencies=read, response_model=dict[str, Any],
+             responses={**KEYED, **problem_responses(404)},
              summary="The process of a case started with a client key (the same view as GET /processes/{id})")
     async def get_by_key(case: str, client_key: str, flow: Flow) -> Response:
         return await process_response(flow, (await flow.get_by_key(case, client_key)).process_id)
 
-    @api.post("/callbacks/{token}", status_code=202, summary="Complete (or fail) a wait with its callback token; "
+    @api.post("/callbacks/{token}", status_code=202, responses=problem_responses(401, 404, 409, 410, 413, 422, 503),
+              summary="Complete (or fail) a wait with its callback token; "
               "no API key: the token is the capability")
     async def callback(token: str, flow: Flow, request: CallbackRequest, response: Response) -> dict[str, Any]:
         try:

@@ -17,8 +17,8 @@ from tests.support.failure_cases import CASES as FAILURE_CASES
 from tests.support.fanout_cases import CASES as FANOUT_CASES
 from tests.support.signal_cases import CASES as SIGNAL_CASES
 
-READ_KEY = "read-key-0123456789abcdef"
-OPERATE_KEY = "operate-key-0123456789abcdef"
+READ_KEY = "read-key-0123456789abcdef-0123456789abcdef"  # 32 bytes at least
+OPERATE_KEY = "operate-key-0123456789abcdef-0123456789abcdef"
 ALL_CASES = [*CASES, *FAILURE_CASES, *FANOUT_CASES, *SIGNAL_CASES, EcommerceOrder]
 
 
