@@ -196,9 +196,13 @@ class Worker:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.retry_for_s
         delay = self.retry_backoff_s
+        # A try that failed on the store or broker may have committed all the same (the commit reached the
+        # database, its answer did not): the next try is then a redelivery, which re-publishes what that commit
+        # holds instead of leaving it to the relay.
+        again = delivery.redelivered
         while True:
             try:
-                await self.engine.apply(message, redelivered=delivery.redelivered)
+                await self.engine.apply(message, redelivered=again)
             except _PARKABLE as exc:
                 await self._park(delivery, str(exc), _park_kind(exc))
                 return
@@ -210,6 +214,7 @@ class Worker:
                 log.info("store or broker unavailable, retrying", error=str(exc), retry_in_s=delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
+                again = True
                 continue
             await delivery.ack()
             return
