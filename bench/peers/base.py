@@ -100,8 +100,11 @@ class Peer(ABC):
 
     def spawn(self, module: str, args: list[str], env: dict[str, str] | None = None) -> None:
         """Start ``self.worker_count`` subprocesses running ``python -m module args``."""
+        metrics_port = os.environ.get("BENCH_METRICS_PORT")  # Stageflow's metrics on: one port per worker
         for i in range(self.worker_count):
             environment = {**os.environ, **(env or {})}
+            if metrics_port:
+                environment["STAGEFLOW_METRICS_PORT"] = str(int(metrics_port) + i)
             proc = Managed(f"{self.name}-worker-{i}", ["-m", module, *args], environment, self.log_dir)
             self.processes.append(proc)
             proc.start()
