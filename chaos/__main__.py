@@ -100,5 +100,5 @@ if __name__ == "__main__":
     else:
         say(f"[chaos] subprocess logs kept in {logs}")
     print(table(outcome), flush=True)
-    print(orjson.dumps(summary).decode(), flush=True)
+    print(orjson.dumps(summary, option=orjson.OPT_NON_STR_KEYS).decode(), flush=True)  # e.g. HTTP statuses
     sys.exit(0 if passed else 1)
