@@ -9,7 +9,9 @@ is the operator's, not the stage's. A finished child process also tells its pare
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from types import MappingProxyType
+from typing import Any
 
 import orjson
 import structlog
@@ -27,6 +29,7 @@ from framework.store.protocols import DocumentStore
 from framework.telemetry import publish_headers
 
 log = structlog.get_logger("stageflow.engine")
+_NO_HEADERS: Mapping[str, Any] = MappingProxyType({})  # shared by every publish without observers (read only)
 
 
 class Committer:
@@ -99,16 +102,15 @@ class Committer:
         # Inner messages are signed here, as they leave, not in the outbox: every publish (the relay's, a
         # sweep's) signs with the newest key, and documents written by a release that did not sign still work.
         sign = self._messages.sign
+        headers: Mapping[str, Any] = _NO_HEADERS
+        if self._observers:  # the hop latency's start and observers' headers (trace context)
+            headers = publish_headers()
+            self._observers.emit(Observer.publishing, headers)
         try:
-            messages = [
-                (m.queue, m.message_id, sign(m.body.encode()) if m.queue == INNER else m.body.encode()) for m in outbox
-            ]
-            if self._observers:  # the hop latency's start and observers' headers (trace context)
-                headers = publish_headers()
-                self._observers.emit(Observer.publishing, headers)
-                await self._broker.publish([Outgoing(queue, mid, body, headers) for queue, mid, body in messages])
-            else:
-                await self._broker.publish([Outgoing(queue, mid, body) for queue, mid, body in messages])
+            await self._broker.publish([
+                Outgoing(m.queue, m.message_id, sign(m.body.encode()) if m.queue == INNER else m.body.encode(), headers)
+                for m in outbox
+            ])
         except BrokerError as exc:
             log.warning("outbox left for the relay", process_id=process_id, error=str(exc))
 

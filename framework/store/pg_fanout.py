@@ -3,6 +3,7 @@ logic of ``complete_item`` are the shared ones of ``framework.store.sql.common``
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any
 
@@ -49,14 +50,15 @@ def fan_out_statements(p: str) -> tuple[str, str]:
     return commit_fan_out, completion
 
 
-class PostgresFanOuts:
+class PostgresFanOuts(ABC):
     """The fan-out writes of ``PostgresStore`` (see ``framework.fanout``)."""
 
     _sql_commit_fan_out: str
     _sql_completion: str
 
+    @abstractmethod
     def _connection(self) -> Pooled:
-        raise NotImplementedError
+        """A connection of the store's pool."""
 
     async def commit_fan_out(
         self, doc: ProcessDocument, entry: HistoryEntry, *, expected_version: int, due_at: float | None,

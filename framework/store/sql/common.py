@@ -7,6 +7,7 @@ single-statement document writes, and ``_write_completion`` of ``complete_item``
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any
@@ -29,16 +30,18 @@ Completion = tuple[str, int, int, str, str | None, str | None, int | None, float
 class SqlStore(ProcessStore):
     _sql: Statements
 
+    @abstractmethod
     def _session(self) -> AbstractAsyncContextManager[Executor]:
-        raise NotImplementedError
+        """A connection for reads (a backend's own)."""
 
+    @abstractmethod
     def _transaction(self) -> AbstractAsyncContextManager[Executor]:
-        raise NotImplementedError
+        """A connection inside one transaction."""
 
+    @abstractmethod
     async def _write_completion(self, db: Executor, completion: Completion) -> tuple[bool, Sequence[Any] | None]:
         """Write an item's completion, the counters and the release (``Completion``) if the item is still
         dispatched: whether it was, and the released item's row (``ITEM_COLUMNS``) if one was released."""
-        raise NotImplementedError
 
     async def _rows(self, sql: str, *args: Any) -> list[Sequence[Any]]:
         async with self._session() as db:
