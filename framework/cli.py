@@ -444,7 +444,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         cli.main(args=list(argv) if argv is not None else None, prog_name="stageflow")
     except pydantic.ValidationError as exc:  # a STAGEFLOW_* setting that does not parse: say which, no traceback
         for error in exc.errors(include_url=False):
-            name = "STAGEFLOW_" + "_".join(str(p) for p in error["loc"]).upper()
-            click.secho(f"error: {name}: {error['msg']}", fg="red", err=True)
+            where = "STAGEFLOW_" + "_".join(str(p) for p in error["loc"]).upper() + ": " if error["loc"] else ""
+            click.secho(f"error: {where}{error['msg']}", fg="red", err=True)
         click.echo("hint: fix the environment variable (see README, Configuration)", err=True)
         sys.exit(2)

@@ -122,8 +122,9 @@ class Settings(BaseSettings):
     def _poison_before_delivery_limit(self) -> Settings:
         if self.poison_after * 2 >= self.delivery_limit:
             raise ValueError(
-                "poison_after must be well below delivery_limit, so Stageflow marks the process failed before "
-                "RabbitMQ dead-letters the message on its own"
+                f"STAGEFLOW_POISON_AFTER ({self.poison_after}) must be under half of STAGEFLOW_DELIVERY_LIMIT "
+                f"({self.delivery_limit}), so Stageflow marks the process failed before RabbitMQ dead-letters the "
+                "message on its own"
             )
         return self
 
