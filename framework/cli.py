@@ -18,6 +18,7 @@ import pydantic
 
 from framework.cli_signals import event, lookup
 from framework.cli_stats import stats_command
+from framework.cli_templates import template_group
 from framework.errors import StageflowError
 from framework.loops import loop_factory
 from framework.settings import Settings
@@ -435,7 +436,7 @@ def resume_schedule(name: str) -> None:
     click.echo(_schedule_line(_run(_schedules("resume", name))))
 
 
-for command in (event, lookup, stats_command):  # the commands of their own modules
+for command in (event, lookup, stats_command, template_group):  # the commands of their own modules
     cli.add_command(command)
 
 

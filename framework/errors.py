@@ -32,6 +32,10 @@ class UnknownCaseError(StageflowError):
     """A case name (or name and version) that no registered case has."""
 
 
+class UnknownTemplateError(StageflowError):
+    """A workflow template name that no template has."""
+
+
 class InvalidInputError(StageflowError):
     """Process input that does not validate against the case's input model."""
 

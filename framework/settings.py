@@ -86,6 +86,9 @@ class Settings(BaseSettings):
     blueprint_functions: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="modules whose FUNCTIONS dict adds functions to blueprint expressions"
     )
+    blueprint_templates: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="folders of workflow templates beside the shipped ones, comma-separated"
+    )
     blueprint_constants: dict[str, Any] = Field(
         default_factory=dict, description="JSON object overriding blueprints' declared constants (e.g. base URLs)"
     )
@@ -106,7 +109,8 @@ class Settings(BaseSettings):
     log_json: bool = Field(False, description="JSON log lines instead of console lines")
 
     @field_validator(
-        "secret_keys", "cases", "api_keys_read", "api_keys_operate", "blueprints", "blueprint_functions", mode="before"
+        "secret_keys", "cases", "api_keys_read", "api_keys_operate", "blueprints", "blueprint_functions",
+        "blueprint_templates", mode="before"
     )
     @classmethod
     def _split_commas(cls, value: object) -> object:
