@@ -7,25 +7,32 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any, Self
+
+import structlog
 
 from framework.broker.base import Broker
 from framework.case import BusinessCase
 from framework.clock import Clock
 from framework.document import ProcessDocument
 from framework.engine import Engine
-from framework.errors import ConfigurationError, ProcessNotFoundError
+from framework.errors import ConfigurationError, InfrastructureError, ProcessNotFoundError, UnknownCaseError
 from framework.observers import Observer
 from framework.operations import Operations
-from framework.scheduler import Scheduler
+from framework.scheduler import Scheduler, collect_schedules
 from framework.settings import Settings
 from framework.signals import Delivery, Signals
 from framework.store.base import ProcessStore
 from framework.taskid import TaskIdSigner
 from framework.wiring import broker_from_settings, cases_from_settings, store_from_settings
 from framework.worker import Worker
+from framework.workflows import Workflows
+
+log = structlog.get_logger("stageflow")
 
 
 class Stageflow:
@@ -50,6 +57,12 @@ class Stageflow:
         )
         self.operations = Operations(self.engine)
         self.signals = Signals(self.engine)
+        self.workflows = Workflows(
+            store, self.engine.cases, clock=self.engine.clock, functions=_functions(self.settings),
+            constants=self.settings.blueprint_constants,
+            on_added=lambda cases: self.engine.schedules.add(collect_schedules(cases)),
+        )
+        self._refreshing: asyncio.Task[None] | None = None
 
     @classmethod
     def from_settings(
@@ -89,21 +102,45 @@ class Stageflow:
         await self.store.open()
         try:
             await self.broker.connect()
+            await self.workflows.refresh()
         except BaseException:
             await self.store.close()
             raise
+        if self.settings.workflow_refresh_s > 0:
+            self._refreshing = asyncio.create_task(self._refresh_workflows(), name="stageflow-workflows")
 
     async def close(self) -> None:
+        if self._refreshing is not None:
+            self._refreshing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._refreshing
         try:
             await self.broker.close()
         finally:
             await self.store.close()
 
+    async def _refresh_workflows(self) -> None:
+        """Pick up stored workflows' new versions and active flags while running (``framework.workflows``)."""
+        while True:
+            await asyncio.sleep(self.settings.workflow_refresh_s)
+            try:
+                await self.workflows.refresh()
+            except InfrastructureError as exc:  # the store is down: the next pass tries again
+                log.warning("workflows not refreshed", error=str(exc))
+            except Exception:  # a bug must not end the refreshes for the rest of the process's life
+                log.exception("workflows refresh failed")
+
     async def start(
         self, case: str | type[BusinessCase], input: Any = None, *, client_key: str | None = None,
         start_at: datetime | float | None = None,
     ) -> ProcessDocument:
-        return await self.engine.start(case, input, client_key=client_key, start_at=start_at)
+        try:
+            return await self.engine.start(case, input, client_key=client_key, start_at=start_at)
+        except UnknownCaseError:
+            # a workflow saved a moment ago, by another gateway or the CLI: read the store once, then try again
+            if isinstance(case, str) and await self.workflows.refresh():
+                return await self.engine.start(case, input, client_key=client_key, start_at=start_at)
+            raise
 
     async def get(self, process_id: str) -> ProcessDocument:
         doc = await self.store.load(process_id)
@@ -139,7 +176,15 @@ class Stageflow:
             "timer_interval_s": self.settings.timer_interval_s,
             "poison_after": self.settings.poison_after,
         }
-        return Worker(self.engine, **{**defaults, **options})
+        return Worker(self.engine, refresh_cases=self.workflows.refresh, **{**defaults, **options})
+
+
+def _functions(settings: Settings) -> dict[str, Any] | None:
+    if not settings.blueprint_functions:
+        return None
+    from framework.blueprint import load_functions
+
+    return load_functions(settings.blueprint_functions)
 
 
 def _not_found(process_id: str) -> ProcessNotFoundError:

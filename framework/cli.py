@@ -16,9 +16,10 @@ import click
 import orjson
 import pydantic
 
+from framework.cli_schedules import schedules
 from framework.cli_signals import event, lookup
 from framework.cli_stats import stats_command
-from framework.cli_templates import template_group
+from framework.cli_workflows import template_group, workflow_group
 from framework.errors import StageflowError
 from framework.loops import loop_factory
 from framework.settings import Settings
@@ -394,49 +395,8 @@ def validate_blueprint(files: tuple[str, ...]) -> None:
         sys.exit(1)
 
 
-@cli.group()
-def schedules() -> None:
-    """List, pause and resume schedules (declared on cases: `schedules = [Schedule(...)]`)."""
-
-
-async def _schedules(action: str, *args: str) -> Any:
-    from framework.app import Stageflow
-
-    async with Stageflow.from_settings(Settings()) as flow:
-        return await getattr(flow.schedules, action)(*args)
-
-
-def _schedule_line(item: dict[str, Any]) -> str:
-    state = "paused" if item["paused"] else "active"
-    return (f"{item['name']}  {item['case']}  {state}  {item['schedule']}  missed={item['missed']}  "
-            f"next={item['next_fire_at']}  last={item['last_tick'] or '-'}")
-
-
-@schedules.command("list")
-def list_schedules() -> None:
-    """One line per schedule: name, case, state, timing, missed-tick policy, next and last tick (UTC)."""
-    items = _run(_schedules("list"))
-    for item in items:
-        click.echo(_schedule_line(item))
-    if not items:
-        click.echo("no schedules (workers write them when they start)", err=True)
-
-
-@schedules.command("pause")
-@click.argument("name")
-def pause_schedule(name: str) -> None:
-    """Stop firing schedule NAME."""
-    click.echo(_schedule_line(_run(_schedules("pause", name))))
-
-
-@schedules.command("resume")
-@click.argument("name")
-def resume_schedule(name: str) -> None:
-    """Fire schedule NAME again from its next tick (ticks during the pause are not fired)."""
-    click.echo(_schedule_line(_run(_schedules("resume", name))))
-
-
-for command in (event, lookup, stats_command, template_group):  # the commands of their own modules
+# the commands of their own modules
+for command in (event, lookup, stats_command, schedules, template_group, workflow_group):
     cli.add_command(command)
 
 

@@ -32,6 +32,15 @@ class UnknownCaseError(StageflowError):
     """A case name (or name and version) that no registered case has."""
 
 
+class CaseInactiveError(StageflowError):
+    """A start of a workflow that has been deactivated (its running processes go on)."""
+
+
+class WorkflowConflictError(StageflowError):
+    """A workflow change that clashes: its name is taken (by a workflow, or a case in code or files), or another
+    change saved the same version first."""
+
+
 class UnknownTemplateError(StageflowError):
     """A workflow template name that no template has."""
 

@@ -83,7 +83,7 @@ class Planner:
     ) -> Plan:
         """A new process of the newest version of ``case``, its input validated: it runs its first stage, or
         waits for ``start_at`` first."""
-        case_cls = self.cases.latest(case)
+        case_cls = self.cases.for_start(case)
         input_data = case_cls.validate_input(input if input is not None else {}).model_dump(mode="json")
         first = case_cls.stages[0].name
         doc = ProcessDocument(

@@ -61,21 +61,38 @@ class Scheduler:
         self._start = start
         self._schedules = schedules
         self._definitions = {name: s.definition() for name, s in schedules.items()}
+        self._unsynced: set[str] = set()
+
+    def add(self, schedules: dict[str, Schedule]) -> None:
+        """Schedules of cases registered later (stored workflows): synced by the next ``fire_due``, which only
+        workers run, so a gateway that learns of them writes nothing."""
+        for name, schedule in schedules.items():
+            if self._definitions.get(name) != schedule.definition():
+                self._schedules[name] = schedule
+                self._definitions[name] = schedule.definition()
+                self._unsynced.add(name)
 
     async def sync(self) -> None:
         """Write this worker's schedule definitions to the store (on worker start)."""
+        await self._sync(sorted(self._schedules))
+
+    async def _sync(self, names: list[str]) -> None:
         now = self.clock.now()
-        for name, schedule in self._schedules.items():
+        for name in names:
+            schedule = self._schedules[name]
             await self.store.sync_schedule(
                 name, self._definitions[name], _timing_json(schedule.timing), schedule.timing.next_after(now), now
             )
-        if self._schedules:
-            log.info("schedules synced", schedules=sorted(self._schedules))
+            self._unsynced.discard(name)
+        if names:
+            log.info("schedules synced", schedules=names)
 
     async def fire_due(self) -> int:
         """Start the processes of due ticks; returns how many processes were created."""
         if not self._schedules:
             return 0
+        if self._unsynced:
+            await self._sync(sorted(self._unsynced))
         now = self.clock.now()
         created = 0
         for row in await self.store.due_schedules(list(self._schedules), now):

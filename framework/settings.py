@@ -86,6 +86,10 @@ class Settings(BaseSettings):
     blueprint_functions: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="modules whose FUNCTIONS dict adds functions to blueprint expressions"
     )
+    workflow_refresh_s: float = Field(
+        2.0, ge=0, le=3600,
+        description="how often workers and gateways read stored workflows for new versions (0 = at start only)",
+    )
     blueprint_templates: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="folders of workflow templates beside the shipped ones, comma-separated"
     )

@@ -19,6 +19,7 @@ from framework.document import ProcessDocument
 from framework.engine import Engine
 from framework.errors import InvalidInputError, ProcessNotFoundError, ProcessStateError
 from framework.state import Event, EventWait
+from framework.values import holds_nul
 
 MAX_EVENT_DATA_BYTES = 32 * 1024  # the record lives in the document, which every transition rewrites
 MAX_EVENT_ID_CHARS = 200
@@ -112,19 +113,9 @@ class Signals:
         else:
             if size > MAX_EVENT_DATA_BYTES:
                 errors.append({"field": "data", "message": f"{size} bytes, over {MAX_EVENT_DATA_BYTES}"})
-            elif _has_nul(data):
+            elif holds_nul(data):
                 errors.append({"field": "data", "message": "a NUL character cannot be stored"})
         if errors:
             detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
             raise InvalidInputError(f"invalid event: {detail}", errors=errors)
         return Event(name=name, id=event_id or uuid.uuid4().hex, data=data, at=at, ok=ok)
-
-
-def _has_nul(value: Any) -> bool:
-    if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, dict):
-        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
-    if isinstance(value, list | tuple):
-        return any(_has_nul(v) for v in value)
-    return False

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
 import structlog
 
@@ -30,9 +30,6 @@ from framework.observers import Observer, ParkKind
 from framework.telemetry import received_message
 
 log = structlog.get_logger("stageflow.worker")
-
-_PARKABLE = (MessageError, UnknownCaseError)
-
 
 class _Isolation:
     """Many messages run side by side; a redelivered one runs alone, so a crash can be blamed on it."""
@@ -80,8 +77,12 @@ class Worker:
         poison_after: int = 3,
         retry_backoff_s: float = 0.5,
         retry_for_s: float = 60.0,
+        refresh_cases: Callable[[], Awaitable[Sequence[object]]] | None = None,
     ) -> None:
         self.engine = engine
+        # Reads stored workflows' new versions (``Workflows.refresh``): tried once before a message whose case
+        # or version is unknown here is set aside, since it may have been saved a moment ago.
+        self._refresh_cases = refresh_cases
         self.prefetch = prefetch
         self.timer_interval_s = timer_interval_s
         self.expire_interval_s = expire_interval_s
@@ -200,10 +201,18 @@ class Worker:
         # database, its answer did not): the next try is then a redelivery, which re-publishes what that commit
         # holds instead of leaving it to the relay.
         again = delivery.redelivered
+        refreshed = self._refresh_cases is None
         while True:
             try:
                 await self.engine.apply(message, redelivered=again)
-            except _PARKABLE as exc:
+            except UnknownCaseError as exc:
+                if not refreshed and self._refresh_cases is not None:
+                    refreshed = True
+                    if await self._refresh_cases():
+                        continue
+                await self._park(delivery, str(exc), _park_kind(exc))
+                return
+            except MessageError as exc:
                 await self._park(delivery, str(exc), _park_kind(exc))
                 return
             except InfrastructureError as exc:

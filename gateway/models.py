@@ -7,6 +7,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from framework.values import holds_nul
+
 StatusFilter = Literal["running", "waiting", "retrying", "completed", "failed", "cancelled"]
 ItemStatus = Literal["pending", "dispatched", "done", "failed", "cancelled"]
 
@@ -18,19 +20,9 @@ class _Body(BaseModel):
     @classmethod
     def _no_nul(cls, data: Any) -> Any:
         # PostgreSQL's text and jsonb cannot hold one: refused here, the same on every store, before any write.
-        if _holds_nul(data):
+        if holds_nul(data):
             raise ValueError("a NUL character (\\u0000) is not allowed in a request body")
         return data
-
-
-def _holds_nul(value: Any) -> bool:
-    if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, dict):
-        return any(_holds_nul(k) or _holds_nul(v) for k, v in value.items())
-    if isinstance(value, list):
-        return any(_holds_nul(v) for v in value)
-    return False
 
 
 class StartRequest(_Body):
@@ -56,3 +48,25 @@ class ReprocessRequest(_Body):
     created_after: datetime | None = None
     created_before: datetime | None = None
     from_stage: str | None = Field(default=None, description="restart every match here instead of its failed stage")
+
+
+# -- workflows (gateway/routes/workflows.py) --
+
+def _by() -> Any:
+    return Field(default=None, max_length=200, description="who makes the change (kept with it; default: unnamed)")
+
+
+class WorkflowRequest(_Body):
+    definition: dict[str, Any] = Field(description="the blueprint (the format of framework/blueprint/schema.json)")
+    by: str | None = _by()
+
+
+class ChangeRequest(_Body):
+    by: str | None = _by()
+
+
+class TemplateRequest(_Body):
+    name: str | None = Field(default=None, max_length=63, description="the new workflow's name (default: the "
+                             "template's)")
+    parameters: dict[str, Any] = Field(default_factory=dict, description="values for the template's parameters")
+    by: str | None = _by()

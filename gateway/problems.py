@@ -21,6 +21,7 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from framework.errors import (
+    CaseInactiveError,
     ConfigurationError,
     InfrastructureError,
     InvalidInputError,
@@ -33,6 +34,8 @@ from framework.errors import (
     StageError,
     StageflowError,
     UnknownCaseError,
+    UnknownTemplateError,
+    WorkflowConflictError,
 )
 from framework.registry import KNOWN_CASES_HINT
 
@@ -44,12 +47,15 @@ _STATUS_BY_ERROR: tuple[tuple[type[StageflowError], int], ...] = (
     (InvalidInputError, 422),
     (StageError, 422),
     (UnknownCaseError, 404),
+    (UnknownTemplateError, 404),
     (ProcessNotFoundError, 404),
     (ScheduleNotFoundError, 404),
     (JobNotFoundError, 404),
     (JobStateError, 409),
     (ProcessConflictError, 409),
     (ProcessStateError, 409),
+    (CaseInactiveError, 409),
+    (WorkflowConflictError, 409),
     (InfrastructureError, 503),
     (ConfigurationError, 500),
 )

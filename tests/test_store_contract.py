@@ -21,6 +21,7 @@ from framework.store.sqlite import SqliteStore
 from tests.store_contract import *  # noqa: F403 - the contract's tests run here, once per backend
 from tests.store_contract import RETRY_WAIT, T0, doc_of, entry_of, summary_of
 from tests.store_contract_queries import *  # noqa: F403
+from tests.store_contract_workflows import *  # noqa: F403
 from tests.support.servers import STORE_URL
 
 BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.integration)]

@@ -41,6 +41,7 @@ from framework.store.sql.statements import (
     ISOLATED_RUN_TTL_S,
     Statements,
 )
+from framework.store.sql.workflows import WorkflowStatements
 
 __all__ = ["PostgresStore", "TRANSIENT_ERRORS", "keep_session"]
 
@@ -133,6 +134,7 @@ class PostgresStore(PostgresFanOuts, SqlStore):
         self._commits: Batcher[CommitRow, bool] = Batcher(self._commit_batch, key=lambda c: c[0])
         self._creates: Batcher[CreateRow, bool] = Batcher(self._create_batch, key=lambda c: c[0])
         self._sql = Statements(POSTGRESQL, schema)
+        self._workflow_sql = WorkflowStatements(POSTGRESQL, self._sql.prefix)
         self._pg = _statements(self._sql.prefix)
         self._sql_commit_fan_out, self._sql_completion = fan_out_statements(self._sql.prefix)
 

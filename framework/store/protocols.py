@@ -26,7 +26,7 @@ from typing import Any, Protocol, Self, runtime_checkable
 from framework.document import ProcessDocument
 from framework.fanout import FanOutState, ItemCompletion, ItemRow, NewFanOut
 from framework.state import HistoryEntry
-from framework.store.records import Job, PageKey, ProcessFilter, ScheduleRow
+from framework.store.records import Job, PageKey, ProcessFilter, ScheduleRow, WorkflowRow, WorkflowVersion
 
 
 @runtime_checkable
@@ -235,12 +235,32 @@ class PoisonLedger(Protocol):
 
 
 @runtime_checkable
+class WorkflowStore(Protocol):
+    """Workflows business users create and change at run time (``framework.workflows``): immutable versions
+    of a blueprint, and per name whether new processes may start on it."""
+
+    async def add_workflow_version(self, version: WorkflowVersion) -> bool:
+        """Save a new version (the name's newest from now on; a new name starts active). False, writing
+        nothing, if ``(name, version)`` exists: another writer saved that version first."""
+
+    async def set_workflow_active(self, name: str, active: bool, *, by: str, now: float) -> bool:
+        """Let new processes start on the workflow, or stop them (running ones go on). False if no such name."""
+
+    async def workflows(self) -> list[WorkflowRow]:
+        """Every workflow, by name (a few rows per deployment: workers read them every few seconds)."""
+
+    async def workflow_versions(self, name: str, *, after: int = 0) -> list[WorkflowVersion]:
+        """The versions of ``name`` newer than ``after``, oldest first."""
+
+
+@runtime_checkable
 class ProcessStore(
-    Lifecycle, DocumentStore, FanOutStore, ScheduleStore, JobStore, ProcessQueries, PoisonLedger, Protocol
+    Lifecycle, DocumentStore, FanOutStore, ScheduleStore, JobStore, ProcessQueries, PoisonLedger, WorkflowStore,
+    Protocol,
 ):
     """Everything a full backend provides: what the engine, the gateway and the CLI are given."""
 
 
 PROTOCOLS: tuple[type, ...] = (
-    Lifecycle, DocumentStore, FanOutStore, ScheduleStore, JobStore, ProcessQueries, PoisonLedger,
+    Lifecycle, DocumentStore, FanOutStore, ScheduleStore, JobStore, ProcessQueries, PoisonLedger, WorkflowStore,
 )

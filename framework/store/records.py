@@ -90,3 +90,28 @@ class ScheduleRow:
     last_tick: float | None
     last_fired_at: float | None
     updated_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class WorkflowRow:
+    """A stored workflow (a blueprint business users manage at run time): whether new processes may start on
+    it, its newest version, and who made it and last changed it, when."""
+
+    name: str
+    active: bool
+    latest: int
+    created_at: float
+    created_by: str
+    updated_at: float
+    updated_by: str
+
+
+@dataclass(frozen=True, slots=True)
+class WorkflowVersion:
+    """One immutable version of a workflow: the blueprint (JSON text) and who saved it, when."""
+
+    name: str
+    version: int
+    definition: str
+    created_at: float
+    created_by: str

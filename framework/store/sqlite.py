@@ -26,6 +26,7 @@ from framework.store.sql.executor import Executor, SqliteExecutor
 from framework.store.sql.rows import CommitRow, commit_row, create_row
 from framework.store.sql.schema import create_schema
 from framework.store.sql.statements import FAN_STATE_COLUMNS, ITEM_COLUMNS, Statements
+from framework.store.sql.workflows import WorkflowStatements
 
 _sql = SQLITE.sql
 _INSERT_FAN_OUT = _sql(
@@ -48,6 +49,7 @@ class SqliteStore(SqlStore):
         self._db: aiosqlite.Connection | None = None
         self._lock = asyncio.Lock()
         self._sql = Statements(SQLITE, None)
+        self._workflow_sql = WorkflowStatements(SQLITE, self._sql.prefix)
 
     async def open(self) -> None:
         try:

@@ -21,14 +21,16 @@ from framework.store.records import Job, PageKey, ProcessFilter, ScheduleRow
 from framework.store.sql.executor import Executor
 from framework.store.sql.rows import fan_state, item_row, page_key, schedule_row, summary_row
 from framework.store.sql.statements import Statements
+from framework.store.sql.workflows import SqlWorkflows, WorkflowStatements
 
 # process_id, group, index, new item status, result JSON, error, released index, now, and the counter row's
 # next_index, done, failed, decided: the parameters of a backend's ``_write_completion``.
 Completion = tuple[str, int, int, str, str | None, str | None, int | None, float, int, int, int, str | None]
 
 
-class SqlStore(ProcessStore):
+class SqlStore(SqlWorkflows, ProcessStore):
     _sql: Statements
+    _workflow_sql: WorkflowStatements
 
     @abstractmethod
     def _session(self) -> AbstractAsyncContextManager[Executor]:

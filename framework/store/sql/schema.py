@@ -11,6 +11,7 @@ from framework.document import ProcessDocument
 from framework.store.derived import derived_columns
 from framework.store.sql.dialect import Dialect
 from framework.store.sql.executor import Executor
+from framework.store.sql.workflows import WORKFLOW_TABLES
 
 _TABLES = """
 CREATE TABLE IF NOT EXISTS {p}processes (
@@ -127,7 +128,7 @@ async def create_schema(db: Executor, d: Dialect, *, schema: str | None) -> None
     prefix = f"{schema}." if schema else ""
     if schema:
         await db.script(f"CREATE SCHEMA IF NOT EXISTS {schema}")
-    await db.script(_render(d, _TABLES, prefix))
+    await db.script(_render(d, _TABLES + WORKFLOW_TABLES, prefix))
     added = set()
     for table, column, definition in _ADDED:
         if column not in await db.column_names(schema, table):
