@@ -91,7 +91,7 @@ def services(module: str, db_url: str | None) -> None:
 
     async def main() -> None:
         from framework.logs import configure_logging
-        from framework.metrics_server import MetricsServer, pinger
+        from framework.metrics_server import MetricsServer, Readiness
         from framework.runner import run_until_signalled
         from framework.service.hosting import build_services, inbox_from_url, load_handlers
         from framework.service.metrics import ServiceMetrics
@@ -104,9 +104,10 @@ def services(module: str, db_url: str | None) -> None:
         inbox = inbox_from_url(db_url or settings.store_url, setup_sql=setup_sql, pool_size=settings.store_pool_size)
         metrics = ServiceMetrics() if settings.metrics_port else None
         server: MetricsServer | None = None
+        readiness = Readiness(inbox, broker)
         if metrics is not None:
             metrics.bind(broker=broker)
-            server = MetricsServer(metrics.registry, ready=pinger(broker), port=settings.metrics_port,
+            server = MetricsServer(metrics.registry, ready=readiness, port=settings.metrics_port,
                                    host=settings.metrics_host)
         tracing = tracing_from_environment("stageflow-services")
         async with inbox, broker:
@@ -117,10 +118,12 @@ def services(module: str, db_url: str | None) -> None:
                     await server.start()
                 for service in running:
                     await service.start()
+                readiness.consuming()
 
             async def stop() -> None:
-                for service in running:
-                    await service.stop()
+                readiness.stopping()
+                # side by side: the whole drain takes one Service.stop timeout, however many APIs there are
+                await asyncio.gather(*(service.stop() for service in running))
                 if server is not None:
                     await server.stop()
                 if tracing is not None:

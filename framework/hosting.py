@@ -18,7 +18,7 @@ from framework.http import hosted_http_adapter
 from framework.logs import configure_logging
 from framework.loops import settle_garbage_collector
 from framework.metrics import WorkerMetrics
-from framework.metrics_server import MetricsServer, pinger
+from framework.metrics_server import MetricsServer, Readiness
 from framework.runner import run_until_signalled
 from framework.settings import Settings
 from framework.telemetry import tracing_from_environment
@@ -40,19 +40,22 @@ async def run_worker(settings: Settings | None = None) -> None:
     async with flow, hosted_http_adapter(settings, flow.broker, signer=flow.engine.signer) as http:
         worker = flow.worker()
         server = None
+        readiness = Readiness(flow.store, flow.broker)
         if metrics is not None:
             metrics.bind(in_flight=lambda: worker.in_flight, broker=flow.broker, store=flow.store)
-            server = MetricsServer(metrics.registry, ready=pinger(flow.store, flow.broker),
-                                   port=settings.metrics_port, host=settings.metrics_host)
+            server = MetricsServer(metrics.registry, ready=readiness, port=settings.metrics_port,
+                                   host=settings.metrics_host)
 
         async def start() -> None:
-            if server is not None:  # first: /healthz answers while the worker starts, /readyz once it can
+            if server is not None:  # first: /healthz answers while the worker starts, /readyz once it consumes
                 await server.start()
             await worker.start()
             if http is not None:
                 await http.start()
+            readiness.consuming()
 
         async def stop() -> None:
+            readiness.stopping()  # draining: /readyz says 503 from now on, /healthz answers until the end
             # In-flight HTTP requests finish and reply first; then the worker applies what it holds.
             if http is not None:
                 await http.stop()

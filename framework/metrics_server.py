@@ -3,6 +3,11 @@
 A plain ASGI app on uvicorn (already a dependency), in the process's own event loop, on
 ``STAGEFLOW_METRICS_PORT`` (0, the default, serves nothing). uvicorn's own signal handling is turned off: the
 process's runner owns SIGTERM, and stops this server after the worker has finished its in-flight work.
+
+``/healthz`` (liveness) answers from that event loop, so an answer means the loop is responsive: a loop blocked
+by a stage's synchronous code does not answer, and Kubernetes' liveness probe times out. ``/readyz`` (readiness)
+is a ``Readiness``: the process's consumers have started and it is not shutting down, and its broker and store
+(a service's inbox) answer a ping.
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ import asyncio
 import contextlib
 import json
 from collections.abc import Awaitable, Callable, Generator
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 import uvicorn
@@ -83,6 +88,31 @@ class MetricsServer:
         self._server.should_exit = True
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
+
+
+class Pingable(Protocol):
+    async def ping(self) -> None: ...
+
+
+class Readiness:
+    """``/readyz`` of a worker or service process: ready from ``consuming()`` (its consumers have started) until
+    ``stopping()`` (SIGTERM: it drains), while every part (store, broker, inbox) answers its ``ping()``."""
+
+    def __init__(self, *parts: Pingable) -> None:
+        self._parts = parts
+        self._consuming = False
+
+    def consuming(self) -> None:
+        self._consuming = True
+
+    def stopping(self) -> None:
+        self._consuming = False
+
+    async def __call__(self) -> None:
+        if not self._consuming:
+            raise InfrastructureError("not consuming: starting up or shutting down")
+        for part in self._parts:
+            await part.ping()
 
 
 def pinger(*parts: Any) -> Ready:

@@ -69,8 +69,16 @@ class Inbox(ABC):
     async def close(self) -> None: ...
 
     @abstractmethod
+    async def ping(self) -> None:
+        """Return if the service's database answers now, else raise ``StoreError`` (a ``/readyz`` check)."""
+
+    @abstractmethod
     def transaction(self) -> AbstractAsyncContextManager[ServiceTransaction]:
         """An async context manager yielding a ``ServiceTransaction``; commits on success."""
+
+
+# A refused login (a revoked role) is not transient, but for a readiness check the database is down all the same.
+_PING_ERRORS: tuple[type[BaseException], ...] = (*TRANSIENT_ERRORS, asyncpg.PostgresError)
 
 
 def _check_table(table: str) -> str:
@@ -141,6 +149,15 @@ class PostgresInbox(Inbox):
             await self._pool.close()
             self._pool = None
 
+    async def ping(self) -> None:
+        if self._pool is None:
+            raise StoreError("the inbox is not open", hint="call `await inbox.open()` first")
+        try:
+            async with self._pool.acquire(timeout=5) as conn:
+                await conn.fetchval("SELECT 1", timeout=5)
+        except _PING_ERRORS as exc:
+            raise StoreError(f"service database unavailable: {type(exc).__name__}: {exc}") from exc
+
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[ServiceTransaction]:
         if self._pool is None:
@@ -207,6 +224,14 @@ class SqliteInbox(Inbox):
             await self._db.close()
             self._db = None
 
+    async def ping(self) -> None:
+        if self._db is None:
+            raise StoreError("the inbox is not open", hint="call `await inbox.open()` first")
+        try:
+            await self._db.execute("SELECT 1")
+        except (sqlite3.Error, ValueError) as exc:  # aiosqlite raises ValueError once its connection is closed
+            raise StoreError(f"SQLite inbox {self._path!r} unavailable: {exc}") from exc
+
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[ServiceTransaction]:
         if self._db is None:
@@ -249,6 +274,9 @@ class StatelessInbox(Inbox):
 
     async def close(self) -> None:
         return None
+
+    async def ping(self) -> None:
+        return None  # no database: nothing that could be down
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[ServiceTransaction]:
