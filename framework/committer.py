@@ -9,6 +9,7 @@ is the operator's, not the stage's. A finished child process also tells its pare
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 from typing import Any
@@ -50,6 +51,8 @@ class Committer:
     async def commit(self, doc: ProcessDocument, plan: Plan, *, operator: bool = False) -> bool:
         """Commit ``plan`` (the next version of ``doc``) and publish its outbox; False if ``doc`` moved on.
         ``operator``: the plan is an operator's action, refused as a whole if the store cannot keep its data."""
+        if self._observers.stamping:  # e.g. the trace context, in this same write
+            plan = dataclasses.replace(plan, doc=self._observers.stamp(plan.doc))
         try:
             committed = await self._write(doc, plan)
         except (orjson.JSONEncodeError, UnstorableDataError) as exc:
@@ -65,6 +68,8 @@ class Committer:
             now = self._clock.now()
             plan = self._planner.failure(doc, plan.entry.get("stage") or doc.stage or "(none)", reason, retryable=False,
                                          started=now, now=now)
+            if self._observers.stamping:
+                plan = dataclasses.replace(plan, doc=self._observers.stamp(plan.doc))
             committed = await self._write(doc, plan)
         new = plan.doc
         if not committed:
@@ -95,8 +100,10 @@ class Committer:
         return await self._store.commit(new, entry, expected_version=doc.version, due_at=due_at,
                                         expires_at=expires_at)
 
-    async def publish(self, process_id: str, outbox: Sequence[OutboxMessage]) -> None:
-        """Publish committed messages. A broker failure is not fatal: the due-work loop re-publishes them."""
+    async def publish(self, process_id: str, outbox: Sequence[OutboxMessage], *, due: ProcessDocument | None = None,
+                      waited_s: float = 0.0) -> None:
+        """Publish committed messages. A broker failure is not fatal: the due-work loop re-publishes them.
+        ``due``: the due-work loop publishes them for this document, ``waited_s`` after its last transition."""
         if not outbox:
             return
         # Inner messages are signed here, as they leave, not in the outbox: every publish (the relay's, a
@@ -106,6 +113,8 @@ class Committer:
         if self._observers:  # the hop latency's start and observers' headers (trace context)
             headers = publish_headers()
             self._observers.emit(Observer.publishing, headers)
+            if due is not None:
+                self._observers.emit(Observer.publishing_due, due, headers, waited_s=waited_s)
         try:
             await self._broker.publish([
                 Outgoing(m.queue, m.message_id, sign(m.body.encode()) if m.queue == INNER else m.body.encode(), headers)

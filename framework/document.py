@@ -80,6 +80,8 @@ class ProcessDocument:
     @classmethod
     def from_json(cls, raw: bytes | str) -> ProcessDocument:
         data = orjson.loads(raw)
+        if "trace" in data:  # written with tracing on
+            cls = TracedDocument
         data["status"] = Status(data["status"])
         data["outbox"] = [OutboxMessage(m["queue"], m["message_id"], m["body"]) for m in data["outbox"]]
         data["waiting"] = wait_from_json(data["waiting"])
@@ -110,6 +112,20 @@ class ProcessDocument:
         data: dict[str, Any] = orjson.loads(self.to_json())  # a deep copy as JSON: several times faster than asdict()
         del data["outbox"]
         return data
+
+
+@dataclass(slots=True)
+class TracedDocument(ProcessDocument):
+    """A document written with tracing on: ``trace`` is the W3C trace context (``traceparent``, maybe
+    ``tracestate``) of the span whose transition wrote it, so a timer, a retry or the relay continues that trace.
+    A subclass rather than an optional field: with tracing off a document is written without a ``trace`` key and
+    costs nothing more (``dataclasses.replace`` keeps the class, so the planner's copies stay traced)."""
+
+    trace: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, doc: ProcessDocument, trace: dict[str, str]) -> TracedDocument:
+        return cls(**{name: getattr(doc, name) for name in ProcessDocument.__dataclass_fields__}, trace=trace)
 
 
 def _relay_at(updated_at: float, relay_grace_s: float) -> float:

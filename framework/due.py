@@ -65,7 +65,7 @@ class DueWork:
             else:
                 messages = []
             if messages:
-                await self._committer.publish(doc.process_id, messages)
+                await self._committer.publish(doc.process_id, messages, due=doc, waited_s=now - doc.updated_at)
                 acted += 1
         if acted:
             log.info("due work published", count=acted)

@@ -31,6 +31,7 @@ MAX_ITEMS = 100_000
 MAX_IN_FLIGHT = 1_000
 SUCCEEDED = "succeeded"
 FAILED = "failed"
+CANCELLED = "cancelled"  # the parent was cancelled while items were live (``cancel_items``): none runs after
 _CHILD_NAMESPACE = uuid.UUID("6f1d3c52-9a1e-4f4e-8a55-3b0c1de0c0de")
 
 
@@ -78,16 +79,19 @@ class FanOutState:
     next_index: int  # items below this index have been released
     done: int
     failed: int
-    decided: str | None  # None while open, then SUCCEEDED or FAILED
+    decided: str | None  # None while open, then SUCCEEDED, FAILED or CANCELLED
 
     @property
     def in_flight(self) -> int:
-        return self.next_index - self.done - self.failed
+        return 0 if self.decided == CANCELLED else self.next_index - self.done - self.failed
 
     def counts(self) -> dict[str, Any]:
+        # Cancelled, every item that had not ended was cancelled with it: none is in flight or pending.
+        cancelled = self.total - self.done - self.failed if self.decided == CANCELLED else 0
         return {
             "group": self.group, "total": self.total, "succeeded": self.done, "failed": self.failed,
-            "in_flight": max(self.in_flight, 0), "pending": self.total - self.next_index, "decided": self.decided,
+            "in_flight": max(self.in_flight, 0), "pending": 0 if cancelled else self.total - self.next_index,
+            "cancelled": cancelled, "decided": self.decided,
         }
 
 

@@ -33,11 +33,12 @@ async def run_worker(settings: Settings | None = None) -> None:
             hint="set STAGEFLOW_BROKER_URL=amqp://... (or run `stageflow demo` for the embedded demo)",
         )
     metrics = WorkerMetrics() if settings.metrics_port else None
-    tracing = tracing_from_environment("stageflow-worker")
+    tracing = tracing_from_environment("stageflow-worker", link_after_s=settings.trace_link_after_s)
     observers = [o for o in (metrics, tracing) if o is not None]
     flow = Stageflow.from_settings(settings, connection_name=f"stageflow-worker-{os.getpid()}", observers=observers)
     settle_garbage_collector()  # code and cases are loaded; no connection exists yet
-    async with flow, hosted_http_adapter(settings, flow.broker, signer=flow.engine.signer) as http:
+    http_adapter = hosted_http_adapter(settings, flow.broker, signer=flow.engine.signer, tracing=tracing)
+    async with flow, http_adapter as http:
         worker = flow.worker()
         server = None
         readiness = Readiness(flow.store, flow.broker)

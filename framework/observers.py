@@ -62,6 +62,16 @@ class Observer:
     def publishing(self, headers: MutableMapping[str, Any]) -> None:
         """Messages are about to be published with ``headers``, in the task that publishes them: add to them."""
 
+    def committing(self, doc: ProcessDocument) -> ProcessDocument:
+        """``doc`` is about to be written (a transition, or a new process): return it, or the document to write
+        in its place, in the same single write (tracing returns it with its trace context). Called only on the
+        observers that override it."""
+        return doc
+
+    def publishing_due(self, doc: ProcessDocument, headers: MutableMapping[str, Any], *, waited_s: float) -> None:
+        """The due-work loop, with no delivery of its own, is about to publish messages of ``doc`` (a timer
+        fired, a fan-out swept, an outbox relayed) ``waited_s`` after its last transition: add to ``headers``."""
+
     def fan_out_items(self, *, started: int, finished: int) -> None:
         """Fan-out items were dispatched (``started``: a fan-out's first window, or one released by a
         completion) or recorded as done (``finished``: a completion applied for the first time)."""
@@ -71,8 +81,21 @@ class Observers(tuple[Observer, ...]):
     """The observers of one engine. ``emit(Observer.hook, ...)`` calls that hook on each of them (the
     hook's own signature types the arguments); a failing observer is logged, never raised."""
 
+    stamping: tuple[Observer, ...]  # those that override ``committing``: an empty tuple costs one test per write
+
     def __new__(cls, observers: Sequence[Observer] = ()) -> Observers:
-        return super().__new__(cls, observers)
+        made = super().__new__(cls, observers)
+        made.stamping = tuple(o for o in observers if type(o).committing is not Observer.committing)
+        return made
+
+    def stamp(self, doc: ProcessDocument) -> ProcessDocument:
+        """``doc`` as the stamping observers would have it written (a failing one is logged and skipped)."""
+        for observer in self.stamping:
+            try:
+                doc = observer.committing(doc)
+            except Exception:
+                log.exception("observer failed", hook="committing", observer=type(observer).__name__)
+        return doc
 
     def emit(self, hook: Callable[Concatenate[Observer, P], None], *args: P.args, **kwargs: P.kwargs) -> None:
         name = hook.__name__

@@ -109,6 +109,8 @@ class Planner:
         case = self.case_of(doc)
         spec = _spec(case, stage)
         new, entry = self._step(doc, stage, now, started)
+        if doc.attempts:  # a retry succeeded: its history entry (and trace span) says which attempt it was
+            entry["attempt"] = doc.attempts + 1
         new.store, new.attempts = store, 0
         if search is not None and search != doc.search:
             declared = case.search_attributes

@@ -61,6 +61,8 @@ class Settings(BaseSettings):
     # still queued, so a short grace would re-publish work that is merely waiting behind a backlog.
     relay_grace_s: float = Field(120.0, gt=0, description="age at which an outbox is re-published, in case it was lost")
     timer_interval_s: float = Field(1.0, gt=0, description="how often each worker looks for due timers and outboxes")
+    trace_link_after_s: float = Field(60.0, ge=0, description="tracing: a timer or retry fired later than this after"
+                                      " its transition starts a new trace linked to it, not a child span")
     poison_after: int = Field(
         3, ge=1, description="crashes of a redelivered message, run on its own, after which it is parked as poison"
     )

@@ -45,6 +45,8 @@ class Starter:
         plan = self._planner.start(name, input, now=self._clock.now(), process_id=process_id, client_key=client_key,
                                    parent=parent, start_at=epoch(start_at))
         doc = plan.doc
+        if self._observers.stamping:  # e.g. the request's trace context, for a start date's timer
+            doc = self._observers.stamp(doc)
         try:
             stored, created = await self._store.create(doc, plan.entry,
                                                        due_at=doc.due_at(self._relay_grace_s))

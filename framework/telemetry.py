@@ -43,7 +43,7 @@ def hop_seconds() -> float | None:
     return None if published is None else max(0.0, time.time() - published)
 
 
-def tracing_from_environment(service: str) -> Tracing | None:
+def tracing_from_environment(service: str, *, link_after_s: float = 60.0) -> Tracing | None:
     """Tracing for a process named ``service`` when ``OTEL_TRACES_EXPORTER`` asks for it; only then is
     OpenTelemetry imported (``framework.tracing``, the extra ``stageflow[otel]``)."""
     if not tracing_enabled():
@@ -53,4 +53,4 @@ def tracing_from_environment(service: str) -> Tracing | None:
     except ImportError as exc:
         raise ConfigurationError(f"OTEL_TRACES_EXPORTER is set but OpenTelemetry is not installed ({exc})",
                                  hint="pip install 'stageflow[otel]', or unset OTEL_TRACES_EXPORTER") from exc
-    return Tracing.from_environment(service)
+    return Tracing.from_environment(service, link_after_s=link_after_s)

@@ -292,6 +292,32 @@ async def test_cancel_items_cancels_pending_and_dispatched_items_and_names_the_d
     assert await store.cancel_items("nobody", 2, now=T0) == []
 
 
+async def test_cancel_items_updates_the_counter_row_in_the_same_transaction(store: ProcessStore) -> None:
+    await _fanned_out(store, items=5, window=3)
+    await store.complete_item("parent", 2, 1, ok=True, result=None, error=None, now=T0 + 50)
+    await store.complete_item("parent", 2, 0, ok=False, result=None, error="boom", now=T0 + 51)
+    before = await store.fan_out_state("parent", 2)
+    assert before is not None and before.counts()["in_flight"] > 0  # tolerate=0: decided failed, items still run
+    await store.cancel_items("parent", 2, now=T0 + 60)
+    state = await store.fan_out_state("parent", 2)
+    assert state is not None and (state.decided, state.done, state.failed) == ("cancelled", 1, 1)
+    assert state.counts() == {"group": 2, "total": 5, "succeeded": 1, "failed": 1, "in_flight": 0, "pending": 0,
+                              "cancelled": 3, "decided": "cancelled"}
+    assert sum(i.status == "cancelled" for i in await store.fan_out_items("parent", 2)) == 3
+    # a late completion of a cancelled item changes neither the item nor the counters
+    late = await store.complete_item("parent", 2, 2, ok=True, result=None, error=None, now=T0 + 70)
+    assert late is not None and not late.applied and await store.fan_out_state("parent", 2) == state
+
+
+async def test_cancel_items_of_a_fan_out_whose_items_all_ended_keeps_its_decision(store: ProcessStore) -> None:
+    await _fanned_out(store, items=2, window=2)
+    for index in (0, 1):
+        await store.complete_item("parent", 2, index, ok=True, result=None, error=None, now=T0 + 10 + index)
+    assert await store.cancel_items("parent", 2, now=T0 + 60) == []
+    state = await store.fan_out_state("parent", 2)
+    assert state is not None and state.decided == SUCCEEDED and state.counts()["cancelled"] == 0
+
+
 async def test_fan_out_items_filters(store: ProcessStore) -> None:
     await _fanned_out(store, items=5, window=3)
     await store.complete_item("parent", 2, 1, ok=True, result=None, error=None, now=T0 + 50)

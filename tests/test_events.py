@@ -142,11 +142,14 @@ async def test_cancel_cascades_to_running_children_and_pending_items(gw: Gateway
         child_view = (await gw.client.get(f"/processes/{child}")).json()
         assert child_view["status"] == "cancelled"
         assert child_view["error"]["reason"] == f"parent process {parent} cancelled: order withdrawn"
-    items = (await gw.client.get(f"/processes/{parent}/items", params={"group": view["version"]})).json()["items"]
-    assert [i["status"] for i in items] == ["cancelled"] * 6
+    counts = {"group": view["version"], "total": 6, "succeeded": 0, "failed": 0, "in_flight": 0, "pending": 0,
+              "cancelled": 6, "decided": "cancelled"}
+    page = (await gw.client.get(f"/processes/{parent}/items", params={"group": view["version"]})).json()
+    assert [i["status"] for i in page["items"]] == ["cancelled"] * 6
+    assert page["fan_out"] == counts  # the counters were updated with the items: none in flight or pending
     await asyncio.sleep(1.0)  # the children's ends reach the parent's items: they stay cancelled, none starts
-    items = (await gw.client.get(f"/processes/{parent}/items", params={"group": view["version"]})).json()["items"]
-    assert [i["status"] for i in items] == ["cancelled"] * 6
+    page = (await gw.client.get(f"/processes/{parent}/items", params={"group": view["version"]})).json()
+    assert [i["status"] for i in page["items"]] == ["cancelled"] * 6 and page["fan_out"] == counts
     for child in children[3:]:
         assert (await gw.client.get(f"/processes/{child}")).status_code == 404  # never started
 

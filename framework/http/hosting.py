@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 
 from framework.broker.base import Broker
 from framework.http.adapter import HttpAdapter
@@ -12,10 +13,13 @@ from framework.service.sdk import Service
 from framework.settings import Settings
 from framework.taskid import TaskIdSigner
 
+if TYPE_CHECKING:
+    from framework.tracing import Tracing
+
 
 @asynccontextmanager
 async def hosted_http_adapter(
-    settings: Settings, broker: Broker, *, signer: TaskIdSigner
+    settings: Settings, broker: Broker, *, signer: TaskIdSigner, tracing: Tracing | None = None
 ) -> AsyncIterator[Service | None]:
     """The ``http`` service on ``broker`` (not started), or None if ``STAGEFLOW_HTTP_ADAPTER`` is off. It
     sends a request only for a command whose taskId ``signer`` verifies (others are parked).
@@ -28,4 +32,5 @@ async def hosted_http_adapter(
                           max_connections=settings.http_concurrency)
     async with adapter:
         yield Service(HttpAdapter.api, adapter.handle, broker=broker, inbox=StatelessInbox(),
-                      prefetch=settings.http_concurrency, max_message_bytes=settings.max_message_bytes, signer=signer)
+                      prefetch=settings.http_concurrency, max_message_bytes=settings.max_message_bytes, signer=signer,
+                      tracing=tracing)

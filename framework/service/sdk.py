@@ -31,7 +31,7 @@ from framework.broker.base import SERVICE, Broker, Consumer, Delivery, Outgoing,
 from framework.errors import InfrastructureError, MessageError, ServiceError
 from framework.messages import DEFAULT_MAX_MESSAGE_BYTES, ServiceCommand, ServiceReplyMessage
 from framework.service.inbox import Inbox, ServiceTransaction
-from framework.taskid import TaskIdSigner
+from framework.taskid import TaskIdSigner, TaskRef
 from framework.telemetry import publish_headers
 
 if TYPE_CHECKING:
@@ -96,12 +96,15 @@ class Service:
             self._in_flight.discard(task)
 
     async def _handle(self, delivery: Delivery) -> None:
+        ref: TaskRef | None = None
         try:
             command = ServiceCommand.parse(delivery.body, self.max_message_bytes)
             if command.api != self.api:
                 raise MessageError(f"command for api {command.api!r} reached service {self.api!r}")
-            if self.signer is not None and self.signer.verify(command.task_id).api != self.api:
-                raise MessageError(f"command's taskId is for another api than {self.api!r}")
+            if self.signer is not None:
+                ref = self.signer.verify(command.task_id)
+                if ref.api != self.api:
+                    raise MessageError(f"command's taskId is for another api than {self.api!r}")
         except MessageError as exc:
             log.warning("command parked", api=self.api, reason=str(exc))
             await self.broker.park(delivery, str(exc))
@@ -113,7 +116,10 @@ class Service:
             if self.tracing is None:
                 await self._answer_and_reply(command)
             else:
-                with self.tracing.span(f"service {self.api}", delivery.headers, {"stageflow.api": self.api}):
+                verified = ref is not None  # else the taskId only names the span: nothing is decided on it
+                labels = ref or TaskIdSigner.read_unverified(command.task_id)
+                attributes = self.tracing.command_attributes(self.api, labels, delivery.headers, verified=verified)
+                with self.tracing.span(f"service {self.api}", delivery.headers, attributes):
                     await self._answer_and_reply(command)
             await delivery.ack()
             if self.metrics is not None:

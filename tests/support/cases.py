@@ -6,7 +6,7 @@ import asyncio
 
 from pydantic import BaseModel
 
-from framework import BusinessCase, StageContext, stage
+from framework import BusinessCase, Retry, StageContext, stage
 
 STEPS = 5
 
@@ -116,9 +116,40 @@ class Slow(BusinessCase):
         ctx.complete("done")
 
 
-CASES = [FiveCalls, Jumper, Crasher, Slow]
+class TracedTimers(BusinessCase):
+    """A service call, a durable wait, a stage that fails its first attempt and is retried after a backoff, and a
+    second call: the tracing test follows it through the due-work loop's timers."""
+
+    name = "traced_timers"
+    version = 1
+
+    class Input(BaseModel):
+        wait_s: float
+
+    @stage
+    async def ask(self, ctx: StageContext) -> None:
+        ctx.call("effects", {"n": 0, "step": 1, "process_id": ctx.process_id})
+
+    @stage
+    async def pause(self, ctx: StageContext) -> None:
+        ctx.wait(ctx.input.wait_s)
+
+    @stage(retry=Retry(attempts=2, backoff_s=0.2, jitter=0))
+    async def flaky(self, ctx: StageContext) -> None:
+        if ctx.attempt == 1:
+            raise RuntimeError("first attempt fails")
+        ctx.call("effects", {"n": 0, "step": 2, "process_id": ctx.process_id})
+
+    @stage
+    async def done(self, ctx: StageContext) -> None:
+        ctx.complete({"attempts_of_flaky": 2})
+
+
+
+CASES = [FiveCalls, Jumper, Crasher, Slow, TracedTimers]
 
 
 def _append_line(path: str, line: str) -> None:
     with open(path, "a") as marker:
         marker.write(line + "\n")
+

@@ -177,10 +177,11 @@ class SqlStore(SqlWorkflows, ProcessStore):
                               new.decided is not None and state.decided is None)
 
     async def cancel_items(self, process_id: str, group: int, *, now: float) -> list[ItemRow]:
-        async with self._transaction() as db:
+        async with self._transaction() as db:  # the counter row and the items, in one transaction
+            if not await db.changed(self._sql.cancel_fan, process_id, group):
+                return []  # no fan-out, or none of its items is live: nothing to cancel
             rows = await db.rows(self._sql.live_items, process_id, group)
-            if rows:
-                await db.changed(self._sql.cancel_items, process_id, group, now)
+            await db.changed(self._sql.cancel_items, process_id, group, now)
         return [item for item in map(item_row, rows) if item.status == "dispatched"]
 
     async def fan_out_state(self, process_id: str, group: int) -> FanOutState | None:

@@ -157,6 +157,10 @@ class Statements:
         live = "process_id = $1 AND grp = $2 AND status IN ('pending', 'dispatched')"
         self.live_items = sql(f"SELECT {ITEM_COLUMNS} FROM {p}fan_items WHERE {live} ORDER BY idx{d.for_update}")
         self.cancel_items = sql(f"UPDATE {p}fan_items SET status = 'cancelled', updated_at = $3 WHERE {live}")
+        # A cancel marks the counter row first (the lock order of ``fan_lock``: the counter row, then items), and
+        # only while items are live: a fan-out that had ended keeps its decision. Same $1, $2 as ``live``.
+        self.cancel_fan = sql(f"UPDATE {p}fanouts SET decided = 'cancelled' WHERE process_id = $1 AND grp = $2"
+                              f" AND EXISTS (SELECT 1 FROM {p}fan_items WHERE {live})")
         # schedules
         self.sync_schedule = sql(f"""
             INSERT INTO {p}schedules (name, definition, timing, next_fire_at, paused, updated_at)
