@@ -16,6 +16,7 @@ import click
 import orjson
 import pydantic
 
+from framework.cli_deploy import deploy
 from framework.cli_signals import event, lookup
 from framework.cli_stats import stats_command
 from framework.errors import StageflowError
@@ -84,7 +85,6 @@ def gateway(host: str, port: int) -> None:
               help="the services' own database (default: STAGEFLOW_STORE_URL)")
 def services(module: str, db_url: str | None) -> None:
     """Run the services in MODULE (its HANDLERS) until SIGTERM, e.g. business_cases.order_services."""
-
     settings = Settings()
 
     async def main() -> None:
@@ -435,7 +435,7 @@ def resume_schedule(name: str) -> None:
     click.echo(_schedule_line(_run(_schedules("resume", name))))
 
 
-for command in (event, lookup, stats_command):  # the commands of their own modules
+for command in (event, lookup, stats_command, deploy):  # the commands of their own modules
     cli.add_command(command)
 
 
