@@ -93,4 +93,4 @@ def check() -> None:
                    f"{refused_processes(registry, live)} of {total} live processes can be resumed at")
         sys.exit(1)
     click.echo(f"ok: release {release} carries every stage that {total} live processes "
-               f"({versions} case versions) can be resumed at")
+               f"({versions} case version{'' if versions == 1 else 's'}) can be resumed at")
