@@ -175,6 +175,8 @@ class Stageflow:
             "prefetch": self.settings.prefetch,
             "timer_interval_s": self.settings.timer_interval_s,
             "poison_after": self.settings.poison_after,
+            "release": self.settings.release,
+            "heartbeat_s": self.settings.heartbeat_s,
         }
         return Worker(self.engine, refresh_cases=self.workflows.refresh, **{**defaults, **options})
 

@@ -16,6 +16,7 @@ import click
 import orjson
 import pydantic
 
+from framework.cli_deploy import deploy
 from framework.cli_schedules import schedules
 from framework.cli_signals import event, lookup
 from framework.cli_stats import stats_command
@@ -86,7 +87,6 @@ def gateway(host: str, port: int) -> None:
               help="the services' own database (default: STAGEFLOW_STORE_URL)")
 def services(module: str, db_url: str | None) -> None:
     """Run the services in MODULE (its HANDLERS) until SIGTERM, e.g. business_cases.order_services."""
-
     settings = Settings()
 
     async def main() -> None:
@@ -399,7 +399,7 @@ def validate_blueprint(files: tuple[str, ...]) -> None:
 
 
 # the commands of their own modules
-for command in (event, lookup, stats_command, schedules, template_group, workflow_group):
+for command in (event, lookup, stats_command, deploy, schedules, template_group, workflow_group):
     cli.add_command(command)
 
 

@@ -24,6 +24,10 @@ class ConfigurationError(StageflowError):
     """Settings or wiring that cannot work (missing secret, bad URL, unknown backend)."""
 
 
+class SchemaVersionError(ConfigurationError):
+    """The store's schema was migrated by a newer release than this one: this code cannot run on it."""
+
+
 class CaseDefinitionError(ConfigurationError):
     """A ``BusinessCase`` subclass that is not a valid case; raised when the class is defined."""
 

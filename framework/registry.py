@@ -57,6 +57,10 @@ class CaseRegistry:
     def __iter__(self):  # type: ignore[no-untyped-def]
         return iter(self._latest.values())
 
+    def carried(self) -> list[tuple[str, int]]:
+        """Every registered (case, version), sorted."""
+        return sorted(self._cases)
+
     def versions(self, name: str) -> list[int]:
         """Every registered version of case ``name``, oldest first."""
         return sorted(version for case_name, version in self._cases if case_name == name)

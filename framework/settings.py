@@ -111,6 +111,12 @@ class Settings(BaseSettings):
         0, ge=0, le=65535, description="workers and services serve /metrics, /healthz, /readyz here (0 = off)"
     )
     metrics_host: str = Field("0.0.0.0", description="address the metrics port listens on")
+    release: str | None = Field(
+        None, description="this deployment's label in the worker registry (default: a hash of its (case, version) set)"
+    )
+    heartbeat_s: float = Field(
+        5.0, gt=0, le=300, description="how often a worker refreshes its row in the worker registry (gone after 3)"
+    )
     log_level: str = Field("INFO")
     log_json: bool = Field(False, description="JSON log lines instead of console lines")
 

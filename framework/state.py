@@ -252,6 +252,19 @@ def fire_target(wait: Wait | None) -> str | None:
     return None
 
 
+def resumable_stages(wait: Wait | None) -> tuple[str, ...]:
+    """The stages ``wait`` may resume the process at without a new start: the one its firing, reply, event or
+    join runs, and for a call, fan-out or event the stage that asked (a failed reply or a deadline fails it, then
+    its ``on_failed`` path, which that stage's case version defines)."""
+    match wait:
+        case TimerWait(stage=stage) | RetryWait(stage=stage):
+            return (stage,)
+        case ServiceWait(resume=resume, from_stage=asked) | ResendWait(resume=resume, from_stage=asked) \
+                | FanOutWait(resume=resume, from_stage=asked) | EventWait(resume=resume, from_stage=asked):
+            return (resume, asked)
+    return ()
+
+
 def is_retrying(wait: Wait | None) -> bool:
     """Waiting to try a failed stage or service call again (the ``retrying`` status filter)."""
     return isinstance(wait, RetryWait | ResendWait)

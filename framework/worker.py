@@ -10,8 +10,9 @@ Redeliveries are rare (they follow a crash), so the hot path never pays for this
 Workers hold no state between messages; run as many as you like. Each also runs the due-work loop
 (timers, overdue outboxes, expiry of old processes); a claim in the store makes each due item one
 worker's job. Shutdown order (``stop()``): stop consuming, let in-flight transitions finish (each
-commits, publishes and acks), stop the loop, then the caller closes broker and store. A message whose
-transition cannot finish in time is simply not acked and RabbitMQ redelivers it to another worker.
+commits, publishes and acks), stop the loop, leave the worker registry (``framework.heartbeat``), then the
+caller closes broker and store. A message whose transition cannot finish in time is simply not acked and
+RabbitMQ redelivers it to another worker.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import structlog
 from framework.broker.base import INNER, SERVICE, Consumer, Delivery
 from framework.engine import Engine
 from framework.errors import InfrastructureError, MessageError, TaskIdError, UnknownCaseError
+from framework.heartbeat import HEARTBEAT_S, Heartbeat
 from framework.inbound import Inbound
 from framework.observers import Observer, ParkKind
 from framework.telemetry import received_message
@@ -78,6 +80,8 @@ class Worker:
         retry_backoff_s: float = 0.5,
         retry_for_s: float = 60.0,
         refresh_cases: Callable[[], Awaitable[Sequence[object]]] | None = None,
+        release: str | None = None,
+        heartbeat_s: float = HEARTBEAT_S,
     ) -> None:
         self.engine = engine
         # Reads stored workflows' new versions (``Workflows.refresh``): tried once before a message whose case
@@ -94,9 +98,11 @@ class Worker:
         self._consumers: list[Consumer] = []
         self._stopping = asyncio.Event()
         self._isolation = _Isolation()
+        self.heartbeat = Heartbeat(engine.store, engine.cases.carried, release=release, interval_s=heartbeat_s)
 
     async def start(self) -> None:
         await self.engine.schedules.sync()  # this deployment's schedule definitions win from now on
+        await self.heartbeat.start()  # in the worker registry: what this release carries (framework.heartbeat)
         broker = self.engine.broker
         self._consumers = [
             await broker.consume(INNER, self._on_inner, prefetch=self.prefetch),
@@ -116,6 +122,7 @@ class Worker:
             self._due_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._due_task
+        await self.heartbeat.stop()  # 4. out of the registry: it carries nothing now
         log.info("worker stopped")
 
     @property

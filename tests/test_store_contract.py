@@ -1,11 +1,10 @@
 """The store contract (``tests/store_contract*.py``) on every backend: SQLite in a file of its own, and the
 real PostgreSQL in a schema of its own, dropped afterwards. A new backend adds itself to ``BACKENDS``.
 
-Also here: what only a SQL database has, an older schema upgraded in place by ``open()``."""
+Upgrades of older schemas (numbered migrations) are in ``tests/test_store_migrations.py``."""
 
 from __future__ import annotations
 
-import sqlite3
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -13,13 +12,11 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from framework.document import Status
 from framework.store.postgres import PostgresStore
 from framework.store.protocols import ProcessStore
-from framework.store.records import RETRYING, ProcessFilter
 from framework.store.sqlite import SqliteStore
 from tests.store_contract import *  # noqa: F403 - the contract's tests run here, once per backend
-from tests.store_contract import RETRY_WAIT, T0, doc_of, entry_of, summary_of
+from tests.store_contract_deploy import *  # noqa: F403
 from tests.store_contract_queries import *  # noqa: F403
 from tests.store_contract_workflows import *  # noqa: F403
 from tests.support.servers import STORE_URL
@@ -60,40 +57,25 @@ async def store(backend: str, location: str) -> AsyncIterator[ProcessStore]:
                 await conn.close()
 
 
-async def _raw_sql(backend: str, location: str, *statements: str) -> None:
-    if backend == "sqlite":
-        with sqlite3.connect(location) as db:
-            for sql in statements:
-                db.execute(sql)
-        return
-    conn = await asyncpg.connect(STORE_URL)
-    try:
-        await conn.execute(f"SET search_path = {location}")
-        for sql in statements:
-            await conn.execute(sql)
-    finally:
-        await conn.close()
+def test_sql_parameter_numbers_match_the_rows_they_are_given() -> None:
+    """The create's and commit's placeholders are the rows' positions, and the fan-out transition numbers its
+    own after the commit's: a column added to one and not the other fails here, not in production."""
+    import re
 
+    from framework.fanout import NewFanOut
+    from framework.store.pg_fanout import fan_out_statements
+    from framework.store.sql.rows import commit_row, create_row
+    from framework.store.sql.statements import COMMIT_SET, CREATE_VALUES
+    from tests.store_contract import doc_of, entry_of
 
-async def test_open_upgrades_an_older_schema_and_fills_the_derived_columns(
-    store: ProcessStore, backend: str, location: str
-) -> None:
-    retrying = doc_of("r1", status=Status.WAITING, waiting=RETRY_WAIT)
-    await store.create(retrying, entry_of(1), due_at=None)
-    await store.create(doc_of("done", status=Status.COMPLETED), entry_of(1), due_at=None)
-    await store.close()
-    # the schema before the derived columns: no retrying, waiting_summary or ended_at (and no index on them)
-    await _raw_sql(backend, location, "DROP INDEX processes_retrying_created", "DROP INDEX processes_ended",
-                   "ALTER TABLE processes DROP COLUMN retrying", "ALTER TABLE processes DROP COLUMN waiting_summary",
-                   "ALTER TABLE processes DROP COLUMN ended_at")
+    def numbers(sql: str) -> set[int]:
+        return {int(n) for n in re.findall(r"\$(\d+)", sql)}
 
-    await store.open()
-    assert await store.find_ids(ProcessFilter(status=RETRYING)) == ["r1"]
-    items, _ = await store.list_page(ProcessFilter())
-    assert {i["process_id"]: i["waiting"] for i in items} == {
-        "done": None, "r1": summary_of(RETRY_WAIT)}
-    assert await store.finished_per_minute(0) == [("order", "completed", int(T0 // 60), 1)]  # ended at its update
-    again = store_at(backend, location)
-    async with again:  # opening an up-to-date schema changes nothing
-        assert await again.find_ids(ProcessFilter(status=RETRYING)) == ["r1"]
-        assert await again.count_matching(ProcessFilter(), timeout_s=5) == 2
+    doc = doc_of("p")
+    created, committed = create_row(doc, entry_of(1), None), commit_row(doc, entry_of(2), 1, None, None)
+    assert numbers(CREATE_VALUES) | {9} == set(range(1, len(created) + 1))  # $9, the history entry, goes elsewhere
+    assert numbers(COMMIT_SET) | {1, 7} == set(range(1, len(committed) + 1))  # $1 and $7: the WHERE and history
+    fan_out, _ = fan_out_statements("")
+    s = NewFanOut(2, ["{}"], window=1, tolerate=0, first=False).initial_state()
+    fan_args = (s.group, s.total, s.window, s.tolerate, s.first, s.next_index, s.decided, ["{}"])  # as pg_fanout
+    assert numbers(fan_out) == set(range(1, len(committed) + len(fan_args) + 1))

@@ -2,6 +2,7 @@
 for production, SQLite embedded), which share their SQL through ``framework.store.sql``."""
 
 from framework.store.protocols import (
+    DeployStore,
     DocumentStore,
     FanOutStore,
     JobStore,
@@ -14,5 +15,5 @@ from framework.store.protocols import (
 
 __all__ = [
     "ProcessStore", "Lifecycle", "DocumentStore", "FanOutStore", "ScheduleStore", "JobStore", "ProcessQueries",
-    "PoisonLedger",
+    "PoisonLedger", "DeployStore",
 ]

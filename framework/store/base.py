@@ -1,6 +1,7 @@
 """The store contract (``protocols``) and the data it speaks in (``records``), importable from one place."""
 
 from framework.store.protocols import (
+    DeployStore,
     DocumentStore,
     FanOutStore,
     JobStore,
@@ -14,5 +15,5 @@ from framework.store.records import RETRYING, Job, PageKey, ProcessFilter, Sched
 
 __all__ = [
     "ProcessStore", "Lifecycle", "DocumentStore", "FanOutStore", "ScheduleStore", "JobStore", "ProcessQueries",
-    "PoisonLedger", "ProcessFilter", "RETRYING", "PageKey", "Job", "ScheduleRow", "summary",
+    "PoisonLedger", "DeployStore", "ProcessFilter", "RETRYING", "PageKey", "Job", "ScheduleRow", "summary",
 ]

@@ -18,7 +18,7 @@ from framework.store.sql.statements import COMMIT_SET, ITEM_COLUMNS
 
 
 def fan_out_statements(p: str) -> tuple[str, str]:
-    """The fan-out transition (``commit_row`` then the fan-out's $13..$20) and an item's completion
+    """The fan-out transition (``commit_row`` then the fan-out's $16..$23) and an item's completion
     (``Completion``), for the table prefix ``p``."""
     commit_fan_out = f"""
         WITH upd AS (
@@ -26,12 +26,12 @@ def fan_out_statements(p: str) -> tuple[str, str]:
         hist AS (INSERT INTO {p}history (process_id, version, entry) SELECT process_id, $2 + 1, $7::jsonb FROM upd),
         fan AS (
             INSERT INTO {p}fanouts (process_id, grp, total, win, tolerate, first, next_index, done, failed, decided)
-            SELECT process_id, $13, $14, $15, $16, $17, $18, 0, 0, $19 FROM upd),
+            SELECT process_id, $16, $17, $18, $19, $20, $21, 0, 0, $22 FROM upd),
         items AS (
             INSERT INTO {p}fan_items (process_id, grp, idx, status, spec, updated_at)
-            SELECT u.process_id, $13, t.ord - 1, CASE WHEN t.ord <= $18 THEN 'dispatched' ELSE 'pending' END,
+            SELECT u.process_id, $16, t.ord - 1, CASE WHEN t.ord <= $21 THEN 'dispatched' ELSE 'pending' END,
                    t.spec::jsonb, $6
-            FROM upd u, unnest($20::text[]) WITH ORDINALITY AS t(spec, ord))
+            FROM upd u, unnest($23::text[]) WITH ORDINALITY AS t(spec, ord))
         SELECT count(*) FROM upd"""
     # The item (only if still dispatched), the counters and the released item, in one statement.
     completion = f"""

@@ -29,11 +29,12 @@ from framework.store.batcher import Batcher
 from framework.store.pg_fanout import PostgresFanOuts, fan_out_statements
 from framework.store.records import ProcessFilter
 from framework.store.sql.common import SqlStore
+from framework.store.sql.deploy import DeployStatements
 from framework.store.sql.dialect import POSTGRESQL
 from framework.store.sql.executor import Executor
+from framework.store.sql.migrate import migrate
 from framework.store.sql.pg_connection import TRANSIENT_ERRORS, Pooled, apply_one_by_one, executor, keep_session
 from framework.store.sql.rows import CommitRow, CreateRow, commit_row, create_row
-from framework.store.sql.schema import create_schema
 from framework.store.sql.statements import (
     COMMIT_SET,
     CREATE_COLUMNS,
@@ -64,13 +65,14 @@ def _statements(p: str) -> dict[str, str]:
             WITH input AS (
                 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int[], $6::text[],
                                      $7::float8[], $8::float8[], $9::text[], $10::bool[], $11::text[], $12::text[],
-                                     $13::float8[])
+                                     $13::float8[], $14::int[], $15::text[], $16::text[])
                     AS i(process_id, case_name, client_key, status, version, doc, due_at, created_at, entry,
-                         retrying, waiting_summary, search, ended_at)),
+                         retrying, waiting_summary, search, ended_at, case_version, stage, reach)),
             ins AS (
                 INSERT INTO {p}processes ({CREATE_COLUMNS})
                 SELECT process_id, case_name, client_key, status, version, doc::jsonb, due_at, created_at,
-                       created_at, retrying, waiting_summary, search::jsonb, ended_at
+                       created_at, retrying, waiting_summary, search::jsonb, ended_at, case_version, stage, reach,
+                       version
                 FROM input
                 ON CONFLICT DO NOTHING
                 RETURNING process_id, version),
@@ -88,14 +90,16 @@ def _statements(p: str) -> dict[str, str]:
         "commit_many": f"""
             WITH input AS (
                 SELECT * FROM unnest($1::text[], $2::int[], $3::text[], $4::text[], $5::float8[], $6::float8[],
-                                     $7::text[], $8::float8[], $9::bool[], $10::text[], $11::text[], $12::float8[])
+                                     $7::text[], $8::float8[], $9::bool[], $10::text[], $11::text[], $12::float8[],
+                                     $13::int[], $14::text[], $15::text[])
                     AS i(process_id, expected, doc, status, due_at, updated_at, entry, expires_at, retrying,
-                         waiting_summary, search, ended_at)),
+                         waiting_summary, search, ended_at, case_version, stage, reach)),
             upd AS (
                 UPDATE {p}processes p
                 SET doc = i.doc::jsonb, version = i.expected + 1, status = i.status, due_at = i.due_at,
                     updated_at = i.updated_at, expires_at = i.expires_at, retrying = i.retrying,
-                    waiting_summary = i.waiting_summary, search = i.search::jsonb, ended_at = i.ended_at
+                    waiting_summary = i.waiting_summary, search = i.search::jsonb, ended_at = i.ended_at,
+                    case_version = i.case_version, stage = i.stage, reach = i.reach, derived_version = i.expected + 1
                 FROM input i
                 WHERE p.process_id = i.process_id AND p.version = i.expected
                 RETURNING p.process_id, p.version, i.entry),
@@ -130,11 +134,13 @@ class PostgresStore(PostgresFanOuts, SqlStore):
         self._min_size = min_size
         self._max_size = max_size
         self._pool: asyncpg.Pool | None = None
+        self.applied_migrations: tuple[int, ...] = ()  # what the last open() applied (logs, tests)
         self._loads: Batcher[str, str | None] = Batcher(self._load_batch)
         self._commits: Batcher[CommitRow, bool] = Batcher(self._commit_batch, key=lambda c: c[0])
         self._creates: Batcher[CreateRow, bool] = Batcher(self._create_batch, key=lambda c: c[0])
         self._sql = Statements(POSTGRESQL, schema)
         self._workflow_sql = WorkflowStatements(POSTGRESQL, self._sql.prefix)
+        self._deploy = DeployStatements(POSTGRESQL, self._sql.prefix)
         self._pg = _statements(self._sql.prefix)
         self._sql_commit_fan_out, self._sql_completion = fan_out_statements(self._sql.prefix)
 
@@ -154,9 +160,10 @@ class PostgresStore(PostgresFanOuts, SqlStore):
                 reset=keep_session,
             )
             async with executor(self._pool, transaction=True) as db:
-                # Many workers may start at once: serialise schema creation on an advisory lock.
+                # Many workers may start at once: the first migrates, the others wait on this lock, then find
+                # every migration recorded. One transaction: an upgrade that fails changes nothing.
                 await db.conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", f"stageflow:{self._schema}")
-                await create_schema(db, POSTGRESQL, schema=self._schema)
+                self.applied_migrations = await migrate(db, POSTGRESQL, schema=self._schema)
         except TRANSIENT_ERRORS as exc:
             raise StoreError(
                 f"cannot reach PostgreSQL: {exc}", hint="check STAGEFLOW_STORE_URL and that PostgreSQL is running"

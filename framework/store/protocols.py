@@ -12,7 +12,10 @@ Adding a backend (e.g. MongoDB through PyMongo's ``AsyncMongoClient``):
    Constructors do no I/O; ``open()`` connects and creates collections and indexes idempotently.
 2. Write the list columns a query filters on at ``create``/``commit`` time from
    ``framework.store.derived.derived_columns(doc)`` (never parse ``doc.waiting`` yourself), so that
-   ``status=retrying`` is an indexed equality and a list row needs no document.
+   ``status=retrying`` is an indexed equality, a list row needs no document and the deploy queries
+   (``DeployStore``) read live processes by (case, version) from an index. Keep a record of the schema
+   (collections, indexes) your ``open()`` has applied, numbered like ``framework.store.sql.schema``'s
+   migrations: each applied once with many workers starting, an unknown (newer) one refused.
 3. Translate the driver's "unreachable" errors into ``StoreError`` and refused data into
    ``UnstorableDataError`` at the boundary.
 4. Add the backend to the ``store`` fixture of ``tests/test_store_contract.py``: the one contract suite
@@ -26,7 +29,16 @@ from typing import Any, Protocol, Self, runtime_checkable
 from framework.document import ProcessDocument
 from framework.fanout import FanOutState, ItemCompletion, ItemRow, NewFanOut
 from framework.state import HistoryEntry
-from framework.store.records import Job, PageKey, ProcessFilter, ScheduleRow, WorkflowRow, WorkflowVersion
+from framework.store.records import (
+    Job,
+    LiveGroup,
+    PageKey,
+    ProcessFilter,
+    ScheduleRow,
+    WorkerRow,
+    WorkflowRow,
+    WorkflowVersion,
+)
 
 
 @runtime_checkable
@@ -254,8 +266,32 @@ class WorkflowStore(Protocol):
 
 
 @runtime_checkable
+class DeployStore(Protocol):
+    """The worker registry and what a deploy asks of live processes (``framework.heartbeat``,
+    ``framework.deploy``)."""
+
+    async def record_worker(self, worker: WorkerRow) -> None:
+        """Insert or refresh the worker's row (its heartbeat), and delete the rows of workers gone: not seen for
+        ``GONE_AFTER_BEATS`` of their own heartbeats by ``worker.last_seen``."""
+
+    async def remove_worker(self, worker_id: str) -> None:
+        """A stopping worker's row goes."""
+
+    async def running_workers(self, now: float) -> list[WorkerRow]:
+        """The workers seen within ``GONE_AFTER_BEATS`` of their heartbeats by ``now``, by release and id."""
+
+    async def live_reach(self) -> list[LiveGroup]:
+        """Unfinished processes counted by (case, version, reach) in one query of an index of live processes,
+        by case, version and reach; current even for rows a release before the deploy columns committed."""
+
+    async def live_stages(self) -> list[LiveGroup]:
+        """The same by (case, version, stage, waiting kind)."""
+
+
+@runtime_checkable
 class ProcessStore(
     Lifecycle, DocumentStore, FanOutStore, ScheduleStore, JobStore, ProcessQueries, PoisonLedger, WorkflowStore,
+    DeployStore,
     Protocol,
 ):
     """Everything a full backend provides: what the engine, the gateway and the CLI are given."""
@@ -263,4 +299,5 @@ class ProcessStore(
 
 PROTOCOLS: tuple[type, ...] = (
     Lifecycle, DocumentStore, FanOutStore, ScheduleStore, JobStore, ProcessQueries, PoisonLedger, WorkflowStore,
+    DeployStore,
 )

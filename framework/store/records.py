@@ -115,3 +115,29 @@ class WorkflowVersion:
     definition: str
     created_at: float
     created_by: str
+GONE_AFTER_BEATS = 3  # a worker whose row was not refreshed for this many of its heartbeats is gone
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerRow:
+    """A running worker as the registry keeps it: what its release carries, refreshed every ``heartbeat_s``."""
+
+    worker_id: str  # host:pid:short uuid
+    release: str
+    carries: tuple[tuple[str, int], ...]  # the (case, version) pairs it runs, sorted
+    started_at: float
+    last_seen: float
+    heartbeat_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class LiveGroup:
+    """How many live processes share a (case, version) and, by the query, a ``reach`` or a (stage, waiting
+    kind); the fields the query does not group by are None."""
+
+    case: str
+    version: int
+    processes: int
+    reach: str | None = None
+    stage: str | None = None
+    waiting: str | None = None  # the wait's kind (timer, service, resend, fan_out, event); None while running

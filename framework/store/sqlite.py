@@ -21,10 +21,11 @@ from framework.errors import StoreError
 from framework.fanout import NewFanOut
 from framework.state import HistoryEntry
 from framework.store.sql.common import Completion, SqlStore
+from framework.store.sql.deploy import DeployStatements
 from framework.store.sql.dialect import SQLITE
 from framework.store.sql.executor import Executor, SqliteExecutor
+from framework.store.sql.migrate import migrate
 from framework.store.sql.rows import CommitRow, commit_row, create_row
-from framework.store.sql.schema import create_schema
 from framework.store.sql.statements import FAN_STATE_COLUMNS, ITEM_COLUMNS, Statements
 from framework.store.sql.workflows import WorkflowStatements
 
@@ -41,6 +42,21 @@ _RELEASE_ITEM = _sql(f"UPDATE fan_items SET status = 'dispatched', updated_at = 
                      f" WHERE process_id = $1 AND grp = $2 AND idx = $3 RETURNING {ITEM_COLUMNS}")
 _EXPIRED = _sql("SELECT process_id FROM processes WHERE expires_at <= $1 LIMIT $2")
 _EXPIRED_TABLES = ("history", "fanouts", "fan_items", "processes")  # the process row last
+_WAL_TRIES = 100  # 10 s
+
+
+async def _write_ahead_log(db: aiosqlite.Connection) -> None:
+    """Switch the file to WAL. SQLite answers "locked" at once, without waiting, while another process holds
+    the file (one opening it at the same time): try again for a while."""
+    for _ in range(_WAL_TRIES - 1):
+        try:
+            await db.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc):
+                raise
+            await asyncio.sleep(0.1)
+    await db.execute("PRAGMA journal_mode=WAL")
 
 
 class SqliteStore(SqlStore):
@@ -50,16 +66,21 @@ class SqliteStore(SqlStore):
         self._lock = asyncio.Lock()
         self._sql = Statements(SQLITE, None)
         self._workflow_sql = WorkflowStatements(SQLITE, self._sql.prefix)
+        self._deploy = DeployStatements(SQLITE, "")
+        self.applied_migrations: tuple[int, ...] = ()  # what the last open() applied (logs, tests)
 
     async def open(self) -> None:
         try:
             self._db = await aiosqlite.connect(self._path, isolation_level=None)
-            await self._db.execute("PRAGMA journal_mode=WAL")
+            await _write_ahead_log(self._db)
             await self._db.execute("PRAGMA synchronous=NORMAL")
-            async with self._lock:
-                await create_schema(SqliteExecutor(self._db), SQLITE, schema=None)
-        except sqlite3.Error as exc:
-            raise StoreError(f"cannot open SQLite database {self._path!r}: {exc}") from exc
+            async with self._transaction() as db:  # BEGIN IMMEDIATE: other processes opening the file wait
+                self.applied_migrations = await migrate(db, SQLITE, schema=None)
+        except BaseException as exc:
+            await self.close()  # its thread would keep the process alive
+            if isinstance(exc, sqlite3.Error):
+                raise StoreError(f"cannot open SQLite database {self._path!r}: {exc}") from exc
+            raise
 
     async def close(self) -> None:
         if self._db is not None:

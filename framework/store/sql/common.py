@@ -1,8 +1,8 @@
 """The store methods that are the same on every SQL database, written once over an ``Executor``.
 
-A backend subclasses ``SqlStore``, sets ``_sql`` (its ``Statements``) and provides ``_session()`` (a
-connection), ``_transaction()`` (one in a transaction) and the writes that differ: the batched or
-single-statement document writes, and ``_write_completion`` of ``complete_item``.
+A backend subclasses ``SqlStore``, sets ``_sql`` (its ``Statements``) and ``_deploy`` (``DeployStatements``),
+and provides ``_session()`` (a connection), ``_transaction()`` (one in a transaction) and the writes that
+differ: the batched or single-statement document writes, and ``_write_completion`` of ``complete_item``.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from framework.document import ProcessDocument
 from framework.fanout import FanOutState, ItemCompletion, ItemRow, complete
 from framework.store.protocols import ProcessStore
 from framework.store.records import Job, PageKey, ProcessFilter, ScheduleRow
+from framework.store.sql.deploy import DeployStatements, SqlDeploy
 from framework.store.sql.executor import Executor
 from framework.store.sql.rows import fan_state, item_row, page_key, schedule_row, summary_row
 from framework.store.sql.statements import Statements
@@ -28,9 +29,10 @@ from framework.store.sql.workflows import SqlWorkflows, WorkflowStatements
 Completion = tuple[str, int, int, str, str | None, str | None, int | None, float, int, int, int, str | None]
 
 
-class SqlStore(SqlWorkflows, ProcessStore):
+class SqlStore(SqlWorkflows, SqlDeploy, ProcessStore):
     _sql: Statements
     _workflow_sql: WorkflowStatements
+    _deploy: DeployStatements
 
     @abstractmethod
     def _session(self) -> AbstractAsyncContextManager[Executor]:

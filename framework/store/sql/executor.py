@@ -1,6 +1,6 @@
 """One connection (or transaction) as the shared SQL code sees it: rows, a row count, many rows, a script.
 
-The hot paths of each backend use their driver directly; everything written once (``common``, ``schema``)
+The hot paths of each backend use their driver directly; everything written once (``common``, ``migrate``)
 goes through an ``Executor``, rows read by position.
 """
 
@@ -28,8 +28,8 @@ class Executor(Protocol):
 
     async def many(self, sql: str, rows: Iterable[Sequence[Any]]) -> None: ...
 
-    async def script(self, sql: str) -> None:
-        """Statements without parameters, separated by semicolons (DDL)."""
+    async def execute(self, sql: str) -> None:
+        """One statement without parameters whose result is not read (DDL). One: SQLite's scripts commit."""
 
     async def column_names(self, schema: str | None, table: str) -> set[str]: ...
 
@@ -51,7 +51,7 @@ class PgExecutor:
     async def many(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
         await self.conn.executemany(sql, rows)
 
-    async def script(self, sql: str) -> None:
+    async def execute(self, sql: str) -> None:
         await self.conn.execute(sql)
 
     async def column_names(self, schema: str | None, table: str) -> set[str]:
@@ -77,8 +77,8 @@ class SqliteExecutor:
     async def many(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
         await self.db.executemany(sql, rows)
 
-    async def script(self, sql: str) -> None:
-        await self.db.executescript(sql)
+    async def execute(self, sql: str) -> None:
+        await self.db.execute(sql)
 
     async def column_names(self, schema: str | None, table: str) -> set[str]:
         return {r[0] for r in await self.rows("SELECT name FROM pragma_table_info(?)", table)}

@@ -15,19 +15,21 @@ from framework.store.derived import derived_columns
 from framework.store.records import PageKey, ScheduleRow, summary
 
 # process_id, case, client_key, status, version, doc, due_at, created_at, history entry, retrying,
-# waiting_summary, search, ended_at: the parameters of ``statements.CREATE_VALUES``
+# waiting_summary, search, ended_at, case_version, stage, reach: the parameters of ``statements.CREATE_VALUES``
 CreateRow = tuple[
-    str, str, str | None, str, int, str, float | None, float, str, bool, str | None, str | None, float | None]
+    str, str, str | None, str, int, str, float | None, float, str, bool, str | None, str | None, float | None,
+    int, str | None, str | None]
 # process_id, expected version, doc, status, due_at, updated_at, history entry, expires_at, retrying,
-# waiting_summary, search, ended_at: the parameters of ``statements.COMMIT_SET``
+# waiting_summary, search, ended_at, case_version, stage, reach: the parameters of ``statements.COMMIT_SET``
 CommitRow = tuple[
-    str, int, str, str, float | None, float, str, float | None, bool, str | None, str | None, float | None]
+    str, int, str, str, float | None, float, str, float | None, bool, str | None, str | None, float | None,
+    int, str | None, str | None]
 
 
 def create_row(doc: ProcessDocument, entry: HistoryEntry, due_at: float | None) -> CreateRow:
-    retrying, waiting, search, ended_at = derived_columns(doc)
+    derived = derived_columns(doc)
     return (doc.process_id, doc.case, doc.client_key, doc.status.value, doc.version, doc.to_json().decode(), due_at,
-            doc.created_at, orjson.dumps(entry).decode(), retrying, waiting, search, ended_at)
+            doc.created_at, orjson.dumps(entry).decode(), *derived)
 
 
 def commit_row(
@@ -35,9 +37,8 @@ def commit_row(
 ) -> CommitRow:
     """Encoded here, in the caller's task, so a value that is not JSON fails its own caller
     (``orjson.JSONEncodeError``), never a batch."""
-    retrying, waiting, search, ended_at = derived_columns(doc)
     return (doc.process_id, expected_version, doc.to_json().decode(), doc.status.value, due_at, doc.updated_at,
-            orjson.dumps(entry).decode(), expires_at, retrying, waiting, search, ended_at)
+            orjson.dumps(entry).decode(), expires_at, *derived_columns(doc))
 
 
 def json_or_none(raw: str | bytes | None) -> Any:

@@ -18,15 +18,18 @@ from framework.store.sql.dialect import Dialect
 RETRYING_SQL = "retrying"
 
 # The process columns a create writes, in the order of ``rows.create_row`` (``$9`` is the history entry).
+# ``derived_version`` is the document version the deploy columns (case_version, stage, reach) were derived from:
+# a row that a release before them committed keeps an older one, so deploy queries know to read its document.
 CREATE_COLUMNS = (
     "process_id, case_name, client_key, status, version, doc, due_at, created_at, updated_at, retrying,"
-    " waiting_summary, search, ended_at"
+    " waiting_summary, search, ended_at, case_version, stage, reach, derived_version"
 )
-CREATE_VALUES = "$1, $2, $3, $4, $5, $6::jsonb, $7, $8, $8, $10, $11, $12::jsonb, $13"
+CREATE_VALUES = "$1, $2, $3, $4, $5, $6::jsonb, $7, $8, $8, $10, $11, $12::jsonb, $13, $14, $15, $16, $5"
 # A commit's new values (``rows.commit_row``: $1 process id, $2 expected version, $7 the history entry).
 COMMIT_SET = (
     "doc = $3::jsonb, version = $2 + 1, status = $4, due_at = $5, updated_at = $6, expires_at = $8,"
-    " retrying = $9, waiting_summary = $10, search = $11::jsonb, ended_at = $12"
+    " retrying = $9, waiting_summary = $10, search = $11::jsonb, ended_at = $12, case_version = $13, stage = $14,"
+    " reach = $15, derived_version = $2 + 1"
 )
 FAN_STATE_COLUMNS = "grp, total, win, tolerate, first, next_index, done, failed, decided"
 ITEM_COLUMNS = "idx, status, spec, result, error, updated_at"

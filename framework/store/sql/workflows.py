@@ -17,25 +17,26 @@ from framework.store.records import WorkflowRow, WorkflowVersion
 from framework.store.sql.dialect import Dialect
 from framework.store.sql.executor import Executor
 
-WORKFLOW_TABLES = """
-CREATE TABLE IF NOT EXISTS {p}workflows (
-    name        {TEXT} PRIMARY KEY,
-    active      {BOOL} NOT NULL,
-    latest      {INT} NOT NULL,
-    created_at  {REAL} NOT NULL,
-    created_by  {TEXT} NOT NULL,
-    updated_at  {REAL} NOT NULL,
-    updated_by  {TEXT} NOT NULL
-);
-CREATE TABLE IF NOT EXISTS {p}workflow_versions (
-    name        {TEXT} NOT NULL,
-    version     {INT} NOT NULL,
-    definition  {JSON} NOT NULL,
-    created_at  {REAL} NOT NULL,
-    created_by  {TEXT} NOT NULL,
-    PRIMARY KEY (name, version)
-);
-"""
+# Migration 7 (``schema.MIGRATIONS``): one statement per string.
+WORKFLOW_TABLES = (
+    """CREATE TABLE IF NOT EXISTS {p}workflows (
+        name        {TEXT} PRIMARY KEY,
+        active      {BOOL} NOT NULL,
+        latest      {INT} NOT NULL,
+        created_at  {REAL} NOT NULL,
+        created_by  {TEXT} NOT NULL,
+        updated_at  {REAL} NOT NULL,
+        updated_by  {TEXT} NOT NULL
+    )""",
+    """CREATE TABLE IF NOT EXISTS {p}workflow_versions (
+        name        {TEXT} NOT NULL,
+        version     {INT} NOT NULL,
+        definition  {JSON} NOT NULL,
+        created_at  {REAL} NOT NULL,
+        created_by  {TEXT} NOT NULL,
+        PRIMARY KEY (name, version)
+    )""",
+)
 
 _ROW = "name, active, latest, created_at, created_by, updated_at, updated_by"
 _VERSION = "name, version, definition, created_at, created_by"
