@@ -226,6 +226,12 @@ def truthy(value: Any) -> bool:
     return not (value is None or value is False or value in ("", [], {}))
 
 
+def template_parts(text: str) -> list[tuple[str, bool]]:
+    """A template string as (text, is an expression) pairs, for a renderer that treats each value apart (a URL
+    encodes the values it holds)."""
+    return [(p.source, True) if isinstance(p, _Expr) else (p, False) for p in _split_template(text, "")]
+
+
 @dataclass(frozen=True, slots=True)
 class _Expr:
     source: str
