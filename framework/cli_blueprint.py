@@ -19,11 +19,17 @@ def blueprint() -> None:
 @click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
 def validate_blueprint(files: tuple[str, ...]) -> None:
     """Check blueprint FILES against the schema and their references; exit 1 listing every problem."""
-    from framework.blueprint import BlueprintError, load_blueprint, load_functions
+    from framework.blueprint import BlueprintError, load_api_files, load_blueprint, load_functions
 
     settings = Settings()
-    try:
+    try:  # the shared API files (STAGEFLOW_BLUEPRINT_APIS) are checked first: the blueprints may use them
         functions = load_functions(settings.blueprint_functions)
+        apis = load_api_files(settings.blueprint_apis, functions=functions)
+    except BlueprintError as exc:
+        click.secho(exc.message.splitlines()[0], fg="red", err=True)
+        for error in exc.errors:
+            click.echo(f"  {error}", err=True)
+        sys.exit(1)
     except StageflowError as exc:
         from framework.cli import _exit_with
 
@@ -32,7 +38,7 @@ def validate_blueprint(files: tuple[str, ...]) -> None:
     failed = False
     for path in files:
         try:
-            case = load_blueprint(path, functions=functions)
+            case = load_blueprint(path, functions=functions, apis=apis)
         except BlueprintError as exc:
             failed = True
             click.secho(f"{path}: {exc.message.splitlines()[0]}", fg="red", err=True)

@@ -90,8 +90,10 @@ def cases_from_settings(settings: Settings) -> list[type[BusinessCase]]:
         )
     cases = load_cases(settings.cases) if settings.cases else []
     if settings.blueprints:
-        from framework.blueprint import load_blueprints, load_functions
+        from framework.blueprint import load_api_files, load_blueprints, load_functions
 
         functions = load_functions(settings.blueprint_functions)
-        cases += load_blueprints(settings.blueprints, functions=functions, constants=settings.blueprint_constants)
+        apis = load_api_files(settings.blueprint_apis, functions=functions)
+        cases += load_blueprints(settings.blueprints, functions=functions, constants=settings.blueprint_constants,
+                                 apis=apis)
     return cases

@@ -33,6 +33,7 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from framework.blueprint.apis import ApiDefinition, expand_apis
 from framework.blueprint.expressions import ExpressionError, Expressions, truthy
 from framework.blueprint.fields import check_value, model_from_fields
 from framework.blueprint.loader import EVENT_KINDS, CheckedBlueprint, Level, check_blueprint, read_blueprint
@@ -54,15 +55,17 @@ StepBody = Callable[[StageContext], None]
 
 def compile_blueprint(
     source: str | Any, *, functions: Mapping[str, Callable[..., Any]] | None = None,
-    constants: Mapping[str, Any] | None = None,
+    constants: Mapping[str, Any] | None = None, apis: Mapping[str, ApiDefinition] | None = None,
 ) -> type[BusinessCase]:
     """Read, check and compile a blueprint (a JSON/YAML file path or a dict) into a case class.
 
     ``functions``: extra functions for expressions. ``constants``: overrides of the blueprint's declared
     ``constants`` (names it does not declare are ignored, so one mapping can serve many blueprints).
+    ``apis``: shared API definitions (``load_api_files``) beside the blueprint's own ``apis:``.
     """
     data, origin = read_blueprint(source)
     expressions = Expressions(functions)
+    data = expand_apis(data, origin, apis or {}, expressions)  # api: NAME steps become inline requests
     checked = check_blueprint(data, expressions)
     declared = dict(data.get("constants") or {})
     declared.update({k: v for k, v in (constants or {}).items() if k in declared})
