@@ -55,7 +55,7 @@ class CountingServer:
             hold = first and self._hold_prefix is not None and seen.target.startswith(self._hold_prefix)
             if hold:
                 self._hold_prefix = None
-        reply = {"target": self.effects[key].target, "effect": number, "body": self.effects[key].body}
+        reply = {"id": str(number), "target": self.effects[key].target, "body": self.effects[key].body}
         return reply, hold
 
 
