@@ -53,9 +53,11 @@ async def run_blueprint_demo(settings: Settings, *, count: int = 50, workers: in
               f"against {crm_url}", flush=True)
         secrets = {"SHOP_AUTHORIZATION": f"Bearer {shop.token}", "CRM_AUTHORIZATION": f"Bearer {crm.token}"}
         async with Stageflow.from_settings(settings, cases=[*cases, lead_sync]) as flow, \
-                HttpAdapter(secrets=secrets) as adapter, lead_writer_inbox(settings, tmp) as inbox:
+                HttpAdapter(signer=flow.engine.signer, secrets=secrets, allow_networks=["127.0.0.1"]) as adapter, \
+                lead_writer_inbox(settings, tmp) as inbox:  # the stand-in APIs are on 127.0.0.1: allowed here
             components: list[Any] = [flow.worker() for _ in range(max(1, workers))]
-            components.append(Service("http", adapter.handle, broker=flow.broker, inbox=StatelessInbox()))
+            components.append(Service("http", adapter.handle, broker=flow.broker, inbox=StatelessInbox(),
+                                      signer=flow.engine.signer))
             components += build_services(HANDLERS, broker=flow.broker, inbox=inbox)
             since = time.time()
             for component in components:

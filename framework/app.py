@@ -28,7 +28,7 @@ from framework.settings import Settings
 from framework.signals import Delivery, Signals
 from framework.store.base import ProcessStore
 from framework.taskid import TaskIdSigner
-from framework.wiring import broker_from_settings, cases_from_settings, store_from_settings
+from framework.wiring import broker_from_settings, cases_from_settings, store_from_settings, workflows_from_settings
 from framework.worker import Worker
 from framework.workflows import Workflows
 
@@ -57,9 +57,8 @@ class Stageflow:
         )
         self.operations = Operations(self.engine)
         self.signals = Signals(self.engine)
-        self.workflows = Workflows(
-            store, self.engine.cases, clock=self.engine.clock, functions=_functions(self.settings),
-            constants=self.settings.blueprint_constants,
+        self.workflows: Workflows = workflows_from_settings(
+            self.settings, store, self.engine.cases, clock=self.engine.clock,
             on_added=lambda cases: self.engine.schedules.add(collect_schedules(cases)),
         )
         self._refreshing: asyncio.Task[None] | None = None
@@ -179,14 +178,6 @@ class Stageflow:
             "heartbeat_s": self.settings.heartbeat_s,
         }
         return Worker(self.engine, refresh_cases=self.workflows.refresh, **{**defaults, **options})
-
-
-def _functions(settings: Settings) -> dict[str, Any] | None:
-    if not settings.blueprint_functions:
-        return None
-    from framework.blueprint import load_functions
-
-    return load_functions(settings.blueprint_functions)
 
 
 def _not_found(process_id: str) -> ProcessNotFoundError:

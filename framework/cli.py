@@ -16,6 +16,7 @@ import click
 import orjson
 import pydantic
 
+from framework.cli_blueprint import blueprint
 from framework.cli_deploy import deploy
 from framework.cli_schedules import schedules
 from framework.cli_signals import event, lookup
@@ -60,6 +61,15 @@ def worker() -> None:
 
     settings = Settings()
     _run(run_worker(settings), event_loop=settings.event_loop)
+
+
+@cli.command("http-adapter")
+def http_adapter() -> None:
+    """Run only the `http` service (API calls) until SIGTERM; workers then set STAGEFLOW_HTTP_ADAPTER=false."""
+    from framework.http.process import run_http_adapter
+
+    settings = Settings()
+    _run(run_http_adapter(settings), event_loop=settings.event_loop)
 
 
 @cli.command()
@@ -361,45 +371,8 @@ def cases() -> None:
         click.echo(f"{case.name} v{case.version}: {' -> '.join(s.name for s in case.stages)}")
 
 
-@cli.group()
-def blueprint() -> None:
-    """Check blueprints (processes written as JSON or YAML)."""
-
-
-@blueprint.command("validate")
-@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
-def validate_blueprint(files: tuple[str, ...]) -> None:
-    """Check blueprint FILES against the schema and their references; exit 1 listing every problem."""
-    from framework.blueprint import BlueprintError, load_blueprint, load_functions
-
-    settings = Settings()
-    try:
-        functions = load_functions(settings.blueprint_functions)
-    except StageflowError as exc:
-        _exit_with(exc)
-        return
-    failed = False
-    for path in files:
-        try:
-            case = load_blueprint(path, functions=functions)
-        except BlueprintError as exc:
-            failed = True
-            click.secho(f"{path}: {exc.message.splitlines()[0]}", fg="red", err=True)
-            for error in exc.errors:
-                click.echo(f"  {error}", err=True)
-            continue
-        except StageflowError as exc:
-            failed = True
-            click.secho(f"{path}: {exc}", fg="red", err=True)
-            continue
-        schedules = "".join(f"; schedule {s.name!r}: {s.timing.describe()}" for s in case.schedules)
-        click.echo(f"{path}: ok, {case.name} v{case.version}: {' -> '.join(s.name for s in case.stages)}{schedules}")
-    if failed:
-        sys.exit(1)
-
-
 # the commands of their own modules
-for command in (event, lookup, stats_command, deploy, schedules, template_group, workflow_group):
+for command in (event, lookup, stats_command, deploy, schedules, blueprint, template_group, workflow_group):
     cli.add_command(command)
 
 

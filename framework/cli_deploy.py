@@ -80,15 +80,12 @@ def check() -> None:
     release = settings.release or default_release(registry.carried())
 
     async def main() -> Any:
-        from framework.blueprint import load_functions
         from framework.clock import SystemClock
-        from framework.workflows import Workflows
+        from framework.wiring import workflows_from_settings
 
         async with store_from_settings(settings) as store:
             # stored workflows belong to no release: every release registers them from the store
-            functions = load_functions(settings.blueprint_functions) if settings.blueprint_functions else None
-            await Workflows(store, registry, clock=SystemClock(), functions=functions,
-                            constants=settings.blueprint_constants).refresh()
+            await workflows_from_settings(settings, store, registry, clock=SystemClock()).refresh()
             return await store.live_reach()
 
     live = _run(main())

@@ -82,6 +82,13 @@ class Settings(BaseSettings):
     http_max_body_bytes: int = Field(
         100_000, ge=1024, description="larger HTTP response bodies are an error (a reply must fit in a message)"
     )
+    http_allow_networks: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="addresses or CIDR networks the http adapter may reach although loopback or "
+        "link-local (refused otherwise), comma-separated"
+    )
+    http_hosts_by_secret: dict[str, list[str]] = Field(
+        default_factory=dict, description='JSON object: secret name -> the hosts it may be sent to ("*.example.com")'
+    )
     blueprints: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="blueprint files (JSON or YAML) or globs, comma-separated"
     )
@@ -94,6 +101,9 @@ class Settings(BaseSettings):
     )
     blueprint_templates: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="folders of workflow templates beside the shipped ones, comma-separated"
+    )
+    blueprint_apis: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="files or globs of API definitions shared by every blueprint, comma-separated"
     )
     blueprint_constants: dict[str, Any] = Field(
         default_factory=dict, description="JSON object overriding blueprints' declared constants (e.g. base URLs)"
@@ -122,7 +132,7 @@ class Settings(BaseSettings):
 
     @field_validator(
         "secret_keys", "cases", "api_keys_read", "api_keys_operate", "blueprints", "blueprint_functions",
-        "blueprint_templates", mode="before"
+        "blueprint_templates", "blueprint_apis", "http_allow_networks", mode="before"
     )
     @classmethod
     def _split_commas(cls, value: object) -> object:

@@ -6,14 +6,21 @@ Nothing here connects: it only constructs. ``Stageflow`` (in ``app.py``) opens t
 from __future__ import annotations
 
 import importlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from framework.broker.base import Broker
 from framework.case import BusinessCase
+from framework.clock import Clock
 from framework.errors import ConfigurationError
+from framework.registry import CaseRegistry
 from framework.settings import Settings
 from framework.store.base import ProcessStore
+from framework.store.protocols import WorkflowStore
+
+if TYPE_CHECKING:
+    from framework.workflows import Workflows
 
 
 def store_from_settings(settings: Settings) -> ProcessStore:
@@ -90,8 +97,25 @@ def cases_from_settings(settings: Settings) -> list[type[BusinessCase]]:
         )
     cases = load_cases(settings.cases) if settings.cases else []
     if settings.blueprints:
-        from framework.blueprint import load_blueprints, load_functions
+        from framework.blueprint import load_api_files, load_blueprints, load_functions
 
         functions = load_functions(settings.blueprint_functions)
-        cases += load_blueprints(settings.blueprints, functions=functions, constants=settings.blueprint_constants)
+        apis = load_api_files(settings.blueprint_apis, functions=functions)
+        cases += load_blueprints(settings.blueprints, functions=functions, constants=settings.blueprint_constants,
+                                 apis=apis)
     return cases
+
+
+def workflows_from_settings(
+    settings: Settings, store: WorkflowStore, cases: CaseRegistry, *, clock: Clock,
+    on_added: Callable[[list[type[BusinessCase]]], None] | None = None,
+) -> Workflows:
+    """The stored workflows of a deployment, compiled with its blueprint functions, constants and API
+    definitions (as its blueprint files are)."""
+    from framework.blueprint import load_api_files, load_functions
+    from framework.workflows import Workflows
+
+    functions = load_functions(settings.blueprint_functions)
+    apis = load_api_files(settings.blueprint_apis, functions=functions) if settings.blueprint_apis else None
+    return Workflows(store, cases, clock=clock, functions=functions or None, constants=settings.blueprint_constants,
+                     apis=apis, on_added=on_added)

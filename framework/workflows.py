@@ -20,6 +20,7 @@ import orjson
 import structlog
 
 from framework.blueprint import BlueprintError, compile_blueprint
+from framework.blueprint.apis import ApiDefinition
 from framework.case import BusinessCase
 from framework.clock import Clock
 from framework.errors import InvalidInputError, StageflowError, UnknownCaseError, WorkflowConflictError
@@ -58,13 +59,14 @@ class Workflows:
     def __init__(
         self, store: WorkflowStore, cases: CaseRegistry, *, clock: Clock,
         functions: Mapping[str, Callable[..., Any]] | None = None, constants: Mapping[str, Any] | None = None,
-        on_added: Added | None = None,
+        apis: Mapping[str, ApiDefinition] | None = None, on_added: Added | None = None,
     ) -> None:
         self._store = store
         self._cases = cases
         self._clock = clock
         self._functions = functions
         self._constants = constants
+        self._apis = apis
         self._on_added = on_added
         self._seen: dict[str, int] = {}  # name -> the newest version read from the store
         self._lock = asyncio.Lock()
@@ -77,7 +79,8 @@ class Workflows:
             raise InvalidInputError("a workflow is a blueprint: a JSON object",
                                     errors=[{"field": "(blueprint)", "message": "not an object"}])
         try:
-            return compile_blueprint(dict(definition), functions=self._functions, constants=self._constants)
+            return compile_blueprint(dict(definition), functions=self._functions, constants=self._constants,
+                                     apis=self._apis)
         except BlueprintError as exc:
             raise blueprint_problems(exc) from None
 
@@ -183,7 +186,7 @@ class Workflows:
     def _register(self, stored: WorkflowVersion) -> type[BusinessCase] | None:
         try:
             case = compile_blueprint(orjson.loads(stored.definition), functions=self._functions,
-                                     constants=self._constants)
+                                     constants=self._constants, apis=self._apis)
             self._cases.add(case)
         except StageflowError as exc:
             # Saved by a deployment that has a function or case this one lacks: the others still run here.

@@ -51,6 +51,7 @@ async def cluster(flow: Stageflow, settings: Settings, constants: dict[str, obje
         STAGEFLOW_BLUEPRINT_FUNCTIONS="business_cases.blueprint_functions",
         STAGEFLOW_BLUEPRINT_CONSTANTS=json.dumps(constants),
         STAGEFLOW_HTTP_SECRET_SHOP_AUTHORIZATION=f"Bearer {TOKEN}",
+        STAGEFLOW_HTTP_ALLOW_NETWORKS="127.0.0.1",  # the shop listens on loopback, which is refused unless allowed
     )
     await cluster.start()
     yield cluster

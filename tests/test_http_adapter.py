@@ -15,6 +15,11 @@ from business_cases.local_http import serve
 from framework import ServiceError
 from framework.http import HttpAdapter, idempotency_key
 from framework.messages import ServiceCommand
+from framework.taskid import TaskIdSigner, TaskRef
+from tests.conftest import TEST_SECRET
+
+SIGNER = TaskIdSigner([TEST_SECRET])
+LOCAL = ["127.0.0.1"]  # the test server's address: loopback, so refused unless allowed
 
 
 @pytest.fixture
@@ -45,34 +50,39 @@ def server() -> Iterator[tuple[str, list[dict[str, Any]]]]:
         yield url, seen
 
 
-def command(payload: Any, task_id: str = "task-1") -> ServiceCommand:
-    return ServiceCommand(task_id, "http", payload)
+def task_id(name: str) -> str:
+    return SIGNER.sign(TaskRef(name, "case", "http", "stage", 1))
+
+
+def command(payload: Any, task: str = "task-1") -> ServiceCommand:
+    return ServiceCommand(task_id(task), "http", payload)
 
 
 async def test_request_reply_key_and_secret(server: tuple[str, list[dict[str, Any]]]) -> None:
     url, seen = server
-    async with HttpAdapter(secrets={"TOKEN": "Bearer t0k"}) as http:
+    async with HttpAdapter(signer=SIGNER, allow_networks=LOCAL, secrets={"TOKEN": "Bearer t0k"}) as http:
         reply = await http.handle(command({
             "method": "POST", "url": f"{url}/echo/201", "params": {"q": "1"}, "json": {"a": [1, 2]},
             "headers": {"Authorization": {"secret": "TOKEN"}, "X-Plain": "yes"},
         }))
         again = await http.handle(command({"url": f"{url}/echo/200"}))
-        text = await http.handle(command({"url": f"{url}/text"}, task_id="task-2"))
+        text = await http.handle(command({"url": f"{url}/text"}, task="task-2"))
     assert reply == {"status": 201, "headers": {"content-type": "application/json", "etag": "v1"}, "body": {"got": 201}}
     first, second = seen
-    assert first["headers"]["idempotency-key"] == second["headers"]["idempotency-key"] == idempotency_key("task-1")
+    key = idempotency_key(task_id("task-1"))
+    assert first["headers"]["idempotency-key"] == second["headers"]["idempotency-key"] == key
     assert first["headers"]["authorization"] == "Bearer t0k" and first["headers"]["x-plain"] == "yes"
     assert first["body"] == b'{"a":[1,2]}' and first["headers"]["content-type"] == "application/json"
     assert first["query"] == {"q": "1"}
     assert again["status"] == 200 and text["body"] == "plain words"
-    assert idempotency_key("task-1") != idempotency_key("task-2")
+    assert idempotency_key(task_id("task-1")) != idempotency_key(task_id("task-2"))
 
 
 @pytest.mark.parametrize(("status", "retryable"), [(503, True), (500, True), (429, True), (404, False), (422, False)])
 async def test_error_statuses_are_classified(server: tuple[str, list[dict[str, Any]]], status: int,
                                              retryable: bool) -> None:
     url, _ = server
-    async with HttpAdapter() as http:
+    async with HttpAdapter(signer=SIGNER, allow_networks=LOCAL) as http:
         with pytest.raises(ServiceError) as raised:
             await http.handle(command({"url": f"{url}/echo/{status}"}))
         assert raised.value.retryable is retryable
@@ -86,7 +96,7 @@ async def test_timeouts_and_refused_connections_are_retryable(server: tuple[str,
     with socket.socket() as sock:  # a port nobody listens on
         sock.bind(("127.0.0.1", 0))
         closed = sock.getsockname()[1]
-    async with HttpAdapter() as http:
+    async with HttpAdapter(signer=SIGNER, allow_networks=LOCAL) as http:
         with pytest.raises(ServiceError, match=r"no response within 0\.3 s") as slow:
             await http.handle(command({"url": f"{url}/slow", "timeout_s": 0.3}))
         with pytest.raises(ServiceError, match="ConnectError") as refused:
@@ -96,7 +106,7 @@ async def test_timeouts_and_refused_connections_are_retryable(server: tuple[str,
 
 async def test_bad_requests_missing_secrets_and_big_bodies_are_final(server: tuple[str, list[dict[str, Any]]]) -> None:
     url, seen = server
-    async with HttpAdapter(secrets={}, max_body_bytes=1024) as http:
+    async with HttpAdapter(signer=SIGNER, allow_networks=LOCAL, secrets={}, max_body_bytes=1024) as http:
         for payload, message in [
             ("not an object", "must be an object"),
             ({"url": "file:///etc/passwd"}, "http:// or https://"),
@@ -130,7 +140,7 @@ async def test_error_texts_keep_no_credentials_or_query_values_from_the_url(
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         closed = sock.getsockname()[1]
-    async with HttpAdapter() as http:
+    async with HttpAdapter(signer=SIGNER, allow_networks=LOCAL) as http:
         with pytest.raises(ServiceError) as failed:
             await http.handle(command({"url": secret_url}))
         with pytest.raises(ServiceError) as refused:

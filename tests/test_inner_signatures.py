@@ -123,7 +123,8 @@ async def test_the_http_adapter_sends_a_request_only_for_a_task_id_we_signed(
     server = ThreadingHTTPServer(("127.0.0.1", 0), Count)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     url = f"http://127.0.0.1:{server.server_address[1]}"
-    cluster = Cluster(settings, tmp_path, workers=1, services_modules=())  # the worker hosts the http adapter
+    # The worker hosts the http adapter; the counting server listens on loopback, refused unless allowed.
+    cluster = Cluster(settings, tmp_path, workers=1, services_modules=(), STAGEFLOW_HTTP_ALLOW_NETWORKS="127.0.0.1")
     await cluster.start()
     try:
         ref = TaskRef("p-1", "jumper", "http", "first", 1)

@@ -58,6 +58,7 @@ async def test_cron_started_lead_sync_writes_each_lead_once_under_sigkills(
                 cases="business_cases", STAGEFLOW_BLUEPRINTS=str(path),
                 STAGEFLOW_BLUEPRINT_CONSTANTS=json.dumps(constants),
                 STAGEFLOW_HTTP_SECRET_CRM_AUTHORIZATION=f"Bearer {crm.token}",
+                STAGEFLOW_HTTP_ALLOW_NETWORKS="127.0.0.1",  # the stand-in CRM listens on loopback
             )
             await cluster.start()
             killed_at = None

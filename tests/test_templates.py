@@ -140,7 +140,8 @@ async def test_a_template_becomes_a_running_workflow_from_the_cli(
     assert "wrote" in made.stderr and yaml.safe_load(blueprint.read_text())["name"] == "acme_import"
 
     cluster = Cluster(settings, tmp_path, workers=1, services_modules=(), cases="tests.support.cases",
-                      STAGEFLOW_BLUEPRINTS=str(blueprint))
+                      STAGEFLOW_BLUEPRINTS=str(blueprint),
+                      STAGEFLOW_HTTP_ALLOW_NETWORKS="127.0.0.1")  # the feed API is on loopback, refused unless allowed
     await cluster.start()
     try:
         started = _cli(env, "start", "acme_import", "--input", '{"feed": "spring"}')

@@ -7,6 +7,7 @@ The format is published as a JSON Schema (``framework/blueprint/schema.json``); 
 validate FILE`` checks a file. Workers and the gateway load the files named by ``STAGEFLOW_BLUEPRINTS``.
 """
 
+from framework.blueprint.apis import ApiDefinition, load_api_files
 from framework.blueprint.compiler import compile_blueprint
 from framework.blueprint.expressions import ExpressionError, Expressions
 from framework.blueprint.loader import BlueprintError, blueprint_schema
@@ -18,6 +19,8 @@ __all__ = [
     "load_blueprint",
     "load_blueprints",
     "load_functions",
+    "load_api_files",
+    "ApiDefinition",
     "compile_blueprint",
     "blueprint_schema",
     "BlueprintError",

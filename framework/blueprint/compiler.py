@@ -33,9 +33,11 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from framework.blueprint.apis import ApiDefinition, expand_apis
 from framework.blueprint.expressions import ExpressionError, Expressions, truthy
 from framework.blueprint.fields import check_value, model_from_fields
 from framework.blueprint.loader import EVENT_KINDS, CheckedBlueprint, Level, check_blueprint, read_blueprint
+from framework.blueprint.requests import http_payload
 from framework.case import BusinessCase, stage
 from framework.context import APPROVAL_PREFIX, StageContext
 from framework.errors import NonRetryableError
@@ -53,15 +55,17 @@ StepBody = Callable[[StageContext], None]
 
 def compile_blueprint(
     source: str | Any, *, functions: Mapping[str, Callable[..., Any]] | None = None,
-    constants: Mapping[str, Any] | None = None,
+    constants: Mapping[str, Any] | None = None, apis: Mapping[str, ApiDefinition] | None = None,
 ) -> type[BusinessCase]:
     """Read, check and compile a blueprint (a JSON/YAML file path or a dict) into a case class.
 
     ``functions``: extra functions for expressions. ``constants``: overrides of the blueprint's declared
     ``constants`` (names it does not declare are ignored, so one mapping can serve many blueprints).
+    ``apis``: shared API definitions (``load_api_files``) beside the blueprint's own ``apis:``.
     """
     data, origin = read_blueprint(source)
     expressions = Expressions(functions)
+    data = expand_apis(data, origin, apis or {}, expressions)  # api: NAME steps become inline requests
     checked = check_blueprint(data, expressions)
     declared = dict(data.get("constants") or {})
     declared.update({k: v for k, v in (constants or {}).items() if k in declared})
@@ -98,17 +102,8 @@ class _Runtime:
             ctx.complete(self.render(self.result, self.data(ctx)))
 
     def http_request(self, request: Mapping[str, Any], data: Mapping[str, Any]) -> dict[str, Any]:
-        """The ``http`` command payload for a blueprint request (templates rendered, ``body`` sent as JSON)."""
-        payload: dict[str, Any] = {"method": request.get("method", "GET"), "url": self.render(request["url"], data)}
-        if not isinstance(payload["url"], str):
-            raise ExpressionError(f"the url is {payload['url']!r}, not a string")
-        for key, target in (("params", "params"), ("headers", "headers"), ("body", "json")):
-            if key in request:
-                payload[target] = self.render(request[key], data)
-        for key in ("timeout_s", "ok_statuses"):
-            if key in request:
-                payload[key] = request[key]
-        return payload
+        """The ``http`` command payload for a blueprint request (``framework/blueprint/requests.py``)."""
+        return http_payload(self.expressions, request, data)
 
 
 def _build_class(checked: CheckedBlueprint, rt: _Runtime, origin: str) -> type[BusinessCase]:

@@ -35,6 +35,7 @@ from framework.errors import StageflowError
 
 MAX_EXPRESSION_CHARS = 2000
 BASE_ROOTS = frozenset({"input", "store", "const", "failure"})
+_ANY_ROOT = BASE_ROOTS | {"reply", "item", "fan_in", "event"}
 _FUNCTION_NAME = re.compile(r"^[a-z][a-z0-9_]{0,40}$")
 
 
@@ -185,6 +186,15 @@ class Expressions:
                         errors.append((path, exc.message))
         return errors
 
+    def template_reads(self, template: Any) -> Iterator[tuple[str, str, str | None]]:
+        """(path in the template, top-level name, key under it) of every read a checked template makes, so a
+        loader can tell ``store.email`` from what earlier steps keep."""
+        for path, text in _strings(template, ""):
+            for part in _split_template(text, path):
+                if isinstance(part, _Expr):
+                    for root, key in _data_reads(self.compile(part.source, roots=_ANY_ROOT).parsed.parsed):
+                        yield path, root, key
+
     # -- evaluating (at run time) --------------------------------------------------------------------------
 
     def evaluate(self, source: str, data: Mapping[str, Any]) -> Any:
@@ -224,6 +234,12 @@ class Expressions:
 def truthy(value: Any) -> bool:
     """JMESPath's truth: false, null, "", [] and {} are false; 0 is true."""
     return not (value is None or value is False or value in ("", [], {}))
+
+
+def template_parts(text: str) -> list[tuple[str, bool]]:
+    """A template string as (text, is an expression) pairs, for a renderer that treats each value apart (a URL
+    encodes the values it holds)."""
+    return [(p.source, True) if isinstance(p, _Expr) else (p, False) for p in _split_template(text, "")]
 
 
 @dataclass(frozen=True, slots=True)
@@ -309,15 +325,24 @@ _ALL_CHILDREN = frozenset({"comparator", "and_expression", "or_expression", "not
 def _root_fields(node: Any) -> Iterator[str]:
     """The top-level names an expression reads from its data (``store`` in ``store.a[0]``), so a typo
     such as ``stroe.a`` is refused at load instead of quietly evaluating to null."""
+    for root, _ in _data_reads(node):
+        yield root
+
+
+def _data_reads(node: Any) -> Iterator[tuple[str, str | None]]:
+    """(top-level name, the key read under it or None) for every read of the data (``("store", "a")`` in
+    ``store.a[0]``)."""
     if not isinstance(node, dict):
         return
     kind = node.get("type")
+    children = node.get("children", ())
     if kind == "field":
-        yield node["value"]
+        yield node["value"], None
+    elif kind == "subexpression" and len(children) >= 2 and all(c.get("type") == "field" for c in children[:2]):
+        yield children[0]["value"], children[1]["value"]  # a.b.c is one subexpression of three fields
     elif kind in _LEFT_ONLY:
-        children = node.get("children", ())
         if children:
-            yield from _root_fields(children[0])
+            yield from _data_reads(children[0])
     elif kind in _ALL_CHILDREN:
-        for child in node.get("children", ()):
-            yield from _root_fields(child)
+        for child in children:
+            yield from _data_reads(child)

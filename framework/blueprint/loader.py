@@ -93,7 +93,7 @@ class CheckedBlueprint:
 
 def check_blueprint(data: dict[str, Any], expressions: Expressions) -> CheckedBlueprint:
     """Validate ``data``; raise ``BlueprintError`` listing every problem found."""
-    errors = [_schema_message(error, data) for error in _schema_errors(data)]
+    errors = schema_problems(data)
     if errors:  # the deeper checks assume the schema's shapes
         raise BlueprintError(f"blueprint {data.get('name', '?')!r} is invalid", errors=errors)
     errors += list(_check_names(data))
@@ -111,6 +111,11 @@ def check_blueprint(data: dict[str, Any], expressions: Expressions) -> CheckedBl
 
 
 # -- the schema ---------------------------------------------------------------------------------------------
+
+
+def schema_problems(data: dict[str, Any]) -> list[str]:
+    """What the published schema finds wrong with ``data``, one message per problem."""
+    return [_schema_message(error, data) for error in _schema_errors(data)]
 
 
 def _schema_errors(data: dict[str, Any]) -> list[jsonschema.ValidationError]:

@@ -1,4 +1,4 @@
-"""Hosting the HTTP adapter inside a worker, so API calls need no extra process."""
+"""Hosting the HTTP adapter: inside a worker, so API calls need no extra process, or in a process of its own."""
 
 from __future__ import annotations
 
@@ -18,19 +18,31 @@ if TYPE_CHECKING:
 
 
 @asynccontextmanager
-async def hosted_http_adapter(
+async def http_service(
     settings: Settings, broker: Broker, *, signer: TaskIdSigner, tracing: Tracing | None = None
-) -> AsyncIterator[Service | None]:
-    """The ``http`` service on ``broker`` (not started), or None if ``STAGEFLOW_HTTP_ADAPTER`` is off. It
-    sends a request only for a command whose taskId ``signer`` verifies (others are parked).
+) -> AsyncIterator[Service]:
+    """The ``http`` service on ``broker`` (not started), configured from ``settings``. It sends a request only
+    for a command whose taskId ``signer`` verifies (others are parked).
 
     Its HTTP client is closed when the block ends: start and stop the service inside it."""
-    if not settings.http_adapter:
-        yield None
-        return
-    adapter = HttpAdapter(default_timeout_s=settings.http_timeout_s, max_body_bytes=settings.http_max_body_bytes,
-                          max_connections=settings.http_concurrency)
+    adapter = HttpAdapter(
+        signer=signer, allow_networks=settings.http_allow_networks, hosts_by_secret=settings.http_hosts_by_secret,
+        default_timeout_s=settings.http_timeout_s, max_body_bytes=settings.http_max_body_bytes,
+        max_connections=settings.http_concurrency,
+    )
     async with adapter:
         yield Service(HttpAdapter.api, adapter.handle, broker=broker, inbox=StatelessInbox(),
                       prefetch=settings.http_concurrency, max_message_bytes=settings.max_message_bytes, signer=signer,
                       tracing=tracing)
+
+
+@asynccontextmanager
+async def hosted_http_adapter(
+    settings: Settings, broker: Broker, *, signer: TaskIdSigner, tracing: Tracing | None = None
+) -> AsyncIterator[Service | None]:
+    """A worker's ``http`` service (see ``http_service``), or None if ``STAGEFLOW_HTTP_ADAPTER`` is off."""
+    if not settings.http_adapter:
+        yield None
+        return
+    async with http_service(settings, broker, signer=signer, tracing=tracing) as service:
+        yield service

@@ -11,7 +11,8 @@ The handler runs inside the inbox's transaction: its writes and the taskId's inb
 so however often a command is delivered, its effect is applied once and the same reply is sent each time.
 Raise ``ServiceError`` to answer with a business error (recorded like a result, so it is final), or
 ``ServiceError(..., retryable=True)`` for a temporary one (nothing is recorded; the caller's retry policy
-may send the same command again). Any other exception rolls back and the command is redelivered.
+may send the same command again). Raise ``MessageError`` for a command that must not be acted on at all: it is
+parked with the reason. Any other exception rolls back and the command is redelivered.
 
 A service that holds the secret keys (the ``http`` adapter workers host) is given the ``signer``: it then
 acts only on commands whose taskId we signed, so broker access alone cannot make it send a request.
@@ -106,10 +107,7 @@ class Service:
                 if ref.api != self.api:
                     raise MessageError(f"command's taskId is for another api than {self.api!r}")
         except MessageError as exc:
-            log.warning("command parked", api=self.api, reason=str(exc))
-            await self.broker.park(delivery, str(exc))
-            if self.metrics is not None:
-                self.metrics.command(self.api, "parked")
+            await self._park(delivery, exc)
             return
         started = time.perf_counter()
         try:
@@ -124,6 +122,8 @@ class Service:
             await delivery.ack()
             if self.metrics is not None:
                 self.metrics.command(self.api, "answered", time.perf_counter() - started)
+        except MessageError as exc:  # the handler found the command unacceptable (the http adapter's taskId check)
+            await self._park(delivery, exc)
         except InfrastructureError as exc:
             if self.metrics is not None:
                 self.metrics.command(self.api, "redelivered")
@@ -137,6 +137,12 @@ class Service:
             log.exception("service handler failed; the command will be redelivered", api=self.api)
             with contextlib.suppress(InfrastructureError):
                 await delivery.nack(requeue=True)
+
+    async def _park(self, delivery: Delivery, exc: MessageError) -> None:
+        log.warning("command parked", api=self.api, reason=str(exc))
+        await self.broker.park(delivery, str(exc))
+        if self.metrics is not None:
+            self.metrics.command(self.api, "parked")
 
     async def _answer_and_reply(self, command: ServiceCommand) -> None:
         reply = await self._answer(command)

@@ -26,12 +26,14 @@ class Cluster:
     def __init__(
         self, settings: Settings, log_dir: Path, *, workers: int = 2,
         services_modules: tuple[str, ...] = ("tests.support.services",), cases: str = CASE_MODULES,
-        admin_url: str = BROKER_URL, **env: str,
+        admin_url: str = BROKER_URL, http_adapters: int = 0, adapter_env: dict[str, str] | None = None, **env: str,
     ) -> None:
         self.admin_url = admin_url  # where wait_ready counts consumers (a live node of a RabbitMQ cluster)
         self.env = settings_env(
             settings, STAGEFLOW_CASES=cases, STAGEFLOW_SERVICES_DB_URL=services_db_url(settings), **env
         )
+        if http_adapters:  # `stageflow http-adapter` processes serve `http`; the workers then do not
+            self.env["STAGEFLOW_HTTP_ADAPTER"] = "false"
         self.prefix = settings.queue_prefix
         self.apis = [api for module in services_modules for api in importlib.import_module(module).HANDLERS]
         self.workers = [processes.worker(i, self.env, log_dir) for i in range(workers)]
@@ -39,6 +41,11 @@ class Cluster:
             processes.services(module, self.env, log_dir, name=f"services-{i}")
             for i, module in enumerate(services_modules)
         ]
+        if http_adapters:
+            self.apis.append("http")
+        self.adapter_env = {**self.env, **(adapter_env or {})}  # e.g. the API secrets: in the adapters only
+        self.services += [processes.http_adapter(self.adapter_env, log_dir, name=f"http-adapter-{i}")
+                          for i in range(http_adapters)]
 
     async def start(self, *, wait_ready: bool = True) -> None:
         for proc in (*self.services, *self.workers):

@@ -71,6 +71,11 @@ def services(module: str, env: dict[str, str], log_dir: Path, name: str = "servi
     return Managed(name, ["-m", "framework", "services", module], env, log_dir)
 
 
+def http_adapter(env: dict[str, str], log_dir: Path, name: str = "http-adapter") -> Managed:
+    """``stageflow http-adapter``: the ``http`` service in a process of its own."""
+    return Managed(name, ["-m", "framework", "http-adapter"], env, log_dir)
+
+
 def wait_until(predicate, timeout_s: float, interval_s: float = 0.1) -> bool:  # type: ignore[no-untyped-def]
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
