@@ -16,6 +16,7 @@ import click
 import orjson
 import pydantic
 
+from framework.cli_services import SERVICE_COMMANDS
 from framework.cli_signals import event, lookup
 from framework.cli_stats import stats_command
 from framework.cli_templates import template_group
@@ -77,57 +78,6 @@ def gateway(host: str, port: int) -> None:
         _exit_with(exc)
         return
     uvicorn.run(app, host=host, port=port, log_level="warning")
-
-
-@cli.command()
-@click.argument("module")
-@click.option("--db", "db_url", envvar="STAGEFLOW_SERVICES_DB_URL", default=None,
-              help="the services' own database (default: STAGEFLOW_STORE_URL)")
-def services(module: str, db_url: str | None) -> None:
-    """Run the services in MODULE (its HANDLERS) until SIGTERM, e.g. business_cases.order_services."""
-
-    settings = Settings()
-
-    async def main() -> None:
-        from framework.logs import configure_logging
-        from framework.metrics_server import MetricsServer, pinger
-        from framework.runner import run_until_signalled
-        from framework.service.hosting import build_services, inbox_from_url, load_handlers
-        from framework.service.metrics import ServiceMetrics
-        from framework.telemetry import tracing_from_environment
-        from framework.wiring import broker_from_settings
-
-        configure_logging(settings.log_level, json=settings.log_json)
-        handlers, setup_sql = load_handlers(module)
-        broker = broker_from_settings(settings, connection_name="stageflow-services")
-        inbox = inbox_from_url(db_url or settings.store_url, setup_sql=setup_sql, pool_size=settings.store_pool_size)
-        metrics = ServiceMetrics() if settings.metrics_port else None
-        server: MetricsServer | None = None
-        if metrics is not None:
-            metrics.bind(broker=broker)
-            server = MetricsServer(metrics.registry, ready=pinger(broker), port=settings.metrics_port,
-                                   host=settings.metrics_host)
-        tracing = tracing_from_environment("stageflow-services")
-        async with inbox, broker:
-            running = build_services(handlers, broker=broker, inbox=inbox, metrics=metrics, tracing=tracing)
-
-            async def start() -> None:
-                if server is not None:
-                    await server.start()
-                for service in running:
-                    await service.start()
-
-            async def stop() -> None:
-                for service in running:
-                    await service.stop()
-                if server is not None:
-                    await server.stop()
-                if tracing is not None:
-                    tracing.shutdown()
-
-            await run_until_signalled(start, stop)
-
-    _run(main(), event_loop=settings.event_loop)
 
 
 @cli.command()
@@ -367,6 +317,7 @@ def blueprint() -> None:
 def validate_blueprint(files: tuple[str, ...]) -> None:
     """Check blueprint FILES against the schema and their references; exit 1 listing every problem."""
     from framework.blueprint import BlueprintError, load_blueprint, load_functions
+    from framework.dbquery import known_connections
 
     settings = Settings()
     try:
@@ -377,7 +328,7 @@ def validate_blueprint(files: tuple[str, ...]) -> None:
     failed = False
     for path in files:
         try:
-            case = load_blueprint(path, functions=functions)
+            case = load_blueprint(path, functions=functions, connections=known_connections())
         except BlueprintError as exc:
             failed = True
             click.secho(f"{path}: {exc.message.splitlines()[0]}", fg="red", err=True)
@@ -436,7 +387,7 @@ def resume_schedule(name: str) -> None:
     click.echo(_schedule_line(_run(_schedules("resume", name))))
 
 
-for command in (event, lookup, stats_command, template_group):  # the commands of their own modules
+for command in (event, lookup, stats_command, template_group, *SERVICE_COMMANDS):  # commands of their own modules
     cli.add_command(command)
 
 

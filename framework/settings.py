@@ -105,6 +105,9 @@ class Settings(BaseSettings):
         0, ge=0, le=65535, description="workers and services serve /metrics, /healthz, /readyz here (0 = off)"
     )
     metrics_host: str = Field("0.0.0.0", description="address the metrics port listens on")
+    test_pause_after_commit: str | None = Field(
+        None, description="tests only: built-in services note each committed command in this file, then hang"
+    )
     log_level: str = Field("INFO")
     log_json: bool = Field(False, description="JSON log lines instead of console lines")
 

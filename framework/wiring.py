@@ -91,7 +91,9 @@ def cases_from_settings(settings: Settings) -> list[type[BusinessCase]]:
     cases = load_cases(settings.cases) if settings.cases else []
     if settings.blueprints:
         from framework.blueprint import load_blueprints, load_functions
+        from framework.dbquery import known_connections
 
         functions = load_functions(settings.blueprint_functions)
-        cases += load_blueprints(settings.blueprints, functions=functions, constants=settings.blueprint_constants)
+        cases += load_blueprints(settings.blueprints, functions=functions, constants=settings.blueprint_constants,
+                                 connections=known_connections())  # checked where STAGEFLOW_DB_* exist
     return cases
