@@ -72,11 +72,11 @@ class NamedSql:
                 continue
             if token.ttype in T.Keyword and value.upper() == "RETURNING":
                 returning = True
+            if "${" in value and token.ttype not in T.Comment:
+                raise SqlError("sql holds ${...}: SQL is no template; write :name and list the name under params")
             if token.ttype in T.Literal.String and (field := _FORMAT_FIELD.search(value)):
                 raise SqlError(f"sql holds {field.group()!r} in a string: no formatting of values into SQL; "
                                "write :name (unquoted) and list the name under params")
-            if "${" in value and token.ttype not in T.Comment:
-                raise SqlError("sql holds ${...}: SQL is no template; write :name and list the name under params")
             pieces.append(value)
         kind: str = statement.get_type()  # type: ignore[no-untyped-call]
         return cls(text, tuple(names), kind, returning, tuple(pieces))
