@@ -122,5 +122,5 @@ async def test_sqlite_binds_named_parameters_and_counts_writes(tmp_path: Path) -
         assert updated == {"count": 2, "row": None}
         rows = await run(inbox, handler, command("SELECT sku, blob FROM items ORDER BY sku", "select", "multiple"))
         assert rows == {"count": 2, "rows": [{"sku": "A-1", "blob": "AP8="}, {"sku": "B-2", "blob": None}]}
-        with pytest.raises(ServiceError, match="UNIQUE constraint failed: items.sku"):
+        with pytest.raises(ServiceError, match=r"UNIQUE constraint failed: items\.sku"):
             await run(inbox, handler, command("INSERT INTO items (sku) VALUES (:sku)", "insert", sku="A-1"))
