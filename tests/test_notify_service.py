@@ -82,7 +82,7 @@ async def test_bad_notifications_are_final_and_an_unreachable_server_is_retryabl
                 await notifier.handle(ServiceCommand("t", "notify", {"channel": "sms"}), None)  # type: ignore[arg-type]
         assert not injected.value.retryable and received.messages == []
         down = Notifier(http=http, smtp=smtp(free_port(), timeout_s=2))
-        with pytest.raises(ServiceError, match="SMTP server 127.0.0.1") as refused:
+        with pytest.raises(ServiceError, match=r"SMTP server 127\.0\.0\.1") as refused:
             await down.handle(mail(), None)  # type: ignore[arg-type]
         assert refused.value.retryable
         unset = Notifier(http=http, smtp=SmtpSettings())
