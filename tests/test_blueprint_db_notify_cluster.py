@@ -49,14 +49,18 @@ async def _tables(pg: asyncpg.Connection, schema: str) -> None:
     await pg.execute("RESET search_path")
 
 
+def _noted(path: Path) -> str:
+    return path.read_text() if path.exists() else ""
+
+
 async def _wait_file(path: Path, proc: Managed, timeout_s: float = 60.0) -> list[str]:
     deadline = time.monotonic() + timeout_s
-    while not path.exists() or not path.read_text().strip():
+    while not _noted(path).strip():
         assert time.monotonic() < deadline, f"{proc.name} never paused after a commit\n{proc.log_tail()}"
         assert proc.alive, proc.log_tail()
         await asyncio.sleep(0.05)
     await asyncio.sleep(0.3)  # let other in-flight commands commit and pause too
-    return path.read_text().split()
+    return _noted(path).split()
 
 
 async def _kill_at_pause(proc: Managed, marker: Path, *, pause_again: Path | None) -> list[str]:
