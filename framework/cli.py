@@ -19,6 +19,7 @@ import pydantic
 from framework.cli_blueprint import blueprint
 from framework.cli_deploy import deploy
 from framework.cli_schedules import schedules
+from framework.cli_services import SERVICE_COMMANDS
 from framework.cli_signals import event, lookup
 from framework.cli_stats import stats_command
 from framework.cli_workflows import template_group, workflow_group
@@ -89,59 +90,6 @@ def gateway(host: str, port: int) -> None:
         _exit_with(exc)
         return
     uvicorn.run(app, host=host, port=port, log_level="warning")
-
-
-@cli.command()
-@click.argument("module")
-@click.option("--db", "db_url", envvar="STAGEFLOW_SERVICES_DB_URL", default=None,
-              help="the services' own database (default: STAGEFLOW_STORE_URL)")
-def services(module: str, db_url: str | None) -> None:
-    """Run the services in MODULE (its HANDLERS) until SIGTERM, e.g. business_cases.order_services."""
-    settings = Settings()
-
-    async def main() -> None:
-        from framework.logs import configure_logging
-        from framework.metrics_server import MetricsServer, Readiness
-        from framework.runner import run_until_signalled
-        from framework.service.hosting import build_services, inbox_from_url, load_handlers
-        from framework.service.metrics import ServiceMetrics
-        from framework.telemetry import tracing_from_environment
-        from framework.wiring import broker_from_settings
-
-        configure_logging(settings.log_level, json=settings.log_json)
-        handlers, setup_sql = load_handlers(module)
-        broker = broker_from_settings(settings, connection_name="stageflow-services")
-        inbox = inbox_from_url(db_url or settings.store_url, setup_sql=setup_sql, pool_size=settings.store_pool_size)
-        metrics = ServiceMetrics() if settings.metrics_port else None
-        server: MetricsServer | None = None
-        readiness = Readiness(inbox, broker)
-        if metrics is not None:
-            metrics.bind(broker=broker)
-            server = MetricsServer(metrics.registry, ready=readiness, port=settings.metrics_port,
-                                   host=settings.metrics_host)
-        tracing = tracing_from_environment("stageflow-services")
-        async with inbox, broker:
-            running = build_services(handlers, broker=broker, inbox=inbox, metrics=metrics, tracing=tracing)
-
-            async def start() -> None:
-                if server is not None:
-                    await server.start()
-                for service in running:
-                    await service.start()
-                readiness.consuming()
-
-            async def stop() -> None:
-                readiness.stopping()
-                # side by side: the whole drain takes one Service.stop timeout, however many APIs there are
-                await asyncio.gather(*(service.stop() for service in running))
-                if server is not None:
-                    await server.stop()
-                if tracing is not None:
-                    tracing.shutdown()
-
-            await run_until_signalled(start, stop)
-
-    _run(main(), event_loop=settings.event_loop)
 
 
 @cli.command()
@@ -372,7 +320,8 @@ def cases() -> None:
 
 
 # the commands of their own modules
-for command in (event, lookup, stats_command, deploy, schedules, blueprint, template_group, workflow_group):
+for command in (event, lookup, stats_command, deploy, schedules, blueprint, template_group, workflow_group,
+                *SERVICE_COMMANDS):
     cli.add_command(command)
 
 

@@ -20,6 +20,7 @@ def blueprint() -> None:
 def validate_blueprint(files: tuple[str, ...]) -> None:
     """Check blueprint FILES against the schema and their references; exit 1 listing every problem."""
     from framework.blueprint import BlueprintError, load_api_files, load_blueprint, load_functions
+    from framework.dbquery import known_connections
 
     settings = Settings()
     try:  # the shared API files (STAGEFLOW_BLUEPRINT_APIS) are checked first: the blueprints may use them
@@ -38,7 +39,7 @@ def validate_blueprint(files: tuple[str, ...]) -> None:
     failed = False
     for path in files:
         try:
-            case = load_blueprint(path, functions=functions, apis=apis)
+            case = load_blueprint(path, functions=functions, apis=apis, connections=known_connections())
         except BlueprintError as exc:
             failed = True
             click.secho(f"{path}: {exc.message.splitlines()[0]}", fg="red", err=True)

@@ -127,6 +127,9 @@ class Settings(BaseSettings):
     heartbeat_s: float = Field(
         5.0, gt=0, le=300, description="how often a worker refreshes its row in the worker registry (gone after 3)"
     )
+    test_pause_after_commit: str | None = Field(
+        None, description="tests only: built-in services note each committed command in this file, then hang"
+    )
     log_level: str = Field("INFO")
     log_json: bool = Field(False, description="JSON log lines instead of console lines")
 

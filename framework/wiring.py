@@ -98,11 +98,12 @@ def cases_from_settings(settings: Settings) -> list[type[BusinessCase]]:
     cases = load_cases(settings.cases) if settings.cases else []
     if settings.blueprints:
         from framework.blueprint import load_api_files, load_blueprints, load_functions
+        from framework.dbquery import known_connections
 
         functions = load_functions(settings.blueprint_functions)
         apis = load_api_files(settings.blueprint_apis, functions=functions)
         cases += load_blueprints(settings.blueprints, functions=functions, constants=settings.blueprint_constants,
-                                 apis=apis)
+                                 apis=apis, connections=known_connections())  # checked where STAGEFLOW_DB_* exist
     return cases
 
 

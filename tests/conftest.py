@@ -69,7 +69,8 @@ def settings(servers_reachable: None, namespace: str) -> Iterator[Settings]:
 
 # Every queue a test may create under its namespace.
 _QUEUE_SUFFIXES = ("inner", "service", "parked", "command.scheduling", "command.third_party_jobs",
-                       "command.effects", "command.moody", "command.silent", "command.http", "command.lead_writer")
+                       "command.effects", "command.moody", "command.silent", "command.http", "command.lead_writer",
+                   "command.dbquery.shop", "command.notify")
 
 
 

@@ -38,6 +38,7 @@ from framework.blueprint.expressions import ExpressionError, Expressions, truthy
 from framework.blueprint.fields import check_value, model_from_fields
 from framework.blueprint.loader import EVENT_KINDS, CheckedBlueprint, Level, check_blueprint, read_blueprint
 from framework.blueprint.requests import http_payload
+from framework.blueprint.step_kinds import STEP_KINDS
 from framework.case import BusinessCase, stage
 from framework.context import APPROVAL_PREFIX, StageContext
 from framework.errors import NonRetryableError
@@ -56,17 +57,19 @@ StepBody = Callable[[StageContext], None]
 def compile_blueprint(
     source: str | Any, *, functions: Mapping[str, Callable[..., Any]] | None = None,
     constants: Mapping[str, Any] | None = None, apis: Mapping[str, ApiDefinition] | None = None,
+    connections: frozenset[str] | None = None,
 ) -> type[BusinessCase]:
     """Read, check and compile a blueprint (a JSON/YAML file path or a dict) into a case class.
 
     ``functions``: extra functions for expressions. ``constants``: overrides of the blueprint's declared
     ``constants`` (names it does not declare are ignored, so one mapping can serve many blueprints).
     ``apis``: shared API definitions (``load_api_files``) beside the blueprint's own ``apis:``.
+    ``connections``: the ``db_query`` connections that exist (None: unknown here, so not checked).
     """
     data, origin = read_blueprint(source)
     expressions = Expressions(functions)
     data = expand_apis(data, origin, apis or {}, expressions)  # api: NAME steps become inline requests
-    checked = check_blueprint(data, expressions)
+    checked = check_blueprint(data, expressions, connections=connections)
     declared = dict(data.get("constants") or {})
     declared.update({k: v for k, v in (constants or {}).items() if k in declared})
     return _build_class(checked, _Runtime(expressions, declared, checked), origin)
@@ -132,7 +135,8 @@ def _level_stage(level: Level, following: str | None, rt: _Runtime, default_retr
         return stage(_guarded(level.stage, _parallel(level, following, rt)), name=level.stage, retry=default_retry)
     step = level.steps[0]
     target = rt.stage_of[step["next"]] if "next" in step else following
-    body = _BODIES[step["kind"]](step, level.stage, target, rt)
+    build = _BODIES.get(step["kind"]) or STEP_KINDS[step["kind"]].body  # db_query, notify: step_kinds.py
+    body = build(step, level.stage, target, rt)
     failed_to = step.get("on_expiry") or step.get("on_failed")
     return stage(
         _guarded(step["name"], body), name=level.stage,

@@ -27,6 +27,7 @@ from pydantic import BaseModel, ValidationError
 
 from framework.blueprint.expressions import BASE_ROOTS, ExpressionError, Expressions
 from framework.blueprint.fields import model_from_fields
+from framework.blueprint.step_kinds import STEP_KINDS, CheckContext, check_step_kinds
 from framework.errors import CaseDefinitionError, ConfigurationError
 from framework.schedules import Schedule
 
@@ -91,8 +92,11 @@ class CheckedBlueprint:
     stage_of: dict[str, str] = field(default_factory=dict)  # step name -> stage that runs it
 
 
-def check_blueprint(data: dict[str, Any], expressions: Expressions) -> CheckedBlueprint:
-    """Validate ``data``; raise ``BlueprintError`` listing every problem found."""
+def check_blueprint(
+    data: dict[str, Any], expressions: Expressions, *, connections: frozenset[str] | None = None
+) -> CheckedBlueprint:
+    """Validate ``data``; raise ``BlueprintError`` listing every problem found. ``connections``: the
+    ``db_query`` connection names the deployment has (None: not known here, not checked)."""
     errors = schema_problems(data)
     if errors:  # the deeper checks assume the schema's shapes
         raise BlueprintError(f"blueprint {data.get('name', '?')!r} is invalid", errors=errors)
@@ -100,6 +104,7 @@ def check_blueprint(data: dict[str, Any], expressions: Expressions) -> CheckedBl
     errors += list(_check_schedules(data))
     reference_errors = bool(errors)
     errors += list(_check_expressions(data, expressions))
+    errors += list(check_step_kinds(data, CheckContext(data, lambda path: location(path, data), connections)))
     if reference_errors:  # levels follow the references: with broken ones they would only add noise
         raise BlueprintError(f"blueprint {data.get('name', '?')!r} is invalid", errors=errors)
     levels = _levels(data["steps"], errors)
@@ -261,8 +266,8 @@ def _check_schedules(data: dict[str, Any]) -> Iterator[str]:
 def _expression_fields(step: dict[str, Any]) -> Iterator[tuple[list[Any], Any, frozenset[str], bool]]:
     """(path, value, data it may read, is a template) for every expression a step holds."""
     kind = step["kind"]
-    after_reply = _REPLY_ROOTS if kind in SINGLE_COMMAND_KINDS else _EVENT_ROOTS if kind in EVENT_KINDS \
-        else BASE_ROOTS | {"fan_in"}
+    after_reply = _REPLY_ROOTS if kind in SINGLE_COMMAND_KINDS or kind in STEP_KINDS \
+        else _EVENT_ROOTS if kind in EVENT_KINDS else BASE_ROOTS | {"fan_in"}
     for key, value in (step.get("keep") or {}).items():
         yield ["keep", key], value, after_reply, False
     if kind == "api_call":
@@ -296,6 +301,8 @@ def _expression_fields(step: dict[str, Any]) -> Iterator[tuple[list[Any], Any, f
         for key in ("call", "case"):
             if key in step:
                 yield [key], step[key], _ITEM_ROOTS, True
+    elif kind in STEP_KINDS:
+        yield from STEP_KINDS[kind].expression_fields(step)
     elif kind == "complete":
         yield ["result"], step.get("result"), BASE_ROOTS, True
     elif kind == "fail":

@@ -31,6 +31,7 @@ def load_functions(modules: Iterable[str]) -> dict[str, Callable[..., Any]]:
 def load_blueprints(
     patterns: Iterable[str], *, functions: Mapping[str, Callable[..., Any]] | None = None,
     constants: Mapping[str, Any] | None = None, apis: Mapping[str, ApiDefinition] | None = None,
+    connections: frozenset[str] | None = None,
 ) -> list[type[BusinessCase]]:
     """Compile every blueprint file the paths or globs name; a pattern that matches nothing is an error
     (a typo in a deployment's settings must not quietly run no blueprint)."""
@@ -39,5 +40,6 @@ def load_blueprints(
         paths = sorted(glob.glob(pattern)) if glob.has_magic(pattern) else [pattern]
         if not paths:
             raise ConfigurationError(f"no blueprint file matches {pattern!r}", hint="check STAGEFLOW_BLUEPRINTS")
-        cases += [compile_blueprint(path, functions=functions, constants=constants, apis=apis) for path in paths]
+        cases += [compile_blueprint(path, functions=functions, constants=constants, apis=apis,
+                                    connections=connections) for path in paths]
     return cases

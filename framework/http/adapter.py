@@ -120,11 +120,16 @@ class HttpAdapter:
     async def handle(self, command: ServiceCommand, tx: ServiceTransaction | None = None) -> dict[str, Any]:
         if self._signer.verify(command.task_id).api != self.api:  # raises TaskIdError if not signed by us
             raise TaskIdError(f"the command's taskId is for another api than {self.api!r}")
-        request = parse_request(command.payload)
+        return await self.send(command.task_id, command.payload)
+
+    async def send(self, task_id: str, payload: Any) -> dict[str, Any]:
+        """The request a command holds, for a taskId the caller has verified (``handle``, or the ``notify``
+        service's webhooks, whose own taskId its SDK verified)."""
+        request = parse_request(payload)
         if request.allowed_hosts and not host_allowed(request.url.host, request.allowed_hosts):
             raise RequestRefused(f"{request.where}: host {request.url.host!r} is not one of the request's "
                                  f"allowed_hosts ({', '.join(request.allowed_hosts)})")
-        headers = httpx.Headers({"Idempotency-Key": idempotency_key(command.task_id)})
+        headers = httpx.Headers({"Idempotency-Key": idempotency_key(task_id)})
         headers.update(self._headers(request))  # a key the request names wins
         timeout_s = request.timeout_s or self.default_timeout_s
         if request.json is not None and "content-type" not in headers:

@@ -42,6 +42,9 @@ if TYPE_CHECKING:
 log = structlog.get_logger("stageflow.service")
 
 CommandHandler = Callable[[ServiceCommand, ServiceTransaction], Awaitable[Any]]
+# Runs after a command's effect and inbox row committed, before its reply is published (the fault tests pause
+# a service subprocess there, then SIGKILL it: the redelivered command must find the recorded reply).
+AfterCommit = Callable[[ServiceCommand], Awaitable[None]]
 
 
 class _Rejected(Exception):
@@ -63,6 +66,7 @@ class Service:
         metrics: ServiceMetrics | None = None,
         tracing: Tracing | None = None,
         signer: TaskIdSigner | None = None,
+        after_commit: AfterCommit | None = None,
     ) -> None:
         self.api = api
         self.metrics = metrics
@@ -74,6 +78,7 @@ class Service:
         self.max_message_bytes = max_message_bytes
         self.retry_delay_s = retry_delay_s
         self.signer = signer  # given (the engine's own services): a command runs only if its taskId verifies
+        self.after_commit = after_commit
         self._in_flight: set[asyncio.Task[Any]] = set()
         self._consumer: Consumer | None = None
 
@@ -169,7 +174,9 @@ class Service:
                                            f"{self.max_message_bytes}-byte message limit; return ids, not data")
                     raise _Rejected(too_big)
                 await tx.record(command.task_id, reply)
-                return reply
+            if self.after_commit is not None:
+                await self.after_commit(command)
+            return reply
         except _Rejected as rejected:
             if rejected.error.retryable:  # nothing recorded: a later delivery of this taskId tries afresh
                 retry = ServiceReplyMessage(command.task_id, ok=False, error=rejected.error.message, retryable=True)
