@@ -35,19 +35,19 @@ async def broker_node_kill(run: Run) -> None:
     workers = len(dep.cluster.workers)
 
     async def kill() -> None:
-        on_node = {node.name: await asyncio.to_thread(cluster.clients_on, node, WORKER_CONNECTION)
-                   for node in cluster.nodes}
+        on_node = await asyncio.to_thread(cluster.clients_by_node, WORKER_CONNECTION)
         victim = max(cluster.nodes, key=lambda node: on_node[node.name])
         r.details["workers_on_nodes_before"] = on_node
         r.details["killed"] = victim.name
         r.expect(on_node[victim.name] == workers, f"the workers are not all on one node: {on_node}")
+        run.fault_at = time.time()
         await asyncio.to_thread(victim.kill)  # SIGKILL; it stays down
         r.kills = 1
 
     await _fault_mid_run(run, kill, label="after the node kill")
     killed = next(node for node in cluster.nodes if node.name == r.details["killed"])
-    moved = {node.name: await asyncio.to_thread(cluster.clients_on, node, WORKER_CONNECTION)
-             for node in cluster.nodes if node is not killed}
+    after = await asyncio.to_thread(cluster.clients_by_node, WORKER_CONNECTION)
+    moved = {name: count for name, count in after.items() if name != killed.name}
     r.details["workers_on_nodes_after"] = moved
     r.expect(sum(moved.values()) == workers, f"the workers did not all move to the live nodes: {moved}")
     await _longest_gap(run, NODE_KILL_MAX_GAP_S)
@@ -60,6 +60,7 @@ async def pg_failover(run: Run) -> None:
         raise RuntimeError("pg-failover runs on its own PostgreSQL pair (Scenario.servers)")
 
     async def fail_over() -> None:
+        run.fault_at = time.time()
         await asyncio.to_thread(pair.stop_primary_immediately)
         await asyncio.sleep(PROMOTE_AFTER_S)
         await asyncio.to_thread(pair.promote_replica)
@@ -84,8 +85,7 @@ async def _fault_mid_run(run: Run, fault, *, label: str) -> None:  # type: ignor
     try:
         await until_busy(run, first, first)
         r.details["unfinished_at_fault"] = await dep.unfinished()
-        run.fault_at = time.time()  # wall clock, as the ledger's times
-        await fault()
+        await fault()  # it sets run.fault_at (wall clock, as the ledger's times) just before it strikes
         reserve[0] = 0
         back = await _wait_for(_consumers_back(dep), 60)
         r.details["consumers_back_s"] = back

@@ -186,14 +186,20 @@ class RabbitCluster:
         node.wait_booted()
 
     def clients_on(self, node: Node, name_prefix: str) -> int:
-        """How many client connections whose name starts with ``name_prefix`` are on ``node`` (asked of a live
-        node: ``list_connections`` is cluster-wide; the connection's name ends with the node's port)."""
+        """How many client connections whose name starts with ``name_prefix`` are on ``node``."""
+        return self.clients_by_node(name_prefix)[node.name]
+
+    def clients_by_node(self, name_prefix: str) -> dict[str, int]:
+        """The same for every node, from one listing (``rabbitmqctl`` starts an Erlang VM: seconds of CPU on a
+        small machine), asked of a live node: ``list_connections`` is cluster-wide; the connection's name
+        ends with the node's port."""
         live = next(n for n in self.nodes if n.running)
-        listing = live.ctl("list_connections", "name", "client_properties", "--no-table-headers")
-        return sum(
-            1 for line in listing.splitlines()
-            if line.split("\t", 1)[0].endswith(f":{node.port}") and name_prefix in line
-        )
+        listing = live.ctl("list_connections", "name", "client_properties", "--no-table-headers").splitlines()
+        return {
+            node.name: sum(1 for line in listing
+                           if line.split("\t", 1)[0].endswith(f":{node.port}") and name_prefix in line)
+            for node in self.nodes
+        }
 
     def stop(self) -> None:
         for node in self.nodes:  # a node still booting has no pid file yet: wait for it, so none is left behind
