@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 
 from chaos.deploy import stop_task
 from chaos.scenarios import Run, _consumers_back, _drain, _wait_for, flow_items, until_busy
@@ -70,7 +71,7 @@ async def pg_failover(run: Run) -> None:
     await _longest_gap(run, FAILOVER_MAX_GAP_S)
 
 
-async def _fault_mid_run(run: Run, fault, *, label: str) -> None:  # type: ignore[no-untyped-def]
+async def _fault_mid_run(run: Run, fault: Callable[[], Awaitable[None]], *, label: str) -> None:
     """Boot, start a third of the processes, apply ``fault()`` once they are busy, start the rest through
     and after it, and drain. The services and workers must survive it (a supervisor counts deaths)."""
     p, dep, r = run.profile, run.dep, run.result
