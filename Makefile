@@ -60,8 +60,8 @@ test: lint bench-env services  ## lint, then the whole suite, on real RabbitMQ +
 test-unit: install  ## only the tests that need no server
 	@$(BIN)/python -m pytest -m "not integration" $(PYTEST_ARGS)
 
-bench: bench-env services  ## Stageflow vs Celery, Dramatiq, hand-written aio-pika: a table of medians, then one JSON line
-	@$(BENCH_VENV)/bin/python -m bench $(if $(QUICK),--quick,)
+bench: bench-env services  ## Stageflow (one node, and a 3-node cluster) vs Celery, Dramatiq, hand-written aio-pika: a table of medians, then one JSON line; SYSTEMS=a,b filters
+	@$(BENCH_VENV)/bin/python -m bench $(if $(QUICK),--quick,) $(if $(SYSTEMS),--systems $(SYSTEMS),)
 
 bench-scale: install services  ## per-transition cost vs history length and store size, worker memory, status reads
 	@$(BIN)/python -m bench.scale $(if $(QUICK),--quick,)

@@ -1,7 +1,8 @@
 """The comparison: every system's burst, interleaved, ``repetitions`` times; Stageflow's latency; medians.
 
 Interleaved: each repetition runs every system once, in an order rotated by one per repetition, so a
-slow minute on a shared machine (or a server warming up) spreads over all systems instead of one.
+slow minute on a shared machine (or a server warming up) spreads over all systems instead of one. The row on
+the 3-node RabbitMQ cluster (``bench/cluster.py``) is one of them; its cluster is started once, before.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import statistics
 from dataclasses import dataclass
 from typing import Any
 
+from bench.cluster import CLUSTER, LABEL, bench_cluster
 from bench.harness import PEERS, Plan, run_burst
 from bench.latency import LatencyPlan, stageflow_latency
 from bench.peers.base import STAGES, say
@@ -28,17 +30,27 @@ class Comparison:
 
 async def compare(job: Comparison) -> dict[str, Any]:
     runs: list[dict[str, Any]] = []
-    for rep in range(job.repetitions):
-        order = job.systems[rep % len(job.systems) :] + job.systems[: rep % len(job.systems)]
-        for name in order:
-            say(f"[bench] repetition {rep + 1}/{job.repetitions}: {name}, {job.plan.chains} chains of {STAGES} hops")
-            run = await run_burst(name, job.plan)
-            run["repetition"] = rep + 1
-            runs.append(run)
-            say(f"[bench] {name}: {run['hops_per_s']} hops/s ({run['hops']} hops in {run['seconds']}s); CPU s "
-                f"broker {run['broker_cpu_s']}, database {run['database_cpu_s']}, python {run['python_cpu_s']}")
-    medians = {name: _medians([r for r in runs if r["system"] == name]) for name in job.systems}
-    result: dict[str, Any] = {f"{name}_tps": medians[name]["hops_per_s"] for name in job.systems}
+    async with bench_cluster(CLUSTER in job.systems) as cluster:
+        systems = tuple(name for name in job.systems if name != CLUSTER or cluster.broker_url)
+        for rep in range(job.repetitions if systems else 0):  # none left: only the cluster, and it is not up
+            order = systems[rep % len(systems) :] + systems[: rep % len(systems)]
+            for name in order:
+                say(f"[bench] repetition {rep + 1}/{job.repetitions}: {name}, {job.plan.chains} chains of {STAGES} "
+                    "hops")
+                run = await run_burst(name, job.plan, broker_url=cluster.broker_url if name == CLUSTER else None)
+                run["repetition"] = rep + 1
+                runs.append(run)
+                say(f"[bench] {name}: {run['hops_per_s']} hops/s ({run['hops']} hops in {run['seconds']}s); CPU s "
+                    f"broker {run['broker_cpu_s']}, database {run['database_cpu_s']}, python {run['python_cpu_s']}")
+    medians = {name: _medians([r for r in runs if r["system"] == name]) for name in systems}
+    result: dict[str, Any] = {f"{name}_tps": medians[name]["hops_per_s"] for name in systems}
+    if cluster.unavailable:  # asked for, not measured: said, with why
+        result[f"{CLUSTER}_tps"] = None
+        result[f"{CLUSTER}_unavailable"] = cluster.unavailable
+    if CLUSTER in medians and "stageflow" in medians and medians["stageflow"]["hops_per_s"]:
+        # below 1: the share of the single node's rate that three replicas keep
+        single = medians["stageflow"]["hops_per_s"]
+        result[f"{CLUSTER}_vs_stageflow"] = round(medians[CLUSTER]["hops_per_s"] / single, 2)
     if "stageflow" in medians:
         ours = medians["stageflow"]["hops_per_s"]
         for base in BASELINES:
@@ -46,7 +58,7 @@ async def compare(job: Comparison) -> dict[str, Any]:
                 result[f"stageflow_vs_{base}"] = round(ours / medians[base]["hops_per_s"], 2)
         if job.latency is not None:
             result.update(await stageflow_latency(job.latency, medians["stageflow"]["hops_per_s"]))
-    result["cpu_s"] = {name: {key: medians[name][key] for key in CPU_KEYS} for name in job.systems}
+    result["cpu_s"] = {name: {key: medians[name][key] for key in CPU_KEYS} for name in systems}
     result["medians"] = medians
     result["runs"] = runs
     return result
@@ -81,9 +93,16 @@ def table(result: dict[str, Any]) -> str:
     for name, m in medians.items():
         ratio = f"{stageflow / m['hops_per_s']:.2f}x" if stageflow and m["hops_per_s"] else "-"
         lines.append(
-            f"| {name} | {m['hops_per_s']:.0f} | {m['min_hops_per_s']:.0f}-{m['max_hops_per_s']:.0f} | {ratio} | "
-            f"{m['broker_cpu_s']} | {m['database_cpu_s']} | {m['python_cpu_s']} | {m['cpu_ms_per_hop']} |"
+            f"| {LABEL if name == CLUSTER else name} | {m['hops_per_s']:.0f} | {m['min_hops_per_s']:.0f}-"
+            f"{m['max_hops_per_s']:.0f} | {ratio} | {m['broker_cpu_s']} | {m['database_cpu_s']} | {m['python_cpu_s']} "
+            f"| {m['cpu_ms_per_hop']} |"
         )
+    if f"{CLUSTER}_unavailable" in result:
+        lines.append(f"| {LABEL} | not measured: {result[f'{CLUSTER}_unavailable']} | - | - | - | - | - | - |")
+    if f"{CLUSTER}_vs_stageflow" in result:
+        lines.append("")
+        lines.append(f"Replication: on the 3-node cluster Stageflow runs at {result[f'{CLUSTER}_vs_stageflow']}x its "
+                     "single-node rate (every message on 3 nodes; broker CPU counts all four RabbitMQ VMs)")
     if "p50_ms" in result:
         lines.append("")
         lines.append(

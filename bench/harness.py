@@ -23,9 +23,11 @@ from bench.peers.base import STAGES, BenchError, Peer, say
 from bench.peers.celery_pg import CeleryPg
 from bench.peers.dramatiq_pg import DramatiqPg
 from bench.peers.raw_amqp import RawAmqp, RawAmqpPg
-from bench.peers.stageflow import StageflowPeer
+from bench.peers.stageflow import StageflowClusterPeer, StageflowPeer
 
-PEERS: dict[str, type[Peer]] = {peer.name: peer for peer in (StageflowPeer, RawAmqp, RawAmqpPg, DramatiqPg, CeleryPg)}
+PEERS: dict[str, type[Peer]] = {
+    peer.name: peer for peer in (StageflowPeer, StageflowClusterPeer, RawAmqp, RawAmqpPg, DramatiqPg, CeleryPg)
+}
 
 
 @dataclass(frozen=True)
@@ -37,10 +39,14 @@ class Plan:
     poll_s: float = 0.05
 
 
-async def run_burst(name: str, plan: Plan) -> dict[str, Any]:
-    """Deploy ``name`` with ``plan.workers`` workers, warm up, time one burst, tear down; the run's figures."""
+async def run_burst(name: str, plan: Plan, *, broker_url: str | None = None) -> dict[str, Any]:
+    """Deploy ``name`` with ``plan.workers`` workers, warm up, time one burst, tear down; the run's figures.
+    ``broker_url``: for a Stageflow peer, another RabbitMQ (a cluster's nodes) than the tests' one."""
     with tempfile.TemporaryDirectory(prefix=f"bench-{name}-") as tmp:
-        async with PEERS[name](Path(tmp), plan.workers) as peer:
+        peer_class = PEERS[name]
+        made = peer_class(Path(tmp), plan.workers) if broker_url is None else (
+            peer_class(Path(tmp), plan.workers, broker_url=broker_url))  # type: ignore[call-arg]
+        async with made as peer:
             warm = range(-plan.warmup, 0)
             await peer.prepare_chains(warm)
             await peer.start_chains(warm)

@@ -1,7 +1,8 @@
 """One scenario's deployment: a fresh schema and queue prefix, the driver's own ``Stageflow`` (to start
 processes and inject messages), the ledger trigger, worker and services subprocesses (``tests/support``'s
 ``Cluster`` and ``Managed``), a supervisor that restarts dead workers, and the teardown that removes it
-all again (also on failure and Ctrl-C)."""
+all again (also on failure and Ctrl-C). It runs on the tests' RabbitMQ and PostgreSQL, or on the ``Servers``
+a scenario started for itself (a RabbitMQ cluster, whose URL lists every node; a PostgreSQL pair)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aio_pika
 import asyncpg
@@ -24,17 +25,21 @@ from chaos.cases import CASES, EFFECTS_API
 from framework import Settings, Stageflow
 from framework.broker.base import REASON_HEADER, SOURCE_HEADER
 from framework.errors import InfrastructureError
+from framework.store.sql.pg_connection import TRANSIENT_ERRORS, connect
 from tests.support.cluster import Cluster
 from tests.support.ledger import install_ledger, queue_depth
 from tests.support.processes import Managed
-from tests.support.servers import BROKER_URL, STORE_URL, drop_namespace  # the servers the tests use
+from tests.support.servers import BROKER_URL, STORE_URL, connect_broker, drop_namespace  # the tests' servers
+
+if TYPE_CHECKING:
+    from tests.support.pg_ha import PgHa
+    from tests.support.rabbit_cluster import RabbitCluster
 
 SECRET = "chaos-secret-key-0123456789-abcdefghijklmnop"  # 32 bytes at least
 CASE_MODULES = "chaos.cases"
 QUEUE_SUFFIXES = ("inner", "service", "parked", f"command.{EFFECTS_API}", "command.http")  # http: served by each worker
 FINISHED = ("completed", "failed", "cancelled")
-_DB_ERRORS = (OSError, asyncio.TimeoutError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
-              asyncpg.exceptions.OperatorInterventionError)
+_DB_ERRORS = TRANSIENT_ERRORS  # the framework's: unreachable, restarting, or failing over
 
 
 def say(text: str) -> None:
@@ -46,25 +51,37 @@ def with_query(url: str, **params: str) -> str:
     return f"{url}{'&' if '?' in url else '?'}{extra}"
 
 
+@dataclass(frozen=True)
+class Servers:
+    """Where a deployment runs: the tests' servers, or those a scenario started (and handles to fault them)."""
+
+    broker_url: str = BROKER_URL  # one node, or every node of a cluster, comma-separated
+    store_url: str = STORE_URL
+    rabbit: RabbitCluster | None = None
+    pg: PgHa | None = None
+
+
 class Deployment:
-    def __init__(self, name: str, log_root: Path, *, workers: int, overrides: dict[str, Any] | None = None) -> None:
+    def __init__(self, name: str, log_root: Path, *, workers: int, overrides: dict[str, Any] | None = None,
+                 servers: Servers | None = None) -> None:
         """``overrides``: settings (``Settings`` field names) for the driver and every subprocess alike."""
         overrides = overrides or {}
         self.name = name
-        self.namespace = f"chaos_{name}_{uuid.uuid4().hex[:8]}"
+        self.servers = servers or Servers()
+        self.namespace = f"chaos_{name.replace('-', '_')}_{uuid.uuid4().hex[:8]}"
         self.settings = Settings(
-            broker_url=BROKER_URL,
-            store_url=STORE_URL,
+            broker_url=self.servers.broker_url,
+            store_url=self.servers.store_url,
             store_schema=self.namespace,
             queue_prefix=self.namespace,
             secret_keys=[SECRET],
             # The relay re-publishes an outbox that may have been lost (the publish failed while RabbitMQ was
             # down, or the driver died right after start()); short, so such processes finish within the drain.
-            relay_grace_s=5.0,
-            timer_interval_s=0.25,  # the due-work loop: retry timers, overdue outboxes
-            log_level="WARNING",
-            store_pool_size=4,  # several subprocesses share PostgreSQL's connection limit
-            **overrides,
+            **{"relay_grace_s": 5.0,
+               "timer_interval_s": 0.25,  # the due-work loop: retry timers, overdue outboxes
+               "log_level": "WARNING",
+               "store_pool_size": 4,  # several subprocesses share PostgreSQL's connection limit
+               **overrides},
         )
         env = {f"STAGEFLOW_{key.upper()}": str(value) for key, value in overrides.items()}
         self.log_dir = log_root / name
@@ -136,7 +153,8 @@ class Deployment:
         deadline = time.monotonic() + 60
         while True:
             try:
-                await drop_namespace(self.namespace, QUEUE_SUFFIXES)
+                await drop_namespace(self.namespace, QUEUE_SUFFIXES, broker_url=self.settings.broker_url,
+                                     store_url=self.settings.store_url)
                 break
             except Exception as exc:  # noqa: BLE001 - the servers may still be coming back
                 if time.monotonic() > deadline:
@@ -159,8 +177,8 @@ class Deployment:
         while True:
             try:
                 if self._pool is None:
-                    self._pool = await asyncio.wait_for(
-                        asyncpg.create_pool(self.settings.store_url, min_size=0, max_size=4), 10)
+                    self._pool = await asyncio.wait_for(  # the framework's connect: a host at a time
+                        asyncpg.create_pool(self.settings.store_url, min_size=0, max_size=4, connect=connect), 10)
                 async with self._pool.acquire() as conn:
                     return await asyncio.wait_for(action(conn), 60)
             except _DB_ERRORS:
@@ -260,7 +278,7 @@ class Deployment:
         return f"{self.namespace}.{suffix}"
 
     async def consumers(self, suffix: str) -> int:
-        connection = await aio_pika.connect(self.settings.broker_url)
+        connection = await connect_broker(self.settings.broker_url)
         try:
             channel = await connection.channel()
             try:
@@ -286,7 +304,7 @@ class Deployment:
     async def take_parked(self) -> list[Parked]:
         """Take every parked message off the queue."""
         parked: list[Parked] = []
-        connection = await aio_pika.connect(self.settings.broker_url)
+        connection = await connect_broker(self.settings.broker_url)
         try:
             channel = await connection.channel()
             queue = await channel.declare_queue(self.queue("parked"), passive=True)

@@ -6,8 +6,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 COLUMNS = (
-    ("scenario", 14), ("started", 7), ("completed", 9), ("failed_as_designed", 18), ("lost", 4), ("twice", 5),
-    ("parked", 6), ("kills", 5), ("drain_s", 7), ("total_s", 7), ("ok", 4),
+    ("scenario", 16), ("started", 7), ("completed", 9), ("failed_as_designed", 18), ("lost", 4), ("twice", 5),
+    ("parked", 6), ("kills", 5), ("gap_s", 5), ("drain_s", 7), ("total_s", 7), ("ok", 4),
 )
 
 
@@ -24,6 +24,7 @@ class Result:
     parked: int = 0
     kills: int = 0  # SIGKILLs: sent by the suite, or (poison) by a stage to its own worker
     drain_s: float | None = None  # from the end of the faults (and of the starts) until all finished
+    longest_gap_s: float | None = None  # the longest stretch without a committed transition (cluster scenarios)
     seconds: float = 0.0
     problems: list[str] = field(default_factory=list)
     details: dict[str, Any] = field(default_factory=dict)
@@ -41,6 +42,7 @@ class Result:
             "scenario": self.name, "started": self.started, "completed": self.completed,
             "failed_as_designed": self.failed_as_designed, "lost": self.lost, "twice": self.applied_twice,
             "parked": self.parked, "kills": self.kills,
+            "gap_s": "-" if self.longest_gap_s is None else f"{self.longest_gap_s:.1f}",
             "drain_s": "-" if self.drain_s is None else f"{self.drain_s:.1f}",
             "total_s": f"{self.seconds:.1f}", "ok": "yes" if self.ok else "NO",
         }
@@ -49,7 +51,8 @@ class Result:
         return {
             "started": self.started, "completed": self.completed, "failed_as_designed": self.failed_as_designed,
             "failed_unexpectedly": self.failed_unexpectedly, "lost": self.lost, "applied_twice": self.applied_twice,
-            "parked": self.parked, "kills": self.kills, "drain_s": self.drain_s, "seconds": round(self.seconds, 1),
+            "parked": self.parked, "kills": self.kills, "drain_s": self.drain_s, "longest_gap_s": self.longest_gap_s,
+            "seconds": round(self.seconds, 1),
             "ok": self.ok, "problems": self.problems, **self.details,
         }
 

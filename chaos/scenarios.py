@@ -1,4 +1,6 @@
-"""The seven chaos scenarios. Each runs on its own deployment (:mod:`chaos.deploy`) and fills a ``Result``.
+"""The chaos scenarios. Each runs on its own deployment (:mod:`chaos.deploy`) and fills a ``Result``: seven on
+the tests' RabbitMQ and PostgreSQL, and two on servers they start for themselves (:mod:`chaos.cluster`: a
+RabbitMQ node killed, a PostgreSQL failover).
 
 Nothing in a scenario retries or republishes on the framework's behalf: anything lost stays lost and
 shows. The figures are measured the same way for all (``measure``):
@@ -23,6 +25,7 @@ import traceback
 import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,7 +34,7 @@ import orjson
 
 from chaos import servers
 from chaos.cases import CHAOS_FLOW, CHAOS_FLOW_CALLS, CHAOS_SLOW, EFFECTS_API, ChaosFlow, ChaosSlow
-from chaos.deploy import BROKER_URL, Deployment, Parked, say, shuffled, stop_task, with_query
+from chaos.deploy import BROKER_URL, Deployment, Parked, Servers, say, shuffled, stop_task, with_query
 from chaos.report import Result
 from framework.broker.base import INNER, SERVICE, Outgoing, command_queue
 from framework.document import ProcessDocument
@@ -67,6 +70,9 @@ class Profile:
     # 6. malformed and tampered messages
     bad: int
     bad_healthy: int
+    # 7./8. a RabbitMQ node killed, a PostgreSQL failover (each on servers of its own)
+    cluster_processes: int
+    cluster_in_flight: int
     # every scenario
     in_flight: int  # processes kept unfinished while starting
     drain_timeout_s: float  # after the faults, how long every process has to finish
@@ -76,13 +82,15 @@ class Profile:
 FULL = Profile(
     name="full", kill_processes=1000, kill_workers=4, worker_kills=24, kill_pause_s=(0.3, 1.5),
     restart_processes=400, rabbit_mode="restart", frozen_processes=150, dup_processes=300, dup_docs_per_round=8,
-    poison=50, poison_healthy=300, bad=200, bad_healthy=300, in_flight=150, drain_timeout_s=150.0,
+    poison=50, poison_healthy=300, bad=200, bad_healthy=300, cluster_processes=300, cluster_in_flight=60,
+    in_flight=150, drain_timeout_s=150.0,
     scenario_limit_s=300.0,
 )
 QUICK = Profile(
     name="quick", kill_processes=150, kill_workers=3, worker_kills=6, kill_pause_s=(0.3, 1.2),
     restart_processes=100, rabbit_mode="restart", frozen_processes=45, dup_processes=80, dup_docs_per_round=6,
-    poison=5, poison_healthy=60, bad=200, bad_healthy=80, in_flight=100, drain_timeout_s=90.0,
+    poison=5, poison_healthy=60, bad=200, bad_healthy=80, cluster_processes=90, cluster_in_flight=30,
+    in_flight=100, drain_timeout_s=90.0,
     scenario_limit_s=150.0,
 )
 # The short version inside ``make test`` (tests/test_chaos.py): RabbitMQ's connections are dropped
@@ -91,7 +99,8 @@ TEST = Profile(
     name="test", kill_processes=50, kill_workers=3, worker_kills=4, kill_pause_s=(0.3, 0.8),
     # 90: a third of them must still be running when PostgreSQL is stopped, however fast the workers are
     restart_processes=90, rabbit_mode="drop", frozen_processes=48, dup_processes=30, dup_docs_per_round=4,
-    poison=2, poison_healthy=20, bad=40, bad_healthy=20, in_flight=60, drain_timeout_s=60.0,
+    poison=2, poison_healthy=20, bad=40, bad_healthy=20, cluster_processes=60, cluster_in_flight=20,
+    in_flight=60, drain_timeout_s=60.0,
     scenario_limit_s=90.0,
 )
 PROFILES = {p.name: p for p in (FULL, QUICK, TEST)}
@@ -110,6 +119,7 @@ class Run:
     poison: list[str] = field(default_factory=list)  # processes that must end failed with error.poison
     expected_parked: int = 0  # parked messages expected (exactly, unless ``poison``)
     parked_wait_s: float = 10.0
+    fault_at: float | None = None  # epoch seconds of the fault (the cluster scenarios)
 
 
 def flow_items(count: int, key: str) -> list[tuple[str, dict[str, Any], str]]:
@@ -136,6 +146,18 @@ async def _wait_for(
         if time.monotonic() - began > timeout_s:
             return None
         await asyncio.sleep(interval_s)
+
+
+async def until_busy(run: Run, started: int, last: int) -> None:
+    """Wait until ``started`` processes are started and the ``last`` of them are about halfway through
+    (processes advance together, so counting finished ones would find them all done at once)."""
+    per_process = len(run.expected.history)  # history rows of a finished process
+
+    async def ready() -> bool:
+        halfway = (started - last) * per_process + last * per_process // 2
+        return len(run.dep.process_ids) >= started and await run.dep.transitions() >= halfway
+
+    await _wait_for(ready, 120)
 
 
 # -- 1. worker SIGKILLs -----------------------------------------------------------------------------------
@@ -196,15 +218,8 @@ async def restarts(run: Run) -> None:
     feeding = asyncio.create_task(dep.feed(flow_items(total, "r"), in_flight=p.in_flight,
                                            held_back=lambda: reserve[0]))
 
-    per_process = len(CHAOS_FLOW.history)  # history rows of a finished process
-
     async def busy(started: int) -> None:
-        """Wait until ``started`` processes are started and the last third is about halfway through
-        (processes advance together, so counting finished ones would find them all done at once)."""
-        async def ready() -> bool:
-            halfway = (started - third) * per_process + third * per_process // 2
-            return len(dep.process_ids) >= started and await dep.transitions() >= halfway
-        await _wait_for(ready, 120)
+        await until_busy(run, started, third)
 
     async def recovered(step: str) -> None:
         """Consumers back and processes finishing again after a restart: how long each took."""
@@ -585,6 +600,8 @@ class Scenario:
     body: Callable[[Run], Awaitable[None]]
     workers: Callable[[Profile], int]
     settings: dict[str, Any] = field(default_factory=dict)  # for the driver and its subprocesses
+    # Servers of its own, started before the deployment and stopped after it (None: the tests' servers).
+    servers: Callable[[], AbstractAsyncContextManager[Servers]] | None = None
 
 
 SCENARIOS = (
@@ -602,7 +619,19 @@ SCENARIOS = (
              bad_messages, lambda p: 3),
     Scenario("hostile", "forged inner messages and http commands on the broker, NUL/int32/no-key/broken-body "
              "requests to the gateway, among healthy processes", lambda run: _hostile(run), lambda p: 2),
+    Scenario("broker-node-kill", "3-node RabbitMQ cluster: the node the workers are on SIGKILLed mid-run, "
+             "kept down (longest gap <= 5 s)", lambda run: _cluster("broker_node_kill", run), lambda p: 2,
+             {"relay_grace_s": servers.CLUSTER_RELAY_GRACE_S}, servers.rabbit_cluster),
+    Scenario("pg-failover", "PostgreSQL primary stopped -m immediate mid-run, its synchronous replica promoted "
+             "(longest gap <= 10 s)", lambda run: _cluster("pg_failover", run), lambda p: 2,
+             {"relay_grace_s": servers.CLUSTER_RELAY_GRACE_S}, servers.pg_pair),
 )
+
+
+async def _cluster(name: str, run: Run) -> None:
+    from chaos import cluster  # it builds on this module's helpers
+
+    await getattr(cluster, name)(run)
 
 
 async def _hostile(run: Run) -> None:
@@ -616,13 +645,25 @@ async def run_scenario(scenario: Scenario, profile: Profile, log_root: Path, rng
     """Deploy, run, measure and tear down one scenario. Never raises (but for cancellation): problems go
     into the result. RabbitMQ and PostgreSQL are made to run again whatever happened."""
     async with servers.exclusive(say):
-        return await _run_scenario(scenario, profile, log_root, rng)
+        if scenario.servers is None:
+            return await _run_scenario(scenario, profile, log_root, rng, Servers())
+        began = time.monotonic()
+        try:
+            async with scenario.servers() as own:
+                return await _run_scenario(scenario, profile, log_root, rng, own, began=began)
+        except servers.ServerControlError as exc:  # its servers could not be started: a failure, with why
+            result = Result(scenario.name, scenario.title, seconds=time.monotonic() - began)
+            result.problems.append(f"not run: {exc}")
+            say(f"[chaos] {scenario.name}: FAILED, {exc}")
+            return result
 
 
-async def _run_scenario(scenario: Scenario, profile: Profile, log_root: Path, rng: random.Random) -> Result:
+async def _run_scenario(scenario: Scenario, profile: Profile, log_root: Path, rng: random.Random, place: Servers,
+                        *, began: float | None = None) -> Result:
     result = Result(scenario.name, scenario.title)
-    began = time.monotonic()
-    dep = Deployment(scenario.name, log_root, workers=scenario.workers(profile), overrides=scenario.settings)
+    began = time.monotonic() if began is None else began  # a scenario's own servers' start-up counts too
+    dep = Deployment(scenario.name, log_root, workers=scenario.workers(profile), overrides=scenario.settings,
+                     servers=place)
     run = Run(dep, result, profile, rng)
     say(f"[chaos] {scenario.name}: {scenario.title} ({dep.namespace})")
     cancelled = False

@@ -5,6 +5,10 @@ RabbitMQ: ``rabbitmqctl stop_app`` (every connection is dropped, the node stops 
 is the faster equivalent (connections drop, the node stays up) for the short pytest run.
 PostgreSQL: ``pg_ctlcluster --skip-systemctl-redirect <version> main stop -m immediate`` (no checkpoint:
 like a crash, crash recovery on start) then ``start``.
+
+The cluster scenarios' own servers, started beside the machine's and removed after (never the machine's own):
+a 3-node RabbitMQ cluster (``tests/support/rabbit_cluster.py``) and a PostgreSQL primary with a synchronous
+replica (``tests/support/pg_ha.py``).
 """
 
 from __future__ import annotations
@@ -15,12 +19,20 @@ import fcntl
 import os
 import shutil
 import socket
+import subprocess
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from chaos.deploy import Servers, say
+from tests.support import pg_ha
+from tests.support import rabbit_cluster as rabbit_nodes
+
 PG_CLUSTER = os.environ.get("STAGEFLOW_CHAOS_PG_CLUSTER", "main")
+# The cluster scenarios' relay grace: beyond any drain, so a message lost in the switch is not re-published by
+# the relay (which would hide the loss behind a delay) and shows as a lost process.
+CLUSTER_RELAY_GRACE_S = 600.0
 LOCK_PATH = Path(os.environ.get("STAGEFLOW_CHAOS_LOCK", "/tmp/stageflow-chaos.lock"))
 
 
@@ -173,3 +185,52 @@ async def ensure_servers() -> list[str]:
         except Exception as exc:  # noqa: BLE001 - reported, and the next one is still tried
             problems.append(f"{ensure.__name__}: {exc}")
     return problems
+
+
+# -- the cluster scenarios' own servers --------------------------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def rabbit_cluster() -> AsyncIterator[Servers]:
+    """A 3-node RabbitMQ cluster (ports 5781-5783), its URL listing every node; stopped and removed after."""
+    reason = rabbit_nodes.unavailable()
+    if reason:
+        raise ServerControlError(f"no 3-node RabbitMQ cluster on this machine: {reason}")
+    cluster = rabbit_nodes.RabbitCluster(3)
+    try:
+        say("[chaos] starting a 3-node RabbitMQ cluster (rc1..3@localhost, ports 5781-5783)")
+        try:
+            await asyncio.to_thread(cluster.start)
+        except (OSError, RuntimeError, TimeoutError, subprocess.SubprocessError) as exc:
+            raise ServerControlError(f"the 3-node RabbitMQ cluster did not start: {exc}") from exc
+        yield Servers(broker_url=cluster.broker_url, rabbit=cluster)
+    finally:
+        try:
+            await asyncio.to_thread(cluster.stop)
+        except Exception as exc:  # noqa: BLE001 - the result is already made; say it, do not hide it
+            say(f"[chaos] stopping the RabbitMQ cluster: {exc}")
+
+
+@contextlib.asynccontextmanager
+async def pg_pair() -> AsyncIterator[Servers]:
+    """A PostgreSQL primary (5441) and its synchronous replica (5442), the store URL naming both hosts with
+    ``target_session_attrs=read-write``; the broker is the tests' RabbitMQ. Dropped after."""
+    reason = pg_ha.unavailable()
+    if reason:
+        raise ServerControlError(f"no PostgreSQL primary and replica on this machine: {reason}")
+    pair: pg_ha.PgHa | None = None
+    try:
+        say("[chaos] creating a PostgreSQL primary and synchronous replica (sfha1/sfha2, ports 5441/5442)")
+        try:
+            pair = await asyncio.to_thread(pg_ha.PgHa)
+            await asyncio.to_thread(pair.start)
+        except (OSError, RuntimeError, TimeoutError, subprocess.SubprocessError) as exc:
+            raise ServerControlError(f"the PostgreSQL pair did not start: {exc}") from exc
+        yield Servers(store_url=pair.url, pg=pair)
+    finally:
+        if pair is not None:
+            try:
+                await asyncio.to_thread(pair.drop)
+            except Exception as exc:  # noqa: BLE001
+                say(f"[chaos] dropping the PostgreSQL pair: {exc}")
+

@@ -1,7 +1,8 @@
 """Starting processes: validate the input, create the document with its first message, publish it.
 
 With a ``client_key``, starting again returns the existing process (and raises ``ProcessConflictError`` if
-the input differs): one key never creates two processes. The scheduler (through its ``StartProcess``
+the input differs): one key never creates two processes; if that process has not moved yet, its first message
+is published again. The scheduler (through its ``StartProcess``
 protocol) and the fan-out's child processes start through the same ``Starter``.
 """
 
@@ -63,6 +64,11 @@ class Starter:
                     hint="use a new client key for a new process",
                     process_id=stored.process_id,
                 )
+            if stored.version == doc.version and stored.outbox:
+                # Still as created: the first try's create may have committed with its answer or its publish
+                # lost (a database failover, a broker outage), so a retry with the key sends the first message
+                # again rather than leave it to the relay's grace (a duplicate is dropped as stale).
+                await self._committer.publish(stored.process_id, stored.outbox)
             return stored, False
         if self._observers:
             self._observers.emit(Observer.process_started, doc)

@@ -16,6 +16,8 @@ import asyncpg
 import orjson
 import pytest
 
+from bench.cluster import CLUSTER, LABEL
+from bench.compare import table
 from bench.harness import PEERS, wait_done
 from bench.peers.base import STAGES, BenchError, Peer
 from tests.conftest import STORE_URL
@@ -33,8 +35,8 @@ REQUIRED = (
 def test_tiny_comparison_finishes_every_chain_of_every_system(servers_reachable: None) -> None:
     if not BENCH_PYTHON.exists():
         pytest.fail(f"{BENCH_PYTHON} is missing: run `make bench-env` (make test does it)")
-    proc = subprocess.run(
-        [str(BENCH_PYTHON), "-m", "bench", "--tiny"], cwd=ROOT, capture_output=True, text=True, timeout=240
+    proc = subprocess.run(  # the 3-node cluster's start-up (30-60 s) is part of it
+        [str(BENCH_PYTHON), "-m", "bench", "--tiny"], cwd=ROOT, capture_output=True, text=True, timeout=400
     )
     assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stderr[-4000:]}"
     lines = proc.stdout.strip().splitlines()
@@ -43,7 +45,14 @@ def test_tiny_comparison_finishes_every_chain_of_every_system(servers_reachable:
 
     for key in REQUIRED:
         assert isinstance(summary[key], (int, float)) and summary[key] > 0, (key, summary[key])
-    assert {run["system"] for run in summary["runs"]} == set(PEERS)
+    # The cluster row is measured, or the table and the JSON line say why not (never a silent gap).
+    unmeasured = summary.get(f"{CLUSTER}_unavailable")
+    if unmeasured:
+        assert summary[f"{CLUSTER}_tps"] is None and f"not measured: {unmeasured}" in proc.stdout, proc.stdout
+    else:
+        assert summary[f"{CLUSTER}_tps"] > 0 and summary[f"{CLUSTER}_vs_stageflow"] > 0, summary
+        assert LABEL in proc.stdout, proc.stdout
+    assert {run["system"] for run in summary["runs"]} == set(PEERS) - ({CLUSTER} if unmeasured else set())
     for run in summary["runs"]:
         assert run["hops"] == run["chains"] * STAGES and run["chains"] == summary["chains"]
         assert run["python_cpu_s"] is not None and run["python_cpu_s"] > 0, run
@@ -54,6 +63,16 @@ def test_tiny_comparison_finishes_every_chain_of_every_system(servers_reachable:
     schemas = [run["namespace"] for run in summary["runs"]]
     left = asyncio.run(_existing_schemas(schemas))
     assert left == [], f"schemas left behind: {left}"
+
+
+def test_a_cluster_row_that_could_not_be_measured_says_why() -> None:
+    single = {"hops_per_s": 1000.0, "min_hops_per_s": 900.0, "max_hops_per_s": 1100.0, "broker_cpu_s": 1.0,
+              "database_cpu_s": 1.0, "python_cpu_s": 1.0, "cpu_ms_per_hop": 1.0}
+    summary = {"medians": {"stageflow": single}, f"{CLUSTER}_tps": None,
+               f"{CLUSTER}_unavailable": "rabbitmq-server is not installed"}
+    lines = table(summary).splitlines()
+    assert lines[-1].startswith(f"| {LABEL} | not measured: rabbitmq-server is not installed |"), lines
+    assert len(lines[-1].split("|")) == len(lines[0].split("|")), "the row has the table's columns"
 
 
 SCALE_FIGURES = (

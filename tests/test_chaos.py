@@ -1,4 +1,6 @@
-"""The chaos suite (``make chaos``, :mod:`chaos`) in short: the same seven scenarios with small numbers.
+"""The chaos suite (``make chaos``, :mod:`chaos`) in short: its seven scenarios on the tests' servers, with small
+numbers. (Its two cluster scenarios, a RabbitMQ node killed and a PostgreSQL failover, start servers of their
+own; ``tests/test_rabbit_cluster.py`` and ``tests/test_pg_failover.py`` run the same faults in the suite.)
 
 Each scenario runs on its own schema and queue prefix with its own worker and services subprocesses: random
 worker SIGKILLs, a RabbitMQ connection drop and a PostgreSQL restart (``-m immediate``), a frozen worker whose
@@ -27,7 +29,10 @@ SEED = int(os.environ.get("STAGEFLOW_CHAOS_SEED") or random.SystemRandom().randr
 LOCAL = all("127.0.0.1" in url or "localhost" in url for url in (BROKER_URL, STORE_URL))
 
 
-@pytest.mark.parametrize("scenario", SCENARIOS, ids=[s.name for s in SCENARIOS])
+ON_TEST_SERVERS = [s for s in SCENARIOS if s.servers is None]
+
+
+@pytest.mark.parametrize("scenario", ON_TEST_SERVERS, ids=[s.name for s in ON_TEST_SERVERS])
 async def test_chaos_scenario(scenario, servers_reachable: None, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     if scenario.name == "restarts" and (servers.missing_tools() or not LOCAL):
         pytest.skip("restarting the servers needs rabbitmqctl and pg_ctlcluster, and servers on 127.0.0.1")

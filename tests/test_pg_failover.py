@@ -21,7 +21,7 @@ import pytest
 from framework import Settings, Stageflow, StageflowError
 from tests.support.cases import CASES, FiveCalls
 from tests.support.cluster import Cluster
-from tests.support.ledger import audit_five_calls, install_ledger, wait_all_finished
+from tests.support.ledger import audit_five_calls, install_ledger, longest_gap_s, wait_all_finished
 from tests.support.pg_ha import PgHa, unavailable
 
 pytestmark = [pytest.mark.fault, pytest.mark.integration]
@@ -88,10 +88,7 @@ async def test_failover_to_the_replica_loses_nothing_and_stalls_nothing(
             try:
                 finished = await wait_all_finished(conn, schema, len(process_ids), 60)
                 report = await audit_five_calls(conn, schema, process_ids)
-                gap_s = float(await conn.fetchval(
-                    f"""SELECT coalesce(max(extract(epoch FROM recorded_at - previous)), 0) FROM (
-                            SELECT recorded_at, lag(recorded_at) OVER (ORDER BY recorded_at) AS previous
-                            FROM {schema}.ledger WHERE new_version <> old_version) AS commits"""))
+                gap_s = await longest_gap_s(conn, schema)
             finally:
                 await conn.close()
         finally:

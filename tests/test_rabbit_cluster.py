@@ -22,7 +22,7 @@ from framework import Settings, Stageflow
 from framework.broker.rabbitmq import RabbitBroker
 from tests.support.cases import CASES, FiveCalls
 from tests.support.cluster import Cluster
-from tests.support.ledger import audit_five_calls, count_finished, install_ledger, wait_all_finished
+from tests.support.ledger import audit_five_calls, count_finished, install_ledger, longest_gap_s, wait_all_finished
 from tests.support.rabbit_cluster import RabbitCluster, unavailable
 
 pytestmark = [pytest.mark.fault, pytest.mark.integration]
@@ -67,16 +67,6 @@ async def test_queues_have_a_replica_on_every_node(cluster_settings: Settings, r
         assert all(node.name in line for node in rabbit_cluster.nodes), line
 
 
-async def _longest_gap_s(pg: asyncpg.Connection, schema: str) -> float:
-    """The longest time between two consecutive commits (version-changing ledger rows) of the run."""
-    gap = await pg.fetchval(
-        f"""SELECT coalesce(max(extract(epoch FROM recorded_at - previous)), 0) FROM (
-                SELECT recorded_at, lag(recorded_at) OVER (ORDER BY recorded_at) AS previous
-                FROM {schema}.ledger WHERE new_version <> old_version) AS commits"""
-    )
-    return float(gap)
-
-
 async def test_killing_the_connected_node_loses_nothing_and_stalls_nothing(
     cluster_settings: Settings, rabbit_cluster: RabbitCluster, pg: asyncpg.Connection, tmp_path: Path
 ) -> None:
@@ -112,7 +102,7 @@ async def test_killing_the_connected_node_loses_nothing_and_stalls_nothing(
             finished = await wait_all_finished(pg, schema, len(process_ids), 60)
             recovery_s = time.monotonic() - killed_at
             report = await audit_five_calls(pg, schema, process_ids)
-            gap_s = await _longest_gap_s(pg, schema)
+            gap_s = await longest_gap_s(pg, schema)
             broker = flow.broker  # the test's own connection moved too, and counted it
             assert isinstance(broker, RabbitBroker) and broker.reconnects >= 1, "no reconnect counted"
             assert broker.connected_node not in (None, f"127.0.0.1:{victim.port}"), broker.connected_node

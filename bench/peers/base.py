@@ -29,7 +29,7 @@ import aiormq
 import asyncpg
 
 from tests.support.processes import Managed
-from tests.support.servers import BROKER_URL, STORE_URL
+from tests.support.servers import BROKER_URL, STORE_URL, connect_broker
 
 STAGES = 5
 PREFETCH = 64  # per worker process for the hand-written loops (their best: 128 was slower), and starts in flight
@@ -50,6 +50,7 @@ class Peer(ABC):
     """One system under comparison, deployed for one measured run: ``async with Peer(...) as peer``."""
 
     name: str
+    broker_url: str = BROKER_URL  # where its workers consume (a cluster's peer lists every node)
 
     def __init__(self, log_dir: Path, workers: int) -> None:
         self.namespace = f"bench_{uuid.uuid4().hex[:10]}"
@@ -120,7 +121,7 @@ class Peer(ABC):
     async def wait_consumers(self, queue: str, timeout_s: float = 60.0) -> None:
         """Wait until every worker consumes ``queue`` (start-up is never measured)."""
         began = time.monotonic()
-        connection = await aio_pika.connect(BROKER_URL)
+        connection = await connect_broker(self.broker_url)
         try:
             while (count := await consumer_count(connection, queue)) < self.worker_count:
                 self.check_alive()
@@ -227,10 +228,12 @@ async def consumer_count(connection: aio_pika.abc.AbstractConnection, queue: str
             await channel.close()
 
 
-async def delete_broker_objects(queues: Sequence[str], exchanges: Sequence[str] = ()) -> None:
+async def delete_broker_objects(
+    queues: Sequence[str], exchanges: Sequence[str] = (), *, broker_url: str = BROKER_URL
+) -> None:
     """Delete queues and exchanges; reports, never raises."""
     try:
-        connection = await aio_pika.connect(BROKER_URL)
+        connection = await connect_broker(broker_url)
         try:
             channel = await connection.channel()
             for queue in queues:

@@ -13,6 +13,7 @@ import asyncio
 import os
 from collections.abc import Sequence
 from contextlib import AsyncExitStack
+from pathlib import Path
 
 import asyncpg
 
@@ -28,10 +29,11 @@ QUEUE_SUFFIXES = ("inner", "service", "parked", "command.http")  # command.http:
 class StageflowPeer(Peer):
     name = "stageflow"
 
-    def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
-        super().__init__(*args, **kwargs)
+    def __init__(self, log_dir: Path, workers: int, *, broker_url: str = BROKER_URL) -> None:
+        super().__init__(log_dir, workers)
+        self.broker_url = broker_url  # one node, or every node of a cluster
         self.settings = Settings(
-            broker_url=BROKER_URL,
+            broker_url=broker_url,
             store_url=STORE_URL,
             store_schema=self.namespace,
             queue_prefix=self.namespace,
@@ -56,7 +58,7 @@ class StageflowPeer(Peer):
             "workers",
             [],
             {
-                "STAGEFLOW_BROKER_URL": BROKER_URL,
+                "STAGEFLOW_BROKER_URL": self.broker_url,
                 "STAGEFLOW_STORE_URL": STORE_URL,
                 "STAGEFLOW_STORE_SCHEMA": self.namespace,
                 "STAGEFLOW_QUEUE_PREFIX": self.namespace,
@@ -99,4 +101,11 @@ class StageflowPeer(Peer):
             await self._stack.aclose()
         finally:
             await drop_schema(self.namespace)
-            await delete_broker_objects([f"{self.namespace}.{suffix}" for suffix in QUEUE_SUFFIXES], [self.namespace])
+            await delete_broker_objects([f"{self.namespace}.{suffix}" for suffix in QUEUE_SUFFIXES], [self.namespace],
+                                        broker_url=self.broker_url)
+
+
+class StageflowClusterPeer(StageflowPeer):
+    """The same, on a RabbitMQ cluster (``bench/cluster.py``): quorum queues with a replica on every node."""
+
+    name = "stageflow_cluster"

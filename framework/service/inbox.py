@@ -20,7 +20,7 @@ from asyncpg import Record
 from asyncpg.pool import PoolConnectionProxy
 
 from framework.errors import ConfigurationError, StoreError
-from framework.store.postgres import TRANSIENT_ERRORS, keep_session
+from framework.store.sql.pg_connection import TRANSIENT_ERRORS, connect, keep_session
 
 _TABLE_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}(\.[a-z_][a-z0-9_]{0,62})?$")
 _PG_PARAM = re.compile(r"\$(\d+)")
@@ -132,7 +132,8 @@ class PostgresInbox(Inbox):
 
     async def open(self) -> None:
         try:
-            self._pool = await asyncpg.create_pool(self._dsn, min_size=1, max_size=self._max_size, reset=keep_session)
+            self._pool = await asyncpg.create_pool(self._dsn, min_size=1, max_size=self._max_size,
+                                                   reset=keep_session, connect=connect)
             async with self._pool.acquire() as conn, conn.transaction():
                 await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", f"stageflow:{self._table}")
                 await conn.execute(

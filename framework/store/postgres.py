@@ -33,7 +33,14 @@ from framework.store.sql.deploy import DeployStatements
 from framework.store.sql.dialect import POSTGRESQL
 from framework.store.sql.executor import Executor
 from framework.store.sql.migrate import migrate
-from framework.store.sql.pg_connection import TRANSIENT_ERRORS, Pooled, apply_one_by_one, executor, keep_session
+from framework.store.sql.pg_connection import (
+    TRANSIENT_ERRORS,
+    Pooled,
+    apply_one_by_one,
+    connect,
+    executor,
+    keep_session,
+)
 from framework.store.sql.rows import CommitRow, CreateRow, commit_row, create_row
 from framework.store.sql.statements import (
     COMMIT_SET,
@@ -157,7 +164,7 @@ class PostgresStore(PostgresFanOuts, SqlStore):
         try:
             self._pool = await asyncpg.create_pool(
                 self._dsn, min_size=self._min_size, max_size=self._max_size, command_timeout=30,
-                reset=keep_session,
+                reset=keep_session, connect=connect,
             )
             async with executor(self._pool, transaction=True) as db:
                 # Many workers may start at once: the first migrates, the others wait on this lock, then find

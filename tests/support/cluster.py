@@ -10,8 +10,9 @@ from pathlib import Path
 import aio_pika
 
 from framework import ProcessDocument, Settings, Stageflow
-from tests.conftest import BROKER_URL, STORE_URL, settings_env
+from tests.conftest import STORE_URL, settings_env
 from tests.support import processes
+from tests.support.servers import connect_broker
 
 CASE_MODULES = "tests.support.cases,tests.support.failure_cases,tests.support.fanout_cases,business_cases"
 
@@ -26,9 +27,10 @@ class Cluster:
     def __init__(
         self, settings: Settings, log_dir: Path, *, workers: int = 2,
         services_modules: tuple[str, ...] = ("tests.support.services",), cases: str = CASE_MODULES,
-        admin_url: str = BROKER_URL, http_adapters: int = 0, adapter_env: dict[str, str] | None = None, **env: str,
+        admin_url: str | None = None, http_adapters: int = 0, adapter_env: dict[str, str] | None = None,
+        **env: str,
     ) -> None:
-        self.admin_url = admin_url  # where wait_ready counts consumers (a live node of a RabbitMQ cluster)
+        self.admin_url = admin_url or settings.broker_url  # where wait_ready counts consumers (its first live node)
         self.env = settings_env(
             settings, STAGEFLOW_CASES=cases, STAGEFLOW_SERVICES_DB_URL=services_db_url(settings), **env
         )
@@ -58,7 +60,7 @@ class Cluster:
         expected = {"inner": len(self.workers), "service": len(self.workers)}
         expected.update({f"command.{api}": 1 for api in self.apis})
         deadline = time.monotonic() + timeout_s
-        async with await aio_pika.connect(self.admin_url) as connection:
+        async with await connect_broker(self.admin_url) as connection:
             while True:
                 counts = {}
                 for suffix in expected:

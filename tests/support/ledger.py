@@ -12,7 +12,8 @@
 
 ``audit()`` reads all three for a set of processes of one case and checks them against that case's
 ``Expected`` shape (``audit_five_calls()`` for ``five_calls``); ``doubled_commits()`` and
-``doubled_effects()`` count what was applied twice across a whole schema, whatever the case.
+``doubled_effects()`` count what was applied twice across a whole schema, whatever the case, and
+``longest_gap_s()`` the longest stretch without a committed transition (a stall).
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from typing import Any
 
 import aio_pika
 import asyncpg
+
+from tests.support.servers import connect_broker
 
 # The stage commits a ``five_calls`` process makes, in order: (old version, stage the old document was
 # at, status after the commit). Stage ``step_k`` runs at version k and calls the service, so the process
@@ -273,12 +276,29 @@ async def doubled_effects(conn: asyncpg.Connection, schema: str) -> int:
     )
 
 
+async def longest_gap(conn: asyncpg.Connection, schema: str) -> tuple[float, float | None]:
+    """The longest time between two consecutive commits (version-changing ledger rows) in the schema, and
+    when it ended (epoch seconds; None if there were fewer than two commits)."""
+    row = await conn.fetchrow(
+        f"""SELECT extract(epoch FROM recorded_at - previous) AS gap, extract(epoch FROM recorded_at) AS ended
+            FROM (SELECT recorded_at, lag(recorded_at) OVER (ORDER BY recorded_at) AS previous
+                  FROM {schema}.ledger WHERE new_version <> old_version) AS commits
+            WHERE previous IS NOT NULL ORDER BY recorded_at - previous DESC LIMIT 1"""
+    )
+    return (0.0, None) if row is None else (float(row["gap"]), float(row["ended"]))
+
+
+async def longest_gap_s(conn: asyncpg.Connection, schema: str) -> float:
+    """The longest time between two consecutive commits (version-changing ledger rows) in the schema."""
+    return (await longest_gap(conn, schema))[0]
+
+
 # -- RabbitMQ: queue depths and taking one message, on the test's own connection ------------------------
 
 
 async def queue_depth(broker_url: str, queue_name: str) -> int:
-    """Ready messages in a RabbitMQ queue (0 if it does not exist)."""
-    connection = await aio_pika.connect(broker_url)
+    """Ready messages in a RabbitMQ queue (0 if it does not exist); ``broker_url`` may list a cluster's nodes."""
+    connection = await connect_broker(broker_url)
     try:
         channel = await connection.channel()
         try:
@@ -292,7 +312,7 @@ async def queue_depth(broker_url: str, queue_name: str) -> int:
 
 async def take_message(broker_url: str, queue_name: str, timeout_s: float = 30.0) -> aio_pika.IncomingMessage:
     """Take (get and ack) one message from a queue, waiting for one to arrive."""
-    connection = await aio_pika.connect(broker_url)
+    connection = await connect_broker(broker_url)
     try:
         channel = await connection.channel()
         queue = await channel.declare_queue(queue_name, passive=True)

@@ -2,8 +2,9 @@
 
 Two clusters made with ``pg_createcluster`` on ports 5441 (primary) and 5442 (replica, ``pg_basebackup -R``
 from the primary, listed in the primary's ``synchronous_standby_names``), trust authentication on 127.0.0.1
-only, started by hand (``--start-conf=manual``: never at boot). ``drop()`` stops and removes both. Nothing
-here touches the machine's own cluster.
+only, started by hand (``--start-conf=manual``: never at boot). ``drop()`` stops and removes both. One run
+at a time per machine (a ``HostLock``: the names and ports are fixed). Nothing here touches the machine's own
+cluster.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import pwd
 import shutil
 import subprocess
 from pathlib import Path
+
+from tests.support.host_lock import HostLock
 
 PG_USER = "postgres"
 PRIMARY_PORT, REPLICA_PORT = 5441, 5442
@@ -50,6 +53,7 @@ class PgHa:
     def __init__(self) -> None:
         self.version = _version()
         self.primary, self.replica = NAMES
+        self._lock = HostLock("pg-ha")
 
     @property
     def url(self) -> str:
@@ -75,7 +79,8 @@ class PgHa:
             f.write("listen_addresses = '127.0.0.1'\nmax_connections = 100\nfsync = on\n")
 
     def start(self) -> None:
-        self.drop()  # leftovers of a run that was killed
+        self._lock.acquire()
+        self._remove()  # leftovers of a run that was killed (no live run holds the lock)
         self._create(self.primary, PRIMARY_PORT)
         _run(["pg_ctlcluster", self.version, self.primary, "start"])
         self.psql(PRIMARY_PORT, "CREATE DATABASE test")
@@ -100,6 +105,10 @@ class PgHa:
         _run(["pg_ctlcluster", self.version, self.replica, "promote"])
 
     def drop(self) -> None:
+        self._remove()
+        self._lock.release()
+
+    def _remove(self) -> None:
         for name in NAMES:
             if self._conf_dir(name).exists() or self._data_dir(name).exists():
                 _run(["pg_ctlcluster", self.version, name, "stop", "-m", "immediate"], check=False)

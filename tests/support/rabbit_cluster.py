@@ -1,6 +1,7 @@
 """A 3-node RabbitMQ cluster of our own, beside the machine's node: started by the tests, stopped and removed after.
 
-Each node ``rcN@localhost`` has its own AMQP and distribution ports, data and log folders (owned by the
+One run at a time per machine (a ``HostLock``: the ports are fixed). Each node ``rcN@localhost`` has its own
+AMQP and distribution ports, data and log folders (owned by the
 ``rabbitmq`` user, whose Erlang cookie every node and ``rabbitmqctl`` then share), a config file with only a
 ``listeners.tcp.local`` line and an empty plugins file. Nodes 2 and 3 join node 1. Nothing here touches the
 machine's own node (``rabbit@localhost`` on 5672).
@@ -18,6 +19,8 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from tests.support.host_lock import HostLock
 
 RABBIT_USER = "rabbitmq"
 BASE_PORT = 5781  # nodes on 5781..5783, distribution on 25781..25783 (the machine's node: 5672 and 25672)
@@ -149,6 +152,7 @@ class RabbitCluster:
     def __init__(self, size: int = 3) -> None:
         self.root = Path(tempfile.mkdtemp(prefix="stageflow-rabbit-cluster-"))
         self.nodes = [Node(i, self.root / f"rc{i}") for i in range(1, size + 1)]
+        self._lock = HostLock("rabbit-cluster")
 
     @property
     def broker_url(self) -> str:
@@ -156,6 +160,7 @@ class RabbitCluster:
         return ",".join(node.url for node in self.nodes)
 
     def start(self) -> None:
+        self._lock.acquire()
         for node in self.nodes:
             node.prepare()
         uid, gid = pwd.getpwnam(RABBIT_USER).pw_uid, pwd.getpwnam(RABBIT_USER).pw_gid
@@ -181,14 +186,20 @@ class RabbitCluster:
         node.wait_booted()
 
     def clients_on(self, node: Node, name_prefix: str) -> int:
-        """How many client connections whose name starts with ``name_prefix`` are on ``node`` (asked of a live
-        node: ``list_connections`` is cluster-wide; the connection's name ends with the node's port)."""
+        """How many client connections whose name starts with ``name_prefix`` are on ``node``."""
+        return self.clients_by_node(name_prefix)[node.name]
+
+    def clients_by_node(self, name_prefix: str) -> dict[str, int]:
+        """The same for every node, from one listing (``rabbitmqctl`` starts an Erlang VM: seconds of CPU on a
+        small machine), asked of a live node: ``list_connections`` is cluster-wide; the connection's name
+        ends with the node's port."""
         live = next(n for n in self.nodes if n.running)
-        listing = live.ctl("list_connections", "name", "client_properties", "--no-table-headers")
-        return sum(
-            1 for line in listing.splitlines()
-            if line.split("\t", 1)[0].endswith(f":{node.port}") and name_prefix in line
-        )
+        listing = live.ctl("list_connections", "name", "client_properties", "--no-table-headers").splitlines()
+        return {
+            node.name: sum(1 for line in listing
+                           if line.split("\t", 1)[0].endswith(f":{node.port}") and name_prefix in line)
+            for node in self.nodes
+        }
 
     def stop(self) -> None:
         for node in self.nodes:  # a node still booting has no pid file yet: wait for it, so none is left behind
@@ -202,3 +213,4 @@ class RabbitCluster:
             for node in self.nodes:
                 shutil.copytree(node.base / "log", Path(keep) / node.name, dirs_exist_ok=True)
         shutil.rmtree(self.root, ignore_errors=True)
+        self._lock.release()

@@ -1,5 +1,6 @@
-"""PostgreSQL connections as the store uses them: the pool's release hook, "unreachable" as ``StoreError``,
-and the one-by-one fallback of a batch PostgreSQL refused."""
+"""PostgreSQL connections as the store uses them: how a pool connects (each host of a multi-host URL with a
+time limit of its own), the pool's release hook, "unreachable" as ``StoreError``, and the one-by-one fallback
+of a batch PostgreSQL refused."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
+from urllib.parse import urlsplit
 
 import asyncpg
 
@@ -20,7 +22,45 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.PostgresConnectionError,
     asyncpg.InterfaceError,
     asyncpg.exceptions.OperatorInterventionError,  # admin shutdown, cannot connect now
+    asyncpg.exceptions.TargetServerAttributeNotMatched,  # a failover under way: no listed host takes writes yet
 )
+
+# asyncpg's connect timeout (60 s by default) is one budget for all the hosts of a URL: a host that died with
+# its machine (no TCP reset) used all of it, so the pool never reached the replica that had taken over.
+CONNECT_TIMEOUT_PER_HOST_S = 5.0
+
+
+def _hosts(dsn: str) -> list[tuple[str, int | None]]:
+    """The hosts of a multi-host URL (``postgresql://app@pg-1:5432,pg-2:5432/db``); [] for one host."""
+    spec = urlsplit(dsn).netloc.rpartition("@")[2]
+    if "," not in spec:
+        return []
+    hosts: list[tuple[str, int | None]] = []
+    for part in spec.split(","):
+        if part.startswith("["):  # [IPv6]:port
+            host, _, rest = part[1:].partition("]")
+            port = rest.removeprefix(":")
+        elif part.count(":") == 1:
+            host, _, port = part.partition(":")
+        else:  # no port (or a bare IPv6 address)
+            host, port = part, ""
+        hosts.append((host, int(port) if port else None))
+    return hosts
+
+
+async def connect(dsn: str | None = None, **options: Any) -> asyncpg.Connection:
+    """The pools' ``connect``: asyncpg's, host by host, each with ``CONNECT_TIMEOUT_PER_HOST_S``, in the
+    listed order (``target_session_attrs`` is checked on each host by asyncpg)."""
+    hosts = _hosts(dsn) if dsn else []
+    if not hosts:
+        return await asyncpg.connect(dsn, timeout=CONNECT_TIMEOUT_PER_HOST_S, **options)
+    failure: BaseException = OSError("no PostgreSQL host to connect to")
+    for host, port in hosts:
+        try:
+            return await asyncpg.connect(dsn, host=host, port=port, timeout=CONNECT_TIMEOUT_PER_HOST_S, **options)
+        except TRANSIENT_ERRORS as exc:
+            failure = exc
+    raise failure  # the last host's error
 
 
 async def keep_session(connection: asyncpg.Connection) -> None:
@@ -39,9 +79,10 @@ class Pooled:
     acquiring, using or releasing it) as a ``StoreError``. A class rather than a generator-based context
     manager: it runs twice per transition."""
 
-    __slots__ = ("_acquire",)
+    __slots__ = ("_acquire", "_pool")
 
     def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
         self._acquire = pool.acquire()
 
     async def __aenter__(self) -> PgConnection:
@@ -54,8 +95,12 @@ class Pooled:
         try:
             await self._acquire.__aexit__(exc_type, exc, tb)
         except TRANSIENT_ERRORS as release_error:
+            await self._pool.expire_connections()
             raise unavailable(release_error) from release_error
         if isinstance(exc, TRANSIENT_ERRORS):
+            # The pool's other connections lead to the same host: each one would fail on its turn (after the
+            # command timeout, if that host died with its machine). New ones go to the host that now answers.
+            await self._pool.expire_connections()
             raise unavailable(exc) from exc
 
 
