@@ -110,7 +110,11 @@ def _detail(step: Step) -> str | None:
         return f"event {step.get('event')}"
     if kind == "approval":
         return f"by {step['assignee']}" if "assignee" in step else "approval"
-    return None
+    if kind == "db_query":
+        return f"{step.get('mode', 'query')} on {step.get('connection')}"
+    if kind == "notify":
+        return f"notify by {step.get('channel')}"
+    return None  # a kind this reader does not describe still gets its node and its edges
 
 
 def _items_detail(step: Step) -> str:

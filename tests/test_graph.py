@@ -264,3 +264,14 @@ def _chain(n: int) -> type[BusinessCase]:
     attrs: dict[str, Any] = {"name": f"chain_{n}", "Input": EmptyInput}
     attrs.update({f"s{i}": stage(make(), name=f"s{i}") for i in range(n)})
     return type(f"Chain{n}", (BusinessCase,), attrs)
+
+
+def test_db_query_and_notify_steps_are_nodes_of_their_kind_with_their_ways_on() -> None:
+    restock = ROOT / "business_cases" / "blueprints" / "restock_order.yaml"
+    case = compile_blueprint(str(restock), functions=FUNCTIONS)
+    graph = case_graph(case)
+    kinds = {n.kind for n in graph.nodes}
+    assert {"db_query", "notify"} & kinds, kinds
+    for node in graph.nodes:
+        if node.kind in ("db_query", "notify"):
+            assert node.detail and any(e.source == node.id for e in graph.edges), node
