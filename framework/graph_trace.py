@@ -141,7 +141,9 @@ class _Walk:
             self.edges.append(Edge(source, target, EdgeKind.OBSERVED, "on_failed" if failure else None))
             route = [len(self.edges) - 1]
         for index in route:
-            self.take(index)
+            self.taken[index] += 1
+        for node in dict.fromkeys(self.edges[i].target for i in route):  # the steps of a level join once
+            self.enter(node)
 
     def _joins(self, source: str, target: str) -> list[int]:
         """A parallel level that joined: every one of its steps goes on to ``target``."""

@@ -151,6 +151,7 @@ async def test_a_blueprint_run_lights_its_branch_its_parallel_steps_and_its_fan_
         ("tell_a", "each_line", "join"), ("tell_b", "each_line", "join"),
         ("each_line", "each_line@items", "fan_out"), ("each_line@items", "finish", "join"), ("finish", END, "next"),
     }
+    assert set(result.visits.values()) == {1}  # the two parallel steps join each_line once
     assert result.graph.edges == graph.edges  # everything it did was declared: nothing observed
 
 
