@@ -66,7 +66,8 @@ async def test_a_finished_blueprint_process_shows_its_path_on_its_graph(
             await expect(graph).to_have_attribute("data-current", "@end")
             await expect(graph.locator(".gnode")).to_have_count(NODES)
             for node in ("classify", "quick", "parallel_tell_a", "tell_a", "tell_b", "each_line", "finish"):
-                await expect(graph.locator(f'.gnode[data-node="{node}"]')).to_have_class(f"gnode k-{_kind(node)} visited")
+                visited = f"gnode k-{_kind(node)} visited"
+                await expect(graph.locator(f'.gnode[data-node="{node}"]')).to_have_class(visited)
             await expect(graph.locator('.gnode[data-node="review"]')).to_have_class("gnode k-call")  # not taken
             await expect(graph.locator('.gnode[data-node="review"] text.name')).to_have_text("review")
             taken = graph.locator("path.gedge.taken")
