@@ -243,8 +243,8 @@ def _validate_case(cls: type[BusinessCase]) -> None:
                 hint=f"write `async def {spec.function.__name__}(self, ctx):`",
             )
         _validate_failure_options(where, spec, names)
-        for target in _literal_targets(spec.function):
-            if target not in names:
+        for method, target in literal_targets(spec.function):
+            if method in _CHECKED_TARGETS and target not in names:
                 close = difflib.get_close_matches(target, names, n=1)
                 suggestion = f"did you mean {close[0]!r}? " if close else ""
                 raise CaseDefinitionError(
@@ -274,11 +274,16 @@ def _validate_failure_options(where: str, spec: StageSpec, names: list[str]) -> 
             )
 
 
-def _literal_targets(function: StageFunction) -> list[str]:
-    """Stage names a stage's source names literally: ``next(stage="x")``, ``call(..., resume="x")``,
-    ``wait(..., then="x")``.
+# What each context method names its target stage with, when the stage's source names it literally.
+TARGET_KEYWORDS = {"next": "stage", "call": "resume", "wait": "then", "wait_for": "resume", "fan_out": "resume"}
+_CHECKED_TARGETS = frozenset({"next", "call", "wait"})  # checked at definition; the others at run time
 
-    Targets computed at run time cannot be checked here; the engine checks them when the stage runs.
+
+def literal_targets(function: StageFunction) -> list[tuple[str, str]]:
+    """(method, stage) for each literal target in a stage's source, in source order: ``next(stage="x")``,
+    ``call(..., resume="x")``, ``wait(..., then="x")``, ``wait_for(..., resume="x")``, ``fan_out(..., resume="x")``.
+
+    Targets computed at run time cannot be read here; the engine checks them when the stage runs.
     """
     try:
         tree = ast.parse(textwrap.dedent(inspect.getsource(function)))
@@ -288,8 +293,8 @@ def _literal_targets(function: StageFunction) -> list[str]:
     for node in ast.walk(tree):
         if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
             continue
-        keyword = {"next": "stage", "call": "resume", "wait": "then"}.get(node.func.attr)
+        keyword = TARGET_KEYWORDS.get(node.func.attr)
         for kw in node.keywords:
             if kw.arg == keyword and isinstance(kw.value, ast.Constant) and isinstance(kw.value.value, str):
-                targets.append(kw.value.value)
+                targets.append((node.func.attr, kw.value.value))
     return targets

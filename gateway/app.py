@@ -26,7 +26,7 @@ from gateway.cache import Refreshed
 from gateway.guard import Guard
 from gateway.limits import BodySizeLimit
 from gateway.metrics import GatewayMetrics, RequestMetrics
-from gateway.routes import actions, admin, jobs, processes, schedules, signals, system, workflows
+from gateway.routes import actions, admin, graphs, jobs, processes, schedules, signals, system, workflows
 from gateway.views import STATS_SAMPLE
 
 if TYPE_CHECKING:
@@ -102,6 +102,6 @@ def create_app(
     app.add_middleware(Guard, keys=keys)  # the key before anything else looks at the request
     # outermost: refused requests count (and are traced) too
     app.add_middleware(RequestMetrics, metrics=app.state.metrics, tracing=tracing)
-    for module in (processes, actions, jobs, system, admin, schedules, signals, workflows):
+    for module in (processes, actions, jobs, system, admin, schedules, signals, workflows, graphs):
         app.include_router(module.router(keys))
     return app

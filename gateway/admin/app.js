@@ -15,6 +15,8 @@
     selected: null,   // open process id
     view: null,       // its last view
     jobs: [],         // the newest background jobs (bulk reprocess)
+    graphOf: null,    // "<process id>@<version>" of the process graph drawn (redrawn when the version moves)
+    caseGraph: null,  // the case whose graph is open above the list
     busy: false,
   };
 
@@ -163,6 +165,7 @@
       select.append(el("option", { value: c.name, text: c.name }));
     }
     select.value = chosen;
+    $("f-graph").disabled = !select.value;
     $("login").hidden = true;
     $("main").hidden = false;
     $("forget").hidden = false;
@@ -401,6 +404,7 @@
     }
 
     renderTimeline(view);
+    loadProcessGraph(view);
     $("d-store").textContent = json(view.store || {});
     $("d-input").textContent = json(view.input || {});
     $("d-result-wrap").hidden = view.result === null || view.result === undefined;
@@ -451,9 +455,41 @@
     }
   }
 
+  // ---------------------------------------------------------------- execution graphs (graph.js draws them)
+
+  async function loadProcessGraph(view) {
+    const key = `${view.process_id}@${view.version}`;
+    if (state.graphOf === key) return;
+    state.graphOf = key;
+    const box = $("d-graph");
+    try {
+      const graph = await api("GET", `/processes/${encodeURIComponent(view.process_id)}/graph`);
+      if (state.graphOf !== key) return;  // another process or version was opened meanwhile
+      window.StageflowGraph.render(box, graph, `execution graph of process ${view.process_id} (${view.case})`);
+    } catch (exc) {
+      if (state.graphOf === key) state.graphOf = null;  // try again at the next refresh
+      clear(box).append(el("p", { class: "small err", text: `no graph: ${exc.message}` }));
+    }
+  }
+
+  async function openCaseGraph(name) {
+    state.caseGraph = name || null;
+    $("case-graph").hidden = !name;
+    if (!name) return;
+    try {
+      const graph = await api("GET", `/cases/${encodeURIComponent(name)}/graph`);
+      if (state.caseGraph !== name) return;
+      $("cg-title").textContent = `${name} v${graph.version}: ${graph.source === "blueprint" ? "blueprint steps" : "stages"}`;
+      window.StageflowGraph.render($("cg-graph"), graph, `execution graph of case ${name}`);
+    } catch (exc) {
+      clear($("cg-graph")).append(el("p", { class: "small err", text: `no graph: ${exc.message}` }));
+    }
+  }
+
   function closeDetail() {
     state.selected = null;
     state.view = null;
+    state.graphOf = null;
     $("detail").hidden = true;
     if (location.hash) history.replaceState(null, "", location.pathname + location.search);
     for (const row of $("rows").children) row.classList.remove("selected");
@@ -636,7 +672,13 @@
     $("login-form").addEventListener("submit", login);
     $("forget").addEventListener("click", () => logout(""));
     $("filters").addEventListener("submit", (e) => { e.preventDefault(); refresh(true); });
-    $("f-case").addEventListener("change", () => refresh(true));
+    $("f-case").addEventListener("change", () => {
+      $("f-graph").disabled = !$("f-case").value;
+      if (state.caseGraph) openCaseGraph($("f-case").value);
+      refresh(true);
+    });
+    $("f-graph").addEventListener("click", () => openCaseGraph($("f-case").value));
+    $("cg-close").addEventListener("click", () => openCaseGraph(null));
     $("f-status").addEventListener("change", () => refresh(true));
     $("f-stage").addEventListener("change", () => refresh(true));
     $("f-search").addEventListener("change", () => refresh(true));

@@ -18,6 +18,7 @@ ADMIN_DIR = Path(__file__).resolve().parent.parent / "admin"
 ASSETS = {
     "app.js": "text/javascript; charset=utf-8",
     "charts.js": "text/javascript; charset=utf-8",
+    "graph.js": "text/javascript; charset=utf-8",
     "app.css": "text/css; charset=utf-8",
 }
 CSP = (
