@@ -62,7 +62,7 @@ async def test_a_finished_blueprint_process_shows_its_path_on_its_graph(
 
         async with logged_in_page(live_gateway) as (page, problems):
             await page.click(f'#rows tr[data-id="{small}"]')
-            graph = page.locator("#d-graph svg.graph")
+            graph = page.locator("#d-graph svg.graph:not(.mini)")  # not the legend's swatches
             await expect(graph).to_have_attribute("data-current", "@end")
             await expect(graph.locator(".gnode")).to_have_count(NODES)
             for node in ("classify", "quick", "parallel_tell_a", "tell_a", "tell_b", "each_line", "finish"):
@@ -95,7 +95,7 @@ async def test_a_finished_blueprint_process_shows_its_path_on_its_graph(
             # the case's own graph: the same nodes, no path, no marker
             await page.select_option("#f-case", "graph_demo")
             await page.click("#f-graph")
-            case_graph = page.locator("#cg-graph svg.graph")
+            case_graph = page.locator("#cg-graph svg.graph:not(.mini)")
             await expect(case_graph.locator(".gnode")).to_have_count(NODES)
             await expect(page.locator("#cg-title")).to_contain_text("graph_demo v1")
             assert await case_graph.locator(".gnode.visited, .gnode.current, path.taken").count() == 0
