@@ -336,7 +336,13 @@ async def frozen_worker(run: Run) -> None:
         back = await _wait_for(_consumers_back(dep), 60)
         r.details["frozen_reconnected_s"] = back
         r.expect(back is not None, "the frozen worker did not reconnect after SIGCONT")
-        await asyncio.sleep(1.0)
+        # Its stages resume where SIGSTOP left them and then try to commit: wait for those late writes (a busy
+        # machine may take seconds), rather than a fixed pause.
+
+        async def late_write_refused() -> bool:
+            return _count_lines(frozen, LOST_RACE) > lost_before
+
+        await _wait_for(late_write_refused, 15 + 2 * STAGE_SECONDS, interval_s=0.2)
         refused = _count_lines(frozen, LOST_RACE) - lost_before
         r.details["late_writes_refused"] = refused
         r.expect(refused >= 1, f"no '{LOST_RACE}' line in {frozen.log_path}: the frozen worker made no late write")

@@ -81,7 +81,7 @@ async def test_commands_and_child_processes_fan_out_and_join_in_order(
             # Per-item status of the first fan-out (its group is the version it started at), a page at a time.
             page = (await gw.client.get(f"/processes/{process_id}/items", params={"group": 2, "limit": 100})).json()
             assert page["fan_out"] == {"group": 2, "total": 300, "succeeded": 300, "failed": 0, "in_flight": 0,
-                                       "pending": 0, "decided": "succeeded"}
+                                       "pending": 0, "cancelled": 0, "decided": "succeeded"}
             assert [i["index"] for i in page["items"]] == list(range(100)) and page["next_after"] == 99
             assert page["items"][7] == {**page["items"][7], "status": "done", "api": "effects",
                                         "result": {"step": 7, "ok": True}}
