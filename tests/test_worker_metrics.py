@@ -56,7 +56,12 @@ async def test_a_worker_serves_metrics_that_match_the_run(settings: Settings, tm
         await cluster.start()
         try:
             assert (await http.get("/healthz")).status_code == 200
-            assert (await http.get("/readyz")).json() == {"status": "ready"}
+            # ready once everything consumes: the hosted http adapter starts just after the inner and service
+            # consumers that wait_ready counts
+            deadline = asyncio.get_running_loop().time() + 10
+            while (ready := (await http.get("/readyz")).json()) != {"status": "ready"}:
+                assert asyncio.get_running_loop().time() < deadline, ready
+                await asyncio.sleep(0.1)
             metered = await flow.start("metered", {"items": ITEMS})
             poison = await flow.start("unreadable", {"n": 1})
             done = await wait_finished(flow, [metered.process_id, poison.process_id], timeout_s=60)
